@@ -1,0 +1,50 @@
+// The causal language-model interface every backbone implements (Mamba, GPT-NeoX, hybrid), so
+// that generation, perplexity, training and the VLM wrapper are written once.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <filesystem>
+#include <memory>
+#include <string>
+
+namespace torch::nn {
+class Module;
+}
+
+namespace mambavl::models {
+
+// Per-sequence decoding state (Mamba: conv + SSM states per layer; attention: a preallocated KV
+// cache). `length()` tokens have been consumed so far.
+class LMCache {
+ public:
+  virtual ~LMCache() = default;
+  virtual int64_t length() const = 0;
+  virtual int64_t batch() const = 0;
+};
+
+class CausalLM {
+ public:
+  virtual ~CausalLM() = default;
+  virtual std::string arch() const = 0;       // "mamba", "gpt_neox", "hybrid"
+  virtual int64_t vocab_size() const = 0;     // rows of the output logits (padded vocabulary)
+  virtual int64_t hidden_size() const = 0;
+  virtual int64_t num_layers() const = 0;
+
+  // ids [B, L] int64 -> [B, L, hidden] input embeddings (the VLM overwrites image positions).
+  virtual at::Tensor embed(const at::Tensor& ids) = 0;
+  // embeds [B, L, hidden] -> logits [B, L, V] fp32. With a cache: continues from the cache's
+  // state (prefill when it is empty, then one or more steps) and advances it by L.
+  virtual at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr) = 0;
+  at::Tensor forward(const at::Tensor& ids, LMCache* cache = nullptr) {
+    return forward_embeds(embed(ids), cache);
+  }
+  // A cache for `batch` sequences of up to `max_len` tokens in total (attention preallocates).
+  virtual std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) = 0;
+
+  virtual torch::nn::Module& module() = 0;
+  // Weights + config.json (+ the tokenizer files when the model was loaded from a folder with
+  // them) to `dir`, in the same Hugging Face format it loads. Atomic per file.
+  virtual void save(const std::filesystem::path& dir) const = 0;
+};
+
+}  // namespace mambavl::models
