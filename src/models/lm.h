@@ -32,11 +32,23 @@ class CausalLM {
 
   // ids [B, L] int64 -> [B, L, hidden] input embeddings (the VLM overwrites image positions).
   virtual at::Tensor embed(const at::Tensor& ids) = 0;
-  // embeds [B, L, hidden] -> logits [B, L, V] fp32. With a cache: continues from the cache's
-  // state (prefill when it is empty, then one or more steps) and advances it by L.
-  virtual at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr) = 0;
-  at::Tensor forward(const at::Tensor& ids, LMCache* cache = nullptr) {
-    return forward_embeds(embed(ids), cache);
+  // embeds [B, L, hidden] -> final hidden states [B, L, hidden] after the final norm, in the
+  // compute dtype. With a cache: continues from the cache's state (prefill when it is empty, then
+  // one or more steps) and advances it by L.
+  virtual at::Tensor forward_hidden(const at::Tensor& embeds, LMCache* cache = nullptr) = 0;
+  // hidden [..., hidden] -> logits [..., V] fp32 (the LM head).
+  virtual at::Tensor logits(const at::Tensor& hidden) = 0;
+
+  // embeds -> logits [B, L, V] fp32, or [B, 1, V] for the last position only (a prefill for
+  // generation skips the head elsewhere).
+  at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr,
+                            bool last_only = false) {
+    at::Tensor h = forward_hidden(embeds, cache);
+    if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
+    return logits(h);
+  }
+  at::Tensor forward(const at::Tensor& ids, LMCache* cache = nullptr, bool last_only = false) {
+    return forward_embeds(embed(ids), cache, last_only);
   }
   // A cache for `batch` sequences of up to `max_len` tokens in total (attention preallocates).
   virtual std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) = 0;

@@ -1,0 +1,335 @@
+// Mamba language model: mixer (sequence + decode step), residual block, LM head, load / save / init.
+#include "models/mamba.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/init.h>
+
+#include <cmath>
+#include <fstream>
+
+#include "common/error.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "kernels/causal_conv1d.h"
+#include "kernels/selective_scan.h"
+#include "models/attention.h"
+
+namespace mambavl::models {
+
+namespace F = torch::nn::functional;
+
+// ---------------------------------------------------------------------------------------------
+// Mixer
+
+namespace {
+class Conv1dParams : public torch::nn::Module {
+ public:
+  Conv1dParams(int64_t channels, int64_t width, bool bias) {
+    weight = register_parameter("weight", at::empty({channels, 1, width}));
+    if (bias) this->bias = register_parameter("bias", at::empty({channels}));
+  }
+  at::Tensor weight, bias;
+};
+}  // namespace
+
+MambaMixerImpl::MambaMixerImpl(const MambaConfig& c) : cfg(c) {
+  const int64_t Di = c.d_inner, N = c.d_state, R = c.dt_rank;
+  in_proj = register_module(
+      "in_proj", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, 2 * Di).bias(c.bias)));
+  auto conv = std::make_shared<Conv1dParams>(Di, c.d_conv, c.conv_bias);
+  conv1d = register_module("conv1d", std::static_pointer_cast<torch::nn::Module>(conv));
+  conv_weight = conv->weight;
+  conv_bias = conv->bias;
+  x_proj = register_module("x_proj",
+                           torch::nn::Linear(torch::nn::LinearOptions(Di, R + 2 * N).bias(false)));
+  dt_proj = register_module("dt_proj", torch::nn::Linear(torch::nn::LinearOptions(R, Di).bias(true)));
+  A_log = register_parameter("A_log", at::empty({Di, N}));
+  D = register_parameter("D", at::ones({Di}));
+  out_proj = register_module(
+      "out_proj", torch::nn::Linear(torch::nn::LinearOptions(Di, c.d_model).bias(c.bias)));
+  // Default initialisation (also what a model being loaded starts from).
+  {
+    at::NoGradGuard ng;
+    const double bound = 1.0 / std::sqrt(static_cast<double>(c.d_conv));
+    conv_weight.uniform_(-bound, bound);
+    if (conv_bias.defined()) conv_bias.uniform_(-bound, bound);
+  }
+  reset_ssm_parameters();
+}
+
+void MambaMixerImpl::reset_ssm_parameters(double dt_min, double dt_max, double dt_floor) {
+  at::NoGradGuard ng;
+  const int64_t Di = cfg.d_inner, N = cfg.d_state;
+  const double std = std::pow(static_cast<double>(cfg.dt_rank), -0.5);
+  dt_proj->weight.uniform_(-std, std);
+  at::Tensor dt = at::exp(at::rand({Di}, at::kDouble) * (std::log(dt_max) - std::log(dt_min)) +
+                          std::log(dt_min))
+                      .clamp_min(dt_floor);                     // [Di]
+  at::Tensor inv_softplus = dt + at::log(-at::expm1(-dt));     // [Di]
+  dt_proj->bias.copy_(inv_softplus);
+  A_log.copy_(at::log(at::arange(1, N + 1, at::kFloat)).unsqueeze(0).expand({Di, N}));
+  D.fill_(1.0);
+}
+
+std::unique_ptr<LayerCache> MambaMixerImpl::make_cache(int64_t batch, int64_t /*max_len*/,
+                                                       at::ScalarType dtype,
+                                                       at::Device device) const {
+  auto c = std::make_unique<MambaLayerCache>();
+  c->conv_state = at::zeros({batch, cfg.d_inner, cfg.d_conv}, at::TensorOptions(dtype).device(device));
+  c->ssm_state = at::zeros({batch, cfg.d_inner, cfg.d_state}, at::TensorOptions(at::kFloat).device(device));
+  return c;
+}
+
+at::Tensor MambaMixerImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t pos) {
+  if (!cache) return forward_sequence(x, nullptr);
+  auto* mc = dynamic_cast<MambaLayerCache*>(cache);
+  MVL_CHECK(mc, "Mamba layer was given a cache of another layer type");
+  if (pos == 0) return forward_sequence(x, mc);
+  const int64_t L = x.size(1);
+  if (L == 1) return forward_step(x, *mc);
+  std::vector<at::Tensor> outs;
+  outs.reserve(L);
+  for (int64_t t = 0; t < L; ++t) outs.push_back(forward_step(x.narrow(1, t, 1), *mc));
+  return at::cat(outs, 1);
+}
+
+at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache* cache) {
+  const int64_t Di = cfg.d_inner, N = cfg.d_state, R = cfg.dt_rank, W = cfg.d_conv;
+  at::Tensor xz = in_proj->forward(x).transpose(1, 2);  // [B, 2*Di, L]
+  at::Tensor xin = xz.narrow(1, 0, Di);                 // [B, Di, L]
+  at::Tensor z = xz.narrow(1, Di, Di);                  // [B, Di, L]
+  if (cache) cache->conv_state.copy_(kernels::conv_state_from_prefix(xin, W));
+  std::optional<at::Tensor> cb;
+  if (conv_bias.defined()) cb = conv_bias;
+  at::Tensor xc = kernels::causal_conv1d(xin, conv_weight.view({Di, W}), cb, /*silu=*/true,
+                                         backend);                 // [B, Di, L]
+  at::Tensor xdbl = x_proj->forward(xc.transpose(1, 2));           // [B, L, R + 2N]
+  at::Tensor dt_low = xdbl.narrow(-1, 0, R);                       // [B, L, R]
+  at::Tensor Bm = xdbl.narrow(-1, R, N).transpose(1, 2);           // [B, N, L]
+  at::Tensor Cm = xdbl.narrow(-1, R + N, N).transpose(1, 2);       // [B, N, L]
+  at::Tensor delta = at::matmul(dt_low, dt_proj->weight.t()).transpose(1, 2);  // [B, Di, L]
+  kernels::SelectiveScanArgs a;
+  a.u = xc;
+  a.delta = delta;
+  a.A = -at::exp(A_log.to(at::kFloat));  // [Di, N]
+  a.B = Bm;
+  a.C = Cm;
+  a.D = D;
+  a.z = z;
+  a.delta_bias = dt_proj->bias;
+  a.delta_softplus = true;
+  a.return_last_state = cache != nullptr;
+  kernels::SelectiveScanResult r = kernels::selective_scan(a, backend);
+  if (cache) cache->ssm_state.copy_(r.last_state);
+  return out_proj->forward(r.y.transpose(1, 2));  // [B, L, d_model]
+}
+
+at::Tensor MambaMixerImpl::forward_step(const at::Tensor& x, MambaLayerCache& cache) {
+  const int64_t Di = cfg.d_inner, N = cfg.d_state, R = cfg.dt_rank, W = cfg.d_conv;
+  at::Tensor xz = in_proj->forward(x.select(1, 0));  // [B, 2*Di]
+  at::Tensor xin = xz.narrow(1, 0, Di);              // [B, Di]
+  at::Tensor z = xz.narrow(1, Di, Di);               // [B, Di]
+  std::optional<at::Tensor> cb;
+  if (conv_bias.defined()) cb = conv_bias;
+  at::Tensor xc = kernels::causal_conv1d_update(xin, cache.conv_state, conv_weight.view({Di, W}),
+                                                cb, /*silu=*/true, backend);  // [B, Di]
+  at::Tensor xdbl = x_proj->forward(xc);                                       // [B, R + 2N]
+  at::Tensor dt = at::matmul(xdbl.narrow(-1, 0, R), dt_proj->weight.t());     // [B, Di]
+  at::Tensor A = -at::exp(A_log.to(at::kFloat));                               // [Di, N]
+  at::Tensor y = kernels::selective_state_update(
+      cache.ssm_state, xc, dt, A, xdbl.narrow(-1, R, N), xdbl.narrow(-1, R + N, N), D, z,
+      dt_proj->bias, /*dt_softplus=*/true, backend);  // [B, Di]
+  return out_proj->forward(y).unsqueeze(1);           // [B, 1, d_model]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Block
+
+MambaBlockImpl::MambaBlockImpl(const MambaConfig& c, int64_t layer_idx) {
+  norm = register_module("norm", std::make_shared<RMSNormImpl>(c.d_model, c.norm_eps));
+  if (c.is_attention_layer(layer_idx)) {
+    mixer = register_module("mixer", make_hybrid_attention(c, layer_idx));
+  } else {
+    mixer = register_module("mixer", std::static_pointer_cast<SequenceMixer>(
+                                         std::make_shared<MambaMixerImpl>(c)));
+  }
+}
+
+at::Tensor MambaBlockImpl::forward(const at::Tensor& residual, LayerCache* cache, int64_t pos,
+                                   at::ScalarType compute_dtype) {
+  at::Tensor h = norm->forward(residual, compute_dtype);  // [B, L, d_model]
+  return residual + mixer->mix(h, cache, pos).to(at::kFloat);
+}
+
+// ---------------------------------------------------------------------------------------------
+// LM
+
+namespace {
+class MambaCache : public LMCache {
+ public:
+  int64_t length() const override { return len; }
+  int64_t batch() const override { return bsz; }
+  std::vector<std::unique_ptr<LayerCache>> layers;
+  int64_t len = 0, bsz = 0;
+};
+}  // namespace
+
+MambaLM::MambaLM(MambaConfig cfg) : cfg_(std::move(cfg)) {
+  cfg_.finalize();
+  root_ = std::make_shared<torch::nn::Module>("MambaForCausalLM");
+  backbone_ = root_->register_module("backbone", std::make_shared<torch::nn::Module>("MambaModel"));
+  embeddings = backbone_->register_module("embeddings",
+                                          torch::nn::Embedding(cfg_.vocab_size, cfg_.d_model));
+  torch::nn::ModuleList list;
+  for (int64_t i = 0; i < cfg_.n_layer; ++i) {
+    auto b = std::make_shared<MambaBlockImpl>(cfg_, i);
+    layers.push_back(b);
+    list->push_back(b);
+  }
+  backbone_->register_module("layers", list);
+  norm_f = backbone_->register_module("norm_f", std::make_shared<RMSNormImpl>(cfg_.d_model, cfg_.norm_eps));
+  if (!cfg_.tie_embeddings)
+    lm_head = root_->register_module(
+        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(cfg_.d_model, cfg_.vocab_size).bias(false)));
+  {
+    at::NoGradGuard ng;
+    embeddings->weight.normal_(0.0, 0.02);
+  }
+}
+
+void MambaLM::init_weights(uint64_t seed) {
+  at::manual_seed(seed);
+  at::NoGradGuard ng;
+  embeddings->weight.normal_(0.0, 0.02);
+  for (auto& b : layers) {
+    b->norm->weight.fill_(1.0);
+    if (auto* m = dynamic_cast<MambaMixerImpl*>(b->mixer.get())) {
+      for (auto* lin : {&m->in_proj, &m->x_proj, &m->out_proj}) {
+        (*lin)->reset_parameters();
+        if ((*lin)->bias.defined()) (*lin)->bias.zero_();
+      }
+      const double bound = 1.0 / std::sqrt(static_cast<double>(cfg_.d_conv));
+      m->conv_weight.uniform_(-bound, bound);
+      if (m->conv_bias.defined()) m->conv_bias.uniform_(-bound, bound);
+      m->reset_ssm_parameters();
+      m->out_proj->weight.div_(std::sqrt(static_cast<double>(cfg_.n_layer)));
+    } else {
+      b->mixer->apply([](torch::nn::Module& mod) {
+        if (auto* lin = mod.as<torch::nn::Linear>()) {
+          lin->reset_parameters();
+          if (lin->bias.defined()) lin->bias.zero_();
+        }
+      });
+    }
+  }
+  norm_f->weight.fill_(1.0);
+  if (lm_head) lm_head->weight.normal_(0.0, 0.02);
+}
+
+void MambaLM::set_backend(kernels::Backend b) {
+  for (auto& l : layers)
+    if (auto* m = dynamic_cast<MambaMixerImpl*>(l->mixer.get())) m->backend = b;
+}
+
+void MambaLM::to_dtype(at::ScalarType dtype) {
+  MVL_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
+            "Mamba models run in float32 or bfloat16, not ", c10::toString(dtype));
+  at::NoGradGuard ng;
+  for (auto& p : root_->named_parameters()) {
+    const std::string& name = p.key();
+    const bool keep_fp32 = name.size() >= 5 && (name.ends_with(".A_log") || name.ends_with(".D"));
+    at::ScalarType target = keep_fp32 ? at::kFloat : dtype;
+    if (p.value().scalar_type() != target) p.value().set_data(p.value().to(target));
+  }
+  dtype_ = dtype;
+}
+
+at::Tensor MambaLM::embed(const at::Tensor& ids) {
+  MVL_CHECK(ids.dim() == 2, "input ids must be [B, L], got ", ids.dim(), " dimensions");
+  MVL_CHECK(ids.scalar_type() == at::kLong, "input ids must be int64");
+  if (ids.numel() > 0) {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    MVL_CHECK(lo >= 0 && hi < cfg_.vocab_size, "token id ", lo < 0 ? lo : hi,
+              " is out of range for this model's vocabulary of ", cfg_.vocab_size);
+  }
+  return embeddings->forward(ids);  // [B, L, d_model]
+}
+
+at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
+  MVL_CHECK(embeds.dim() == 3 && embeds.size(2) == cfg_.d_model, "embeddings must be [B, L, ",
+            cfg_.d_model, "]");
+  MambaCache* mc = nullptr;
+  int64_t pos = 0;
+  if (cache) {
+    mc = dynamic_cast<MambaCache*>(cache);
+    MVL_CHECK(mc, "cache was not made by this model");
+    MVL_CHECK(mc->bsz == embeds.size(0), "cache is for batch ", mc->bsz, " but input has batch ",
+              embeds.size(0));
+    pos = mc->len;
+  }
+  at::Tensor h = embeds.to(at::kFloat);  // [B, L, d_model] residual stream, fp32
+  for (size_t i = 0; i < layers.size(); ++i)
+    h = layers[i]->forward(h, mc ? mc->layers[i].get() : nullptr, pos, dtype_);
+  if (mc) mc->len += embeds.size(1);
+  return norm_f->forward(h, dtype_);  // [B, L, d_model]
+}
+
+at::Tensor MambaLM::logits(const at::Tensor& hidden) {
+  at::Tensor w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
+  return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
+}
+
+std::unique_ptr<LMCache> MambaLM::make_cache(int64_t batch, int64_t max_len) {
+  auto c = std::make_unique<MambaCache>();
+  c->bsz = batch;
+  const at::Device dev = embeddings->weight.device();
+  for (auto& l : layers) c->layers.push_back(l->mixer->make_cache(batch, max_len, dtype_, dev));
+  return c;
+}
+
+std::string MambaLM::checkpoint_key(const std::string& name) const {
+  if (cfg_.layout == "original" && name == "backbone.embeddings.weight")
+    return "backbone.embedding.weight";
+  return name;
+}
+
+std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
+  const auto cfg_path = dir / "config.json";
+  MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
+            ": no config.json (expected a Hugging Face model folder)");
+  MambaConfig cfg = MambaConfig::from_json(io::read_json_file(cfg_path), cfg_path.string());
+  auto model = std::make_unique<MambaLM>(cfg);
+  io::CheckpointFolder ckpt(dir);
+  io::LoadOptions opt;
+  opt.keys_for = [](const std::string& name) -> std::vector<std::string> {
+    if (name == "backbone.embeddings.weight")
+      return {"backbone.embeddings.weight", "backbone.embedding.weight"};
+    return {name};
+  };
+  const bool tied = cfg.tie_embeddings;
+  opt.ignore_extra = [tied](const std::string& key) { return tied && key == "lm_head.weight"; };
+  io::load_module(*model->root_, ckpt, opt);
+  model->source_dir_ = dir;
+  return model;
+}
+
+void MambaLM::save(const std::filesystem::path& dir) const {
+  std::filesystem::create_directories(dir);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& p : root_->named_parameters()) tensors.emplace_back(checkpoint_key(p.key()), p.value());
+  // mamba_ssm's loader expects lm_head.weight even when tied (its state dict has it).
+  if (cfg_.layout == "original" && cfg_.tie_embeddings)
+    tensors.emplace_back("lm_head.weight", embeddings->weight);
+  io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+  io::write_json_file(dir / "config.json", cfg_.to_json());
+  if (!source_dir_.empty() && std::filesystem::exists(source_dir_) &&
+      !std::filesystem::equivalent(source_dir_, dir)) {
+    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
+      if (std::filesystem::exists(source_dir_ / f))
+        std::filesystem::copy_file(source_dir_ / f, dir / f,
+                                   std::filesystem::copy_options::overwrite_existing);
+    }
+  }
+}
+
+}  // namespace mambavl::models
