@@ -1,0 +1,33 @@
+#include "models/registry.h"
+
+#include <nlohmann/json.hpp>
+
+#include "common/error.h"
+#include "io/checkpoint.h"
+#include "models/mamba.h"
+
+namespace mambavl::models {
+
+std::string detect_architecture(const std::filesystem::path& dir) {
+  MVL_CHECK(std::filesystem::is_directory(dir), dir.string(), ": not a folder (expected a model folder with config.json and model.safetensors)");
+  const auto path = dir / "config.json";
+  MVL_CHECK(std::filesystem::exists(path), dir.string(), ": no config.json in this folder");
+  nlohmann::json j = io::read_json_file(path);
+  MVL_CHECK(j.is_object(), path.string(), ": config must be a JSON object");
+  if (j.contains("model_type") && j["model_type"].is_string()) {
+    const std::string mt = j["model_type"].get<std::string>();
+    if (mt == "mamba" || mt == "gpt_neox") return mt;
+    MVL_FAIL(path.string(), ": unknown architecture model_type '", mt,
+             "' (supported: mamba, gpt_neox, and state-spaces mamba configs)");
+  }
+  if (j.contains("d_model") && j.contains("n_layer")) return "mamba";  // mamba_ssm's config
+  MVL_FAIL(path.string(), ": cannot tell the architecture: no 'model_type' key (expected \"mamba\" or \"gpt_neox\") and not a state-spaces mamba config (d_model, n_layer)");
+}
+
+std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {
+  const std::string arch = detect_architecture(dir);
+  if (arch == "mamba") return MambaLM::load(dir);
+  MVL_FAIL((dir / "config.json").string(), ": architecture '", arch, "' is not implemented yet");
+}
+
+}  // namespace mambavl::models
