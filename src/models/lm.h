@@ -54,6 +54,10 @@ class CausalLM {
   virtual std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) = 0;
 
   virtual torch::nn::Module& module() = 0;
+  // Casts the weights to the compute dtype (kFloat or kBFloat16; SSM parameters A_log / D and
+  // normalisation statistics stay fp32). Error for other dtypes.
+  virtual void to_dtype(at::ScalarType dtype) = 0;
+  virtual at::ScalarType dtype() const = 0;
   // Weights + config.json (+ the tokenizer files when the model was loaded from a folder with
   // them) to `dir`, in the same Hugging Face format it loads. Atomic per file.
   virtual void save(const std::filesystem::path& dir) const = 0;

@@ -121,8 +121,8 @@ class MambaLM : public CausalLM {
 
   const MambaConfig& config() const { return cfg_; }
   // Casts weights to `dtype` (f32 or bf16); A_log and D stay fp32.
-  void to_dtype(at::ScalarType dtype);
-  at::ScalarType dtype() const { return dtype_; }
+  void to_dtype(at::ScalarType dtype) override;
+  at::ScalarType dtype() const override { return dtype_; }
   void set_backend(kernels::Backend b);
   // Initialisation for training from scratch (SPEC §1.1), deterministic in `seed`.
   void init_weights(uint64_t seed);
