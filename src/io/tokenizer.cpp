@@ -2,7 +2,7 @@
 
 #include <algorithm>
 #include <array>
-#include <cstring>
+#include <cstdio>
 #include <fstream>
 #include <functional>
 #include <mutex>
@@ -10,9 +10,13 @@
 #include <queue>
 #include <shared_mutex>
 #include <sstream>
+#include <string>
+#include <string_view>
+#include <tuple>
 #include <unordered_map>
 #include <unordered_set>
 #include <utility>
+#include <vector>
 
 #include "common/error.h"
 #include "io/unicode_tables.h"
