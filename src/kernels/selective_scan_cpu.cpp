@@ -1,15 +1,16 @@
 // Fused CPU selective scan: forward, backward (as a torch::autograd::Function) and the one-step
 // decode update. See selective_scan.h for the math.
 //
-// Layout of the work: a task owns one batch row b and a block of up to 16 consecutive channels of
-// one group g (so B/C are shared by all its lanes); the 16 channels are the 16 SIMD lanes, and the
+// Layout of the work: a task owns one batch row b and a block of up to kW consecutive channels of
+// one group g (so B/C are shared by all its lanes); the channels are the SIMD lanes (kW = 16 with
+// AVX-512, 8 with AVX2), and the
 // loop over time and state runs inside. Time is processed in chunks of kScanChunk steps: inputs of
-// a chunk are transposed into small [T][16] fp32 tiles (bf16 converted on the way), the recurrence
+// a chunk are transposed into small [T][kW] fp32 tiles (bf16 converted on the way), the recurrence
 // runs on the tiles, and outputs are transposed back.
 //
 // Backward memory: the forward pass checkpoints the state h at the start of every chunk
 // ([B, L/T, N, D] fp32, i.e. B*D*L*N/64 floats); backward walks the chunks in reverse, recomputes
-// the T states of one chunk from its checkpoint into a per-thread [T][N][16] buffer, and runs the
+// the T states of one chunk from its checkpoint into a per-thread [T][N][kW] buffer, and runs the
 // adjoint recurrence over it. Nothing of size B*D*N*L is ever held.
 #include "kernels/selective_scan_cpu.h"
 
@@ -108,29 +109,15 @@ void store_tile(Out dst, int64_t row0, int nw, int64_t L, int64_t t0, int tn, co
     store_tile_t(static_cast<float*>(dst.p), row0, nw, L, t0, tn, src);
   }
 }
-// dst[t][n] = src[base + n * L + t0 + t] (B or C of one (batch, group), [N, L]).
-template <class S>
-void load_bc_t(const S* src, int64_t N, int64_t L, int64_t t0, int tn, float* dst) {
-  for (int64_t n = 0; n < N; ++n) {
-    const S* s = src + n * L + t0;
-    for (int t = 0; t < tn; ++t) dst[t * N + n] = static_cast<float>(s[t]);
-  }
-}
-void load_bc(In src, int64_t base, int64_t N, int64_t L, int64_t t0, int tn, float* dst) {
-  if (src.bf16) {
-    load_bc_t(static_cast<const c10::BFloat16*>(src.p) + base, N, L, t0, tn, dst);
-  } else {
-    load_bc_t(static_cast<const float*>(src.p) + base, N, L, t0, tn, dst);
-  }
-}
-
 // The problem, with every tensor contiguous; B/C of the [B, N, L] layout are seen as G = 1.
 struct Problem {
   int64_t Bn, D, L, N, G;
   int64_t dg;   // channels per group
-  int64_t nbg;  // 16-channel blocks per group
+  int64_t nbg;  // kW-channel blocks per group
   int64_t nck;  // time chunks
-  In u, delta, z, B, C;
+  In u, delta, z;
+  const float* Bt;    // [B, G, L, N] fp32: B transposed so that one step's N values are adjacent
+  const float* Ct;    // [B, G, L, N]
   const float* A;     // [D, N]
   const float* Dv;    // [D] or null
   const float* bias;  // [D] or null
@@ -149,8 +136,16 @@ Problem make_problem(const at::Tensor& u, const at::Tensor& delta, const at::Ten
   h.u = u.contiguous();
   h.delta = delta.contiguous();
   h.z = z && z->defined() ? z->contiguous() : at::Tensor();
-  h.B = B.contiguous();
-  h.C = C.contiguous();
+  // [B, N, L] / [B, G, N, L] -> [B, G, L, N] fp32 (small: no D), read by every channel block.
+  auto bc_t = [&](const at::Tensor& t) {
+    const int64_t G = t.dim() == 4 ? t.size(1) : 1;
+    return t.to(at::kFloat)
+        .reshape({t.size(0), G, A.size(1), u.size(2)})
+        .transpose(2, 3)
+        .contiguous();
+  };
+  h.B = bc_t(B);
+  h.C = bc_t(C);
   h.A = f32(A);
   h.D = f32(D);
   h.bias = f32(delta_bias);
@@ -166,8 +161,8 @@ Problem make_problem(const at::Tensor& u, const at::Tensor& delta, const at::Ten
   p.u = in_of(h.u);
   p.delta = in_of(h.delta);
   p.z = in_of(h.z);
-  p.B = in_of(h.B);
-  p.C = in_of(h.C);
+  p.Bt = h.B.data_ptr<float>();
+  p.Ct = h.C.data_ptr<float>();
   p.A = h.A.data_ptr<float>();
   p.Dv = h.D.defined() ? h.D.data_ptr<float>() : nullptr;
   p.bias = h.bias.defined() ? h.bias.data_ptr<float>() : nullptr;
@@ -175,7 +170,7 @@ Problem make_problem(const at::Tensor& u, const at::Tensor& delta, const at::Ten
   return p;
 }
 
-// Per-block constants: A as [N][16], D and delta_bias as vectors (zero in padded lanes).
+// Per-block constants: A as [N][kW], D and delta_bias as vectors (zero in padded lanes).
 struct BlockConst {
   std::vector<float> A;  // [N][kW]
   vf Dv{}, bias{};
@@ -194,13 +189,13 @@ struct BlockConst {
 
 // Per-thread tiles of one chunk.
 struct Tiles {
-  std::vector<float> u, delta, dt, du, z, y, Bt, Ct;
+  std::vector<float> u, delta, dt, du, z, y;
+  const float* Bt = nullptr;  // [T][N] of the current chunk, inside Problem::Bt
+  const float* Ct = nullptr;
   // backward only
   std::vector<float> gout, gy, gu, gz, hs, dA;
   Tiles(int64_t N, bool backward) {
     for (auto* v : {&u, &delta, &dt, &du, &z, &y}) v->assign(kT * kW, 0.f);
-    Bt.assign(kT * N, 0.f);
-    Ct.assign(kT * N, 0.f);
     if (backward) {
       for (auto* v : {&gout, &gy, &gu, &gz}) v->assign(kT * kW, 0.f);
       hs.assign(kT * N * kW, 0.f);
@@ -217,9 +212,9 @@ void load_chunk(const Problem& p, const BlockConst& bc, int64_t b, int64_t g, in
   load_tile(p.u, row0, nw, p.L, t0, tn, s.u.data());
   load_tile(p.delta, row0, nw, p.L, t0, tn, s.delta.data());
   if (p.z) load_tile(p.z, row0, nw, p.L, t0, tn, s.z.data());
-  const int64_t bcbase = (b * p.G + g) * p.N * p.L;
-  load_bc(p.B, bcbase, p.N, p.L, t0, tn, s.Bt.data());
-  load_bc(p.C, bcbase, p.N, p.L, t0, tn, s.Ct.data());
+  const int64_t bcbase = ((b * p.G + g) * p.L + t0) * p.N;
+  s.Bt = p.Bt + bcbase;
+  s.Ct = p.Ct + bcbase;
   for (int t = 0; t < tn; ++t) {
     const vf x = load(&s.delta[t * kW]) + bc.bias;
     const vf dt = p.softplus ? simd::softplus(x) : x;
@@ -229,15 +224,15 @@ void load_chunk(const Problem& p, const BlockConst& bc, int64_t b, int64_t g, in
   }
 }
 
-// The recurrence over one chunk: h [N][16] in/out; y[t] = sum_n h_t[n] * C[t][n]. With kSave,
-// also keeps every h_t and exp(dt * A) ([T][N][16]) for the backward pass.
+// The recurrence over one chunk: h [N][kW] in/out; y[t] = sum_n h_t[n] * C[t][n]. With kSave,
+// also keeps every h_t and exp(dt * A) ([T][N][kW]) for the backward pass.
 template <bool kSave>
 void scan_chunk(int64_t N, int tn, const float* A, Tiles& s, float* h) {
   for (int t = 0; t < tn; ++t) {
     const vf dt = load(&s.dt[t * kW]);
     const vf du = load(&s.du[t * kW]);
-    const float* Bt = &s.Bt[t * N];
-    const float* Ct = &s.Ct[t * N];
+    const float* Bt = s.Bt + t * N;
+    const float* Ct = s.Ct + t * N;
     vf y{};
     for (int64_t n = 0; n < N; ++n) {
       const vf dA = simd::exp(dt * load(A + n * kW));
@@ -366,8 +361,8 @@ void backward_block(const Problem& p, int64_t b, int64_t g, int64_t j, Tiles& s,
       const vf dt = load(&s.dt[t * kW]);
       const vf du = load(&s.du[t * kW]);
       const vf gy = load(&s.gy[t * kW]);
-      const float* Bt = &s.Bt[t * N];
-      const float* Ct = &s.Ct[t * N];
+      const float* Bt = s.Bt + t * N;
+      const float* Ct = s.Ct + t * N;
       const float* hs = &s.hs[t * N * kW];
       const float* dAs = &s.dA[t * N * kW];
       const float* hprev = t > 0 ? &s.hs[(t - 1) * N * kW] : h0.data();

@@ -1,21 +1,26 @@
-// Private header: a 16-float SIMD vector (GCC/Clang vector extension; one AVX-512 register or two
-// AVX2 registers) and the transcendental functions the fused CPU kernels need (exp, log1p,
-// softplus, sigmoid), written branch-free so they stay in vector registers. Accuracy: a few ulp
-// (Cephes polynomials), enough for 1e-5 relative agreement with LibTorch's own functions.
+// Private header: a SIMD float vector (GCC/Clang vector extension; one AVX-512 or AVX2 register)
+// and the transcendental functions the fused CPU kernels need (exp, log1p, softplus, sigmoid),
+// written branch-free so they stay in vector registers. Accuracy: a few ulp (Cephes polynomials),
+// enough for 1e-5 relative agreement with LibTorch's own functions.
 #pragma once
 #include <bit>
 #include <cstdint>
 #include <cstring>
 
-// The vector type is wider than AVX2's registers; every function here is force-inlined, so the
-// ABI note GCC emits for out-of-line vector arguments does not apply.
+// Every function here is force-inlined, so the ABI note GCC emits for vector arguments is moot.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 #define MVL_SIMD inline __attribute__((always_inline))
 
 namespace mambavl::kernels::simd {
 
-constexpr int kW = 16;  // lanes per vector
+// Lanes per vector: one native register (GCC lowers wider generic vectors' compares and selects to
+// scalar code).
+#if defined(__AVX512F__)
+constexpr int kW = 16;
+#else
+constexpr int kW = 8;
+#endif
 using vf = float __attribute__((vector_size(kW * sizeof(float))));
 using vi = int32_t __attribute__((vector_size(kW * sizeof(int32_t))));
 
@@ -30,12 +35,18 @@ MVL_SIMD vf vmin(vf a, vf b) { return a < b ? a : b; }
 MVL_SIMD vf vmax(vf a, vf b) { return a > b ? a : b; }
 
 MVL_SIMD float hsum(vf v) {
-  // Tree reduction: 16 -> 8 -> 4 -> 2 -> 1.
-  vf a = v + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
-  a = a + __builtin_shufflevector(a, a, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
-  a = a + __builtin_shufflevector(a, a, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
-  a = a + __builtin_shufflevector(a, a, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-  return a[0];
+  // Tree reduction: kW -> kW/2 -> ... -> 1.
+#if defined(__AVX512F__)
+  v = v + __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15, 0, 1, 2, 3, 4, 5, 6, 7);
+  v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
+  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
+  v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
+#else
+  v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
+  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
+  v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+#endif
+  return v[0];
 }
 
 // exp(x): Cephes expf. Below -87.3 returns 0; above 88.7 saturates at ~3.4e38 (no inf, so that
