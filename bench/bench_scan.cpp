@@ -25,15 +25,15 @@ namespace {
 using kernels::Backend;
 
 struct ScanBenchOpts {
-  int64_t batch = 1, dim = 1536, state = 16, len = 1024, ref_len = 0;
+  int64_t batch = 1, dim = 1536, state = 16, len = 1024, ref_len = 256;
   std::string dtype = "f32";
   int repeats = 5, threads = 0;
   bool no_ref = false;
 };
 
-// Median wall time of f() in ms over `repeats` runs, after one warm-up run.
-double time_ms(const std::function<void()>& f, int repeats) {
-  f();
+// Median wall time of f() in ms over `repeats` runs, after one warm-up run if `warmup`.
+double time_ms(const std::function<void()>& f, int repeats, bool warmup = true) {
+  if (warmup) f();
   std::vector<double> ts;
   for (int r = 0; r < repeats; ++r) {
     const auto t0 = std::chrono::steady_clock::now();
@@ -77,18 +77,18 @@ void set_requires_grad(ScanCase& c) {
   }
 }
 
-double forward_ms(const ScanCase& c, Backend be, int repeats) {
+double forward_ms(const ScanCase& c, Backend be, int repeats, bool warmup = true) {
   at::NoGradGuard ng;
-  return time_ms([&] { kernels::selective_scan(c.args, be); }, repeats);
+  return time_ms([&] { kernels::selective_scan(c.args, be); }, repeats, warmup);
 }
 
-double forward_backward_ms(const ScanCase& c, Backend be, int repeats) {
+double forward_backward_ms(const ScanCase& c, Backend be, int repeats, bool warmup = true) {
   return time_ms(
       [&] {
         at::Tensor y = kernels::selective_scan(c.args, be).y;
         torch::autograd::grad({y}, c.leaves, {c.gy});
       },
-      repeats);
+      repeats, warmup);
 }
 
 // Bytes a pass must move at least once: inputs read and outputs written (fp32 for A, D,
@@ -108,12 +108,12 @@ Bytes scan_bytes(const ScanBenchOpts& o, double es) {
 void run_scan_bench(const ScanBenchOpts& o) {
   MVL_CHECK(o.dtype == "f32" || o.dtype == "bf16", "bench scan: --dtype must be f32 or bf16, got '",
             o.dtype, "'");
-  MVL_CHECK(o.batch > 0 && o.dim > 0 && o.state > 0 && o.len > 0 && o.repeats > 0,
-            "bench scan: --batch, --dim, --state, --len and --repeats must be positive");
+  MVL_CHECK(o.batch > 0 && o.dim > 0 && o.state > 0 && o.len > 0 && o.repeats > 0 && o.ref_len > 0,
+            "bench scan: --batch, --dim, --state, --len, --ref-len and --repeats must be positive");
   if (o.threads > 0) at::set_num_threads(o.threads);
   const at::ScalarType dt = o.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
   const double es = dt == at::kBFloat16 ? 2.0 : 4.0;
-  const int64_t ref_len = o.ref_len > 0 ? std::min(o.ref_len, o.len) : o.len;
+  const int64_t ref_len = std::min(o.ref_len, o.len);
 
   std::printf(
       "bench scan: B=%lld D=%lld N=%lld L=%lld dtype=%s threads=%d repeats=%d "
@@ -127,31 +127,36 @@ void run_scan_bench(const ScanBenchOpts& o) {
   const double f_fb = forward_backward_ms(fused, Backend::Fused, o.repeats);
   const Bytes by = scan_bytes(o, es);
 
-  double r_fwd = 0, r_fb = 0;
+  // The reference is slow (a LibTorch op per time step, O(B*D*N*L) memory, and a backward that
+  // grows faster than L): one run, no warm-up, at --ref-len (default 256). The ratio compares it
+  // with the fused kernel timed at that same length.
+  double r_fwd = 0, r_fb = 0, fr_fwd = f_fwd, fr_fb = f_fb;
   if (!o.no_ref) {
-    // The reference is slow (a LibTorch op per time step, O(B*D*N*L) memory): fewer repeats, and
-    // optionally a shorter sequence whose time is scaled linearly to --len.
-    const int rr = std::max(1, o.repeats / 3);
+    const int rr = std::max(1, o.repeats / 5);
     ScanCase ref = make_case(o, ref_len, dt);
-    const double scale = double(o.len) / double(ref_len);
-    r_fwd = forward_ms(ref, Backend::Reference, rr) * scale;
+    r_fwd = forward_ms(ref, Backend::Reference, rr, false);
     set_requires_grad(ref);
-    r_fb = forward_backward_ms(ref, Backend::Reference, rr) * scale;
-    if (ref_len != o.len)
-      std::printf("reference timed at L=%lld and scaled by %.2f to L=%lld\n", (long long)ref_len,
-                  scale, (long long)o.len);
+    r_fb = forward_backward_ms(ref, Backend::Reference, rr, false);
+    if (ref_len != o.len) {
+      ScanCase fr = make_case(o, ref_len, dt);
+      fr_fwd = forward_ms(fr, Backend::Fused, o.repeats);
+      set_requires_grad(fr);
+      fr_fb = forward_backward_ms(fr, Backend::Fused, o.repeats);
+    }
   }
 
-  std::printf("%-18s %12s %10s %16s %9s\n", "pass", "fused ms", "GB/s", "reference ms", "ratio");
-  auto row = [&](const char* name, double f, double bytes, double r) {
+  std::printf("%-18s %12s %10s   | at L=%-6lld %12s %14s %8s\n", "pass", "fused ms", "GB/s",
+              (long long)ref_len, "fused ms", "reference ms", "ratio");
+  auto row = [&](const char* name, double f, double bytes, double fr, double r) {
+    std::printf("%-18s %12.3f %10.2f   | ", name, f, bytes / (f * 1e6));
     if (o.no_ref) {
-      std::printf("%-18s %12.3f %10.2f %16s %9s\n", name, f, bytes / (f * 1e6), "-", "-");
+      std::printf("%11s %12s %14s %8s\n", "", "-", "-", "-");
     } else {
-      std::printf("%-18s %12.3f %10.2f %16.3f %8.1fx\n", name, f, bytes / (f * 1e6), r, r / f);
+      std::printf("%11s %12.3f %14.3f %7.1fx\n", "", fr, r, r / fr);
     }
   };
-  row("forward", f_fwd, by.fwd, r_fwd);
-  row("forward+backward", f_fb, by.fwd + by.bwd, r_fb);
+  row("forward", f_fwd, by.fwd, fr_fwd, r_fwd);
+  row("forward+backward", f_fb, by.fwd + by.bwd, fr_fb, r_fb);
 }
 
 }  // namespace
@@ -165,7 +170,7 @@ void add_scan_bench(CLI::App& bench) {
   sub->add_option("--state", o->state, "state size N")->capture_default_str();
   sub->add_option("--len", o->len, "sequence length L")->capture_default_str();
   sub->add_option("--ref-len", o->ref_len,
-                  "time the reference at this shorter L and scale linearly (0: --len)")
+                  "L for the reference comparison (the reference is slow; capped at --len)")
       ->capture_default_str();
   sub->add_option("--dtype", o->dtype, "f32 or bf16 (u, delta, B, C, z)")->capture_default_str();
   sub->add_option("--repeats", o->repeats, "timed runs (median reported)")->capture_default_str();
