@@ -3,15 +3,18 @@
 //
 // Layout of the work: a task owns one batch row b and a block of up to kW consecutive channels of
 // one group g (so B/C are shared by all its lanes); the channels are the SIMD lanes (kW = 16 with
-// AVX-512, 8 with AVX2), and the
-// loop over time and state runs inside. Time is processed in chunks of kScanChunk steps: inputs of
-// a chunk are transposed into small [T][kW] fp32 tiles (bf16 converted on the way), the recurrence
-// runs on the tiles, and outputs are transposed back.
+// AVX-512, 8 with AVX2), and the loop over time and state runs inside. Time is processed in chunks
+// of kScanChunk steps: inputs of a chunk are transposed into small [T][kW] fp32 tiles (bf16
+// converted on the way), the recurrence runs on the tiles, and outputs are transposed back. B and C
+// are transposed once per call to [B, G, L, N] fp32 (no D factor), so one step's N values are
+// adjacent. Backward: tasks own (b, g, a slice of the group's blocks) so that the gB/gC sums over
+// channels accumulate in a per-task [N, L] buffer, reduced over slices at the end.
 //
 // Backward memory: the forward pass checkpoints the state h at the start of every chunk
 // ([B, L/T, N, D] fp32, i.e. B*D*L*N/64 floats); backward walks the chunks in reverse, recomputes
 // the T states of one chunk from its checkpoint into a per-thread [T][N][kW] buffer, and runs the
-// adjoint recurrence over it. Nothing of size B*D*N*L is ever held.
+// adjoint recurrence over it. Nothing of size B*D*N*L is ever held (transient backward buffers:
+// per-thread tiles plus [B, G, slices, N, L] partial gB/gC).
 #include "kernels/selective_scan_cpu.h"
 
 #include <ATen/ATen.h>
