@@ -8,11 +8,14 @@
 #include <iostream>
 #include <sstream>
 
+#include "bench/bench.h"
 #include "bench/bench_lm.h"
+#include "bench/bench_tokenizer.h"
 #include "cli_common.h"
 #include "common/error.h"
 #include "eval/perplexity.h"
 #include "generate/generate.h"
+#include "io/tokenizer.h"
 #include "models/presets.h"
 #include "models/registry.h"
 
@@ -28,12 +31,44 @@ std::string read_text_file(const std::string& path) {
   return s.str();
 }
 
+io::Tokenizer require_tokenizer(const std::string& model_dir, const char* what) {
+  auto tok = io::Tokenizer::find_in(model_dir);
+  MVL_CHECK(tok, model_dir, ": ", what, " needs a tokenizer, but the folder has no tokenizer.json (give token ids with --ids instead, or copy the model's tokenizer.json into the folder)");
+  return std::move(*tok);
+}
+
+// Prints generated text as it is produced. Bytes of a character split across tokens are held
+// back until the character is complete (the decoder shows them as U+FFFD until then).
+class TextStreamer {
+ public:
+  explicit TextStreamer(const io::Tokenizer& tok) : tok_(tok) {}
+  void push(int64_t id) {
+    ids_.push_back(id);
+    std::string text = tok_.decode(ids_);
+    static const std::string kRepl = "\xEF\xBF\xBD";
+    if (text.size() >= kRepl.size() && text.compare(text.size() - kRepl.size(), kRepl.size(), kRepl) == 0) return;
+    flush_text(text);
+  }
+  void finish() { flush_text(tok_.decode(ids_)); }
+
+ private:
+  void flush_text(const std::string& text) {
+    if (text.size() > printed_ && text.compare(0, printed_, text, 0, printed_) == 0) {
+      std::cout << text.substr(printed_) << std::flush;
+      printed_ = text.size();
+    }
+  }
+  const io::Tokenizer& tok_;
+  std::vector<int64_t> ids_;
+  size_t printed_ = 0;
+};
+
 void add_generate(CLI::App& app) {
   struct Opts {
     cli::RuntimeOptions rt;
     std::string model, prompt, ids;
     int64_t max_new = 32, top_k = 0;
-    bool greedy = false, print_ids = false, stats = false;
+    bool greedy = false, print_ids = false, stats = false, ignore_eos = false;
     double temperature = 1.0, top_p = 1.0;
     uint64_t seed = 0;
   };
@@ -51,18 +86,25 @@ void add_generate(CLI::App& app) {
   c->add_option("--seed", o->seed, "Random seed for sampling");
   c->add_flag("--print-ids", o->print_ids, "Print the generated token ids on one line, comma separated");
   c->add_flag("--stats", o->stats, "Print prefill / decode speed to stderr");
+  c->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after the end-of-text token");
   cli::add_runtime_options(*c, o->rt);
   c->callback([o]() {
     cli::apply_runtime_options(o->rt);
     MVL_CHECK(!o->prompt.empty() || !o->ids.empty(), "generate: give --prompt TEXT or --ids 1,2,3");
     auto model = cli::load_model(o->model, o->rt);
     std::vector<int64_t> prompt;
+    std::optional<io::Tokenizer> tok = io::Tokenizer::find_in(o->model);
     if (!o->ids.empty()) {
       prompt = cli::parse_ids(o->ids);
     } else {
-      MVL_FAIL(o->model, ": --prompt needs a tokenizer, which this build does not have yet; use --ids");
+      tok = require_tokenizer(o->model, "--prompt");
+      prompt = tok->encode(o->prompt);
     }
     generate::GenerateOptions go;
+    if (tok && !o->ignore_eos) {
+      go.eos_id = tok->eos_id();
+      if (!go.eos_id) go.eos_id = tok->token_to_id("<|endoftext|>");
+    }
     go.max_new_tokens = o->max_new;
     go.sampling.greedy = o->greedy;
     go.sampling.temperature = o->temperature;
@@ -71,12 +113,21 @@ void add_generate(CLI::App& app) {
     go.sampling.seed = o->seed;
     generate::GenerateStats st;
     bool first = true;
-    auto out = generate::generate(*model, prompt, go, [&](int64_t tok) {
-      if (!o->print_ids) {
-        std::cout << (first ? "" : " ") << tok << std::flush;
+    std::optional<TextStreamer> streamer;
+    const bool text_out = tok && !o->print_ids;
+    if (text_out) {
+      streamer.emplace(*tok);
+      std::cout << o->prompt << std::flush;
+    }
+    auto out = generate::generate(*model, prompt, go, [&](int64_t id) {
+      if (text_out) {
+        streamer->push(id);
+      } else if (!o->print_ids) {
+        std::cout << (first ? "" : " ") << id << std::flush;
         first = false;
       }
     }, &st);
+    if (text_out) streamer->finish();
     if (o->print_ids) {
       for (size_t k = 0; k < out.size(); ++k) std::cout << (k ? "," : "") << out[k];
     }
@@ -114,7 +165,8 @@ void add_perplexity(CLI::App& app) {
     if (!o->ids.empty()) {
       ids = cli::parse_ids(o->ids);
     } else {
-      MVL_FAIL(o->model, ": --text/--file need a tokenizer, which this build does not have yet; use --ids");
+      io::Tokenizer tok = require_tokenizer(o->model, o->text.empty() ? "--file" : "--text");
+      ids = tok.encode(o->text.empty() ? read_text_file(o->file) : o->text);
     }
     eval::NllResult r = eval::mean_nll(*model, ids);
     std::printf("nll: %.6f ppl: %.4f\n", r.nll, r.ppl);
@@ -122,8 +174,40 @@ void add_perplexity(CLI::App& app) {
   });
 }
 
+void add_tokenize(CLI::App& app) {
+  struct Opts {
+    std::string model, tokenizer, text, file;
+    bool ids_only = false, special = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand("tokenize", "Show the token ids and pieces of a text");
+  auto* m = c->add_option("--model", o->model, "Model folder with tokenizer.json");
+  auto* t = c->add_option("--tokenizer", o->tokenizer, "A tokenizer.json file");
+  m->excludes(t);
+  auto* x = c->add_option("--text", o->text, "Text to tokenize");
+  c->add_option("--file", o->file, "Text file to tokenize")->excludes(x);
+  c->add_flag("--ids-only", o->ids_only, "Print only the ids, comma separated");
+  c->add_flag("--add-special-tokens", o->special, "Apply the tokenizer's post-processor (e.g. BOS)");
+  c->callback([o]() {
+    MVL_CHECK(!o->model.empty() || !o->tokenizer.empty(), "tokenize: give --model DIR or --tokenizer FILE");
+    io::Tokenizer tok = o->tokenizer.empty() ? require_tokenizer(o->model, "tokenize")
+                                             : io::Tokenizer::from_file(o->tokenizer);
+    const std::string text = o->file.empty() ? o->text : read_text_file(o->file);
+    auto ids = tok.encode(text, o->special);
+    for (size_t i = 0; i < ids.size(); ++i) std::cout << (i ? "," : "") << ids[i];
+    std::cout << "\n";
+    if (o->ids_only) return;
+    std::cout << ids.size() << " tokens\n";
+    for (int64_t id : ids) {
+      std::cout << id << "\t" << nlohmann::json(tok.id_to_token(id)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << "\t" << nlohmann::json(tok.decode({id})).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+    }
+  });
+}
+
 void add_init(CLI::App& app) {
   struct Opts {
+    std::string tokenizer;
     std::string preset = "mamba-tiny", out;
     uint64_t seed = 0;
   };
@@ -133,9 +217,17 @@ void add_init(CLI::App& app) {
       ->check(CLI::IsMember(models::preset_names()));
   c->add_option("--out", o->out, "Output folder")->required();
   c->add_option("--seed", o->seed, "Initialisation seed");
+  c->add_option("--tokenizer", o->tokenizer,
+                "Copy this tokenizer.json into the folder (the vocabulary is sized to fit it)")
+      ->check(CLI::ExistingFile);
   c->callback([o]() {
-    auto m = models::make_preset(o->preset, o->seed);
+    int64_t vocab = 0;
+    if (!o->tokenizer.empty()) vocab = io::Tokenizer::from_file(o->tokenizer).vocab_size();
+    auto m = models::make_preset(o->preset, o->seed, vocab);
     m->save(o->out);
+    if (!o->tokenizer.empty())
+      std::filesystem::copy_file(o->tokenizer, std::filesystem::path(o->out) / "tokenizer.json",
+                                 std::filesystem::copy_options::overwrite_existing);
     std::cout << "wrote " << o->preset << " (" << m->arch() << ", " << m->num_layers() << " layers, hidden "
               << m->hidden_size() << ", vocab " << m->vocab_size() << ") to " << o->out << "\n";
   });
@@ -167,11 +259,14 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   add_generate(app);
   add_perplexity(app);
+  add_tokenize(app);
   add_init(app);
   add_info(app);
   auto* bench = app.add_subcommand("bench", "Benchmarks (ratios measured side by side in one run)");
   bench->require_subcommand(1);
+  bench::add_scan_bench(*bench);
   bench::add_lm_bench(*bench);
+  bench::add_tokenizer_bench(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -13,6 +13,7 @@
 #include "generate/generate.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "io/tokenizer.h"
 #include "models/registry.h"
 
 using namespace mambavl;
@@ -105,6 +106,41 @@ TEST_F(Cli, InitInfoGeneratePerplexity) {
   EXPECT_EQ(r.code, 0) << r.out;
 }
 
+TEST_F(Cli, TextInTextOut) {
+  const fs::path tokfile = fs::path(MAMBAVL_FIXTURES_DIR) / "tokenizer" / "bpe-small" / "tokenizer.json";
+  const fs::path m = dir / "withtok";
+  CliRun r = run("init --preset mamba-tiny --out " + m.string() + " --tokenizer " + tokfile.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(fs::exists(m / "tokenizer.json"));
+  auto tok = io::Tokenizer::from_file(tokfile);
+  auto model = models::load_causal_lm(m);
+  EXPECT_GE(model->vocab_size(), tok.vocab_size());
+
+  // tokenize prints the ids the library gives
+  const std::string text = "The cat sat on the mat.";
+  auto ids = tok.encode(text);
+  std::string want;
+  for (size_t i = 0; i < ids.size(); ++i) want += (i ? "," : "") + std::to_string(ids[i]);
+  r = run("tokenize --model " + m.string() + " --text '" + text + "' --ids-only");
+  EXPECT_EQ(r.out, want + "\n");
+
+  // generate --prompt streams the prompt and the decoded continuation of the greedy ids
+  generate::GenerateOptions go;
+  go.max_new_tokens = 6;
+  go.sampling.greedy = true;
+  go.eos_id = tok.token_to_id("<|endoftext|>");
+  auto out = generate::generate(*model, ids, go);
+  r = run("generate --model " + m.string() + " --prompt '" + text + "' --max-new-tokens 6 --greedy");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(r.out, text + tok.decode(out) + "\n");
+
+  // perplexity --text equals --ids of the same tokens
+  CliRun a = run("perplexity --model " + m.string() + " --text '" + text + "'");
+  CliRun b = run("perplexity --model " + m.string() + " --ids " + want);
+  ASSERT_EQ(a.code, 0) << a.out;
+  EXPECT_EQ(a.out.substr(0, a.out.find('\n')), b.out.substr(0, b.out.find('\n')));
+}
+
 TEST_F(Cli, UsageErrors) {
   expect_error(run("generate --model " + dir.string() + "/nope --ids 1"), {"nope"});
   CliRun r = run("generate --model x");
@@ -114,6 +150,8 @@ TEST_F(Cli, UsageErrors) {
   expect_error(run("generate --model " + m.string() + " --ids 1,100000"), {"100000", "out of range"});
   expect_error(run("perplexity --model " + m.string() + " --ids 1"), {"at least 2 tokens"});
   expect_error(run("generate --model " + m.string() + " --ids 1 --temperature 0"), {"temperature"});
+  expect_error(run("generate --model " + m.string() + " --prompt hi"), {"tokenizer.json", "--ids"});
+  expect_error(run("perplexity --model " + m.string() + " --file /nonexistent/x.txt"), {"tokenizer.json"});
 }
 
 TEST_F(Cli, UnknownArchitectureAndMalformedConfig) {

@@ -26,13 +26,13 @@ std::vector<std::string> preset_names() {
   return v;
 }
 
-std::unique_ptr<CausalLM> make_preset(const std::string& name, uint64_t seed) {
+std::unique_ptr<CausalLM> make_preset(const std::string& name, uint64_t seed, int64_t vocab) {
   auto it = mamba_presets().find(name);
   MVL_CHECK(it != mamba_presets().end(), "unknown preset '", name, "' (known: ", join(preset_names()), ")");
   MambaConfig c;
   c.n_layer = it->second.layers;
   c.d_model = it->second.d_model;
-  c.vocab_size = it->second.vocab;
+  c.vocab_size = vocab > 0 ? (vocab + 7) / 8 * 8 : it->second.vocab;
   c.d_inner = 0;
   c.dt_rank = 0;
   auto m = std::make_unique<MambaLM>(c);
