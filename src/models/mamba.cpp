@@ -11,6 +11,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "kernels/causal_conv1d.h"
+#include "kernels/mamba_step.h"
 #include "kernels/selective_scan.h"
 #include "models/attention.h"
 
@@ -75,7 +76,7 @@ std::unique_ptr<LayerCache> MambaMixerImpl::make_cache(int64_t batch, int64_t /*
                                                        at::ScalarType dtype,
                                                        at::Device device) const {
   auto c = std::make_unique<MambaLayerCache>();
-  c->conv_state = at::zeros({batch, cfg.d_inner, cfg.d_conv}, at::TensorOptions(dtype).device(device));
+  c->conv_state = at::zeros({batch, cfg.d_inner, cfg.d_conv}, at::TensorOptions(at::kFloat).device(device));
   c->ssm_state = at::zeros({batch, cfg.d_inner, cfg.d_state}, at::TensorOptions(at::kFloat).device(device));
   return c;
 }
@@ -86,7 +87,7 @@ at::Tensor MambaMixerImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t p
   MVL_CHECK(mc, "Mamba layer was given a cache of another layer type");
   if (pos == 0) return forward_sequence(x, mc);
   const int64_t L = x.size(1);
-  if (L == 1) return forward_step(x, *mc);
+  if (L == 1) return can_use_fused_step(x) ? forward_step_fused(x, *mc) : forward_step(x, *mc);
   std::vector<at::Tensor> outs;
   outs.reserve(L);
   for (int64_t t = 0; t < L; ++t) outs.push_back(forward_step(x.narrow(1, t, 1), *mc));
@@ -140,6 +141,56 @@ at::Tensor MambaMixerImpl::forward_step(const at::Tensor& x, MambaLayerCache& ca
       cache.ssm_state, xc, dt, A, xdbl.narrow(-1, R, N), xdbl.narrow(-1, R + N, N), D, z,
       dt_proj->bias, /*dt_softplus=*/true, backend);  // [B, Di]
   return out_proj->forward(y).unsqueeze(1);           // [B, 1, d_model]
+}
+
+bool MambaMixerImpl::can_use_fused_step(const at::Tensor& x) const {
+  if (backend == kernels::Backend::Reference || at::GradMode::is_enabled()) return false;
+  if (kernels::default_backend() == kernels::Backend::Reference && backend == kernels::Backend::Auto)
+    return false;
+  const auto dt = in_proj->weight.scalar_type();
+  return x.size(0) == 1 && x.device().is_cpu() && (dt == at::kFloat || dt == at::kBFloat16);
+}
+
+at::Tensor MambaMixerImpl::forward_step_fused(const at::Tensor& x, MambaLayerCache& c) {
+  const int64_t Di = cfg.d_inner, N = cfg.d_state, W = cfg.d_conv, dm = cfg.d_model;
+  kernels::MambaStepParams p;
+  p.d_model = dm;
+  p.d_inner = Di;
+  p.d_state = N;
+  p.dt_rank = cfg.dt_rank;
+  p.d_conv = W;
+  p.in_proj_w = in_proj->weight.contiguous();
+  p.x_proj_w = x_proj->weight.contiguous();
+  p.dt_proj_w = dt_proj->weight.contiguous();
+  p.out_proj_w = out_proj->weight.contiguous();
+  if (!c.fast_ready) {
+    // Small parameters in fp32, laid out back to back: conv_w, conv_b, dt_b, A, D, in_b, out_b.
+    std::vector<at::Tensor> parts = {conv_weight.reshape({-1}), conv_bias.defined() ? conv_bias : at::zeros({Di}),
+                                     dt_proj->bias, -at::exp(A_log.to(at::kFloat)).reshape({-1}), D,
+                                     in_proj->bias.defined() ? in_proj->bias : at::zeros({2 * Di}),
+                                     out_proj->bias.defined() ? out_proj->bias : at::zeros({dm})};
+    std::vector<at::Tensor> f32;
+    for (auto& t : parts) f32.push_back(t.to(at::kFloat).reshape({-1}));
+    c.fast_small = at::cat(f32);
+    c.fast_ws = at::empty({kernels::mamba_step_workspace_size(p)}, at::kFloat);
+    c.fast_out = at::empty({dm}, at::kFloat);
+    c.conv_state = c.conv_state.contiguous();
+    c.ssm_state = c.ssm_state.contiguous();
+    c.fast_ready = true;
+  }
+  const float* s = c.fast_small.data_ptr<float>();
+  p.conv_w = s;
+  p.conv_b = conv_bias.defined() ? s + Di * W : nullptr;
+  p.dt_b = s + Di * W + Di;
+  p.A = s + Di * W + 2 * Di;
+  p.D = p.A + Di * N;
+  p.in_proj_b = in_proj->bias.defined() ? p.D + Di : nullptr;
+  p.out_proj_b = out_proj->bias.defined() ? p.D + 3 * Di : nullptr;
+  at::Tensor xin = x.reshape({dm}).to(at::kFloat).contiguous();  // [d_model]
+  kernels::mamba_step(p, xin.data_ptr<float>(), c.conv_state.data_ptr<float>(),
+                      c.ssm_state.data_ptr<float>(), c.fast_ws.data_ptr<float>(),
+                      c.fast_out.data_ptr<float>());
+  return c.fast_out.to(x.scalar_type(), /*non_blocking=*/false, /*copy=*/true).view({1, 1, dm});
 }
 
 // ---------------------------------------------------------------------------------------------

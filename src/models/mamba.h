@@ -65,8 +65,11 @@ struct MambaConfig {
 
 // Per-layer decoding state of a Mamba mixer.
 struct MambaLayerCache : LayerCache {
-  at::Tensor conv_state;  // [B, d_inner, d_conv], compute dtype: last d_conv pre-conv inputs
-  at::Tensor ssm_state;   // [B, d_inner, d_state], fp32
+  at::Tensor conv_state;  // [B, d_inner, d_conv] fp32: the last d_conv pre-conv inputs
+  at::Tensor ssm_state;   // [B, d_inner, d_state] fp32
+  // Fused batch-1 decode step: fp32 copies of the small parameters + scratch, made on first use.
+  at::Tensor fast_small, fast_ws, fast_out;
+  bool fast_ready = false;
 };
 
 class MambaMixerImpl : public SequenceMixer {
@@ -89,6 +92,8 @@ class MambaMixerImpl : public SequenceMixer {
  private:
   at::Tensor forward_sequence(const at::Tensor& x, MambaLayerCache* cache);
   at::Tensor forward_step(const at::Tensor& x, MambaLayerCache& cache);
+  bool can_use_fused_step(const at::Tensor& x) const;
+  at::Tensor forward_step_fused(const at::Tensor& x, MambaLayerCache& cache);
 };
 
 // Residual block: h = h + mixer(norm(h)), residual stream fp32.
