@@ -1,0 +1,27 @@
+// Options and helpers shared by the CLI subcommands.
+#pragma once
+#include <CLI/CLI.hpp>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "models/lm.h"
+
+namespace mambavl::cli {
+
+struct RuntimeOptions {
+  int threads = 0;             // 0 = LibTorch's default (all cores)
+  std::string dtype = "f32";   // f32 | bf16
+  std::string kernels = "auto";
+};
+
+// Adds --threads, --dtype, --kernels to a subcommand.
+void add_runtime_options(CLI::App& app, RuntimeOptions& o);
+// Applies --threads / --kernels (call at the start of a subcommand's callback).
+void apply_runtime_options(const RuntimeOptions& o);
+// Loads a model folder and casts it to --dtype.
+std::unique_ptr<models::CausalLM> load_model(const std::string& dir, const RuntimeOptions& o);
+// "1,2, 3" -> {1, 2, 3}; mambavl::Error on anything else.
+std::vector<int64_t> parse_ids(const std::string& s);
+
+}  // namespace mambavl::cli

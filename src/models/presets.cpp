@@ -1,0 +1,43 @@
+#include "models/presets.h"
+
+#include <map>
+
+#include "common/error.h"
+#include "models/mamba.h"
+
+namespace mambavl::models {
+
+namespace {
+struct MambaShape {
+  int64_t layers, d_model, vocab;
+};
+const std::map<std::string, MambaShape>& mamba_presets() {
+  static const std::map<std::string, MambaShape> m = {
+      {"mamba-tiny", {2, 64, 512}},        {"mamba-130m", {24, 768, 50280}},
+      {"mamba-370m", {48, 1024, 50280}},   {"mamba-790m", {48, 1536, 50280}},
+      {"mamba-1.4b", {48, 2048, 50280}},   {"mamba-2.8b", {64, 2560, 50280}}};
+  return m;
+}
+}  // namespace
+
+std::vector<std::string> preset_names() {
+  std::vector<std::string> v;
+  for (auto& [k, _] : mamba_presets()) v.push_back(k);
+  return v;
+}
+
+std::unique_ptr<CausalLM> make_preset(const std::string& name, uint64_t seed) {
+  auto it = mamba_presets().find(name);
+  MVL_CHECK(it != mamba_presets().end(), "unknown preset '", name, "' (known: ", join(preset_names()), ")");
+  MambaConfig c;
+  c.n_layer = it->second.layers;
+  c.d_model = it->second.d_model;
+  c.vocab_size = it->second.vocab;
+  c.d_inner = 0;
+  c.dt_rank = 0;
+  auto m = std::make_unique<MambaLM>(c);
+  m->init_weights(seed);
+  return m;
+}
+
+}  // namespace mambavl::models
