@@ -17,7 +17,7 @@ Rotary::Rotary(int64_t dim, double base) : dim_(dim), base_(base) {
   if (dim > 0) {
     // 1 / base^(arange(0, dim, 2) / dim), in fp32 as HF / flash_attn compute it.
     at::Tensor expo = at::arange(0, dim, 2, at::kFloat) / static_cast<double>(dim);  // [dim/2]
-    inv_freq_ = at::reciprocal(at::pow(base, expo));                                // [dim/2]
+    inv_freq_ = at::reciprocal(at::pow(base, expo));                                 // [dim/2]
   }
 }
 
@@ -28,11 +28,11 @@ std::pair<at::Tensor, at::Tensor> Rotary::cos_sin(int64_t pos, int64_t len, at::
       cos_table_.device() != device) {
     int64_t n = std::max<int64_t>(need, 256);
     if (cos_table_.defined()) n = std::max(n, 2 * cos_table_.size(0));
-    at::Tensor t = at::arange(n, at::kFloat);                               // [n]
-    at::Tensor freqs = at::outer(t, inv_freq_);                             // [n, dim/2]
-    at::Tensor emb = at::cat({freqs, freqs}, -1);                           // [n, dim]
-    cos_table_ = emb.cos().to(at::TensorOptions(dtype).device(device));     // [n, dim]
-    sin_table_ = emb.sin().to(at::TensorOptions(dtype).device(device));     // [n, dim]
+    at::Tensor t = at::arange(n, at::kFloat);                            // [n]
+    at::Tensor freqs = at::outer(t, inv_freq_);                          // [n, dim/2]
+    at::Tensor emb = at::cat({freqs, freqs}, -1);                        // [n, dim]
+    cos_table_ = emb.cos().to(at::TensorOptions(dtype).device(device));  // [n, dim]
+    sin_table_ = emb.sin().to(at::TensorOptions(dtype).device(device));  // [n, dim]
   }
   return {cos_table_.narrow(0, pos, len), sin_table_.narrow(0, pos, len)};
 }
@@ -40,13 +40,13 @@ std::pair<at::Tensor, at::Tensor> Rotary::cos_sin(int64_t pos, int64_t len, at::
 at::Tensor Rotary::apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
   if (dim_ == 0) return x;
   const int64_t L = x.size(1), hd = x.size(3), half = dim_ / 2;
-  at::Tensor c = cos.view({1, L, 1, dim_});                          // [1, L, 1, rot]
-  at::Tensor s = sin.view({1, L, 1, dim_});                          // [1, L, 1, rot]
-  at::Tensor xr = x.narrow(-1, 0, dim_);                             // [B, L, H, rot]
+  at::Tensor c = cos.view({1, L, 1, dim_});  // [1, L, 1, rot]
+  at::Tensor s = sin.view({1, L, 1, dim_});  // [1, L, 1, rot]
+  at::Tensor xr = x.narrow(-1, 0, dim_);     // [B, L, H, rot]
   at::Tensor rotated = at::cat({-xr.narrow(-1, half, half), xr.narrow(-1, 0, half)}, -1);
-  at::Tensor out = xr * c + rotated * s;                             // [B, L, H, rot]
+  at::Tensor out = xr * c + rotated * s;  // [B, L, H, rot]
   if (dim_ == hd) return out;
-  return at::cat({out, x.narrow(-1, dim_, hd - dim_)}, -1);          // [B, L, H, hd]
+  return at::cat({out, x.narrow(-1, dim_, hd - dim_)}, -1);  // [B, L, H, hd]
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -86,16 +86,17 @@ at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in
     q = rotary.apply(q, cos, sin);
     k = rotary.apply(k, cos, sin);
   }
-  at::Tensor qt = q.transpose(1, 2);    // [B, H, L, hd]
-  at::Tensor kt = k.transpose(1, 2);    // [B, Hkv, L, hd]
+  at::Tensor qt = q.transpose(1, 2);     // [B, H, L, hd]
+  at::Tensor kt = k.transpose(1, 2);     // [B, Hkv, L, hd]
   at::Tensor vt = v_in.transpose(1, 2);  // [B, Hkv, L, hd]
   const bool gqa = num_heads != num_heads_kv;
   at::Tensor ctx;  // [B, H, L, hd]
   if (!cache) {
     ctx = at::scaled_dot_product_attention(qt, kt, vt, {}, 0.0, causal, std::nullopt, gqa);
   } else {
-    MVL_CHECK(cache->len == pos, "KV cache holds ", cache->len, " tokens but the model is at position ",
-              pos, " (a cache must be used by one sequence from its start)");
+    MVL_CHECK(cache->len == pos, "KV cache holds ", cache->len,
+              " tokens but the model is at position ", pos,
+              " (a cache must be used by one sequence from its start)");
     MVL_CHECK(cache->k.size(0) == B, "KV cache is for batch ", cache->k.size(0),
               " but the input has batch ", B);
     MVL_CHECK(pos + L <= cache->max_len(), "KV cache overflow: the cache holds at most ",
@@ -137,8 +138,9 @@ HybridAttentionImpl::HybridAttentionImpl(const MambaConfig& c)
            c.attn.rotary_emb_base, c.attn.causal) {
   const int64_t H = cfg.num_heads, Hkv = cfg.num_heads_kv, hd = cfg.head_dim;
   in_proj = register_module(
-      "in_proj", torch::nn::Linear(
-                     torch::nn::LinearOptions(c.d_model, (H + 2 * Hkv) * hd).bias(cfg.qkv_proj_bias)));
+      "in_proj",
+      torch::nn::Linear(
+          torch::nn::LinearOptions(c.d_model, (H + 2 * Hkv) * hd).bias(cfg.qkv_proj_bias)));
   out_proj = register_module(
       "out_proj",
       torch::nn::Linear(torch::nn::LinearOptions(H * hd, c.d_model).bias(cfg.out_proj_bias)));
@@ -151,7 +153,8 @@ at::Tensor HybridAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int6
   at::Tensor q = qkv.narrow(-1, 0, H * hd).view({B, L, H, hd});           // [B, L, H, hd]
   at::Tensor k = qkv.narrow(-1, H * hd, Hkv * hd).view({B, L, Hkv, hd});  // [B, L, Hkv, hd]
   at::Tensor v = qkv.narrow(-1, (H + Hkv) * hd, Hkv * hd).view({B, L, Hkv, hd});
-  at::Tensor ctx = core.forward(q, k, v, cache ? &as_kv_cache(cache) : nullptr, pos);  // [B, L, H*hd]
+  at::Tensor ctx =
+      core.forward(q, k, v, cache ? &as_kv_cache(cache) : nullptr, pos);  // [B, L, H*hd]
   return out_proj->forward(ctx);                                          // [B, L, d_model]
 }
 

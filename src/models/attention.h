@@ -51,8 +51,8 @@ class AttentionCore {
   // length when a cache is given). With a cache, k and v are written at pos .. pos+L-1 and the
   // queries attend to the first pos+L cached entries (causally when `causal`).
   // Returns the context [B, L, H * hd].
-  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                     KVCache* cache, int64_t pos) const;
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache* cache,
+                     int64_t pos) const;
   std::unique_ptr<KVCache> make_cache(int64_t batch, int64_t max_len, at::ScalarType dtype,
                                       at::Device device) const;
 

@@ -21,19 +21,59 @@ namespace {
 
 // Keys of transformers' GPTNeoXConfig (4.x and 5.x) and PretrainedConfig bookkeeping that carry
 // no information for inference (dropout, initialisation, generation defaults).
-const std::set<std::string> kNeoXKnown = {
-    "_name_or_path", "_commit_hash", "add_cross_attention", "architectures",
-    "attention_bias", "attention_dropout", "attention_probs_dropout_prob", "bos_token_id",
-    "chunk_size_feed_forward", "classifier_dropout", "decoder_start_token_id", "dtype",
-    "eos_token_id", "finetuning_task", "hidden_act", "hidden_dropout", "hidden_dropout_prob",
-    "hidden_size", "id2label", "initializer_range", "intermediate_size", "is_decoder",
-    "is_encoder_decoder", "label2id", "layer_norm_eps", "max_position_embeddings", "model_type",
-    "num_attention_heads", "num_hidden_layers", "output_attentions", "output_hidden_states",
-    "pad_token_id", "partial_rotary_factor", "prefix", "problem_type", "pruned_heads",
-    "return_dict", "rope_parameters", "rope_scaling", "rope_theta", "rotary_emb_base",
-    "rotary_pct", "sep_token_id", "task_specific_params", "tie_encoder_decoder",
-    "tie_word_embeddings", "tokenizer_class", "torch_dtype", "torchscript",
-    "transformers_version", "use_cache", "use_parallel_residual", "vocab_size"};
+const std::set<std::string> kNeoXKnown = {"_name_or_path",
+                                          "_commit_hash",
+                                          "add_cross_attention",
+                                          "architectures",
+                                          "attention_bias",
+                                          "attention_dropout",
+                                          "attention_probs_dropout_prob",
+                                          "bos_token_id",
+                                          "chunk_size_feed_forward",
+                                          "classifier_dropout",
+                                          "decoder_start_token_id",
+                                          "dtype",
+                                          "eos_token_id",
+                                          "finetuning_task",
+                                          "hidden_act",
+                                          "hidden_dropout",
+                                          "hidden_dropout_prob",
+                                          "hidden_size",
+                                          "id2label",
+                                          "initializer_range",
+                                          "intermediate_size",
+                                          "is_decoder",
+                                          "is_encoder_decoder",
+                                          "label2id",
+                                          "layer_norm_eps",
+                                          "max_position_embeddings",
+                                          "model_type",
+                                          "num_attention_heads",
+                                          "num_hidden_layers",
+                                          "output_attentions",
+                                          "output_hidden_states",
+                                          "pad_token_id",
+                                          "partial_rotary_factor",
+                                          "prefix",
+                                          "problem_type",
+                                          "pruned_heads",
+                                          "return_dict",
+                                          "rope_parameters",
+                                          "rope_scaling",
+                                          "rope_theta",
+                                          "rotary_emb_base",
+                                          "rotary_pct",
+                                          "sep_token_id",
+                                          "task_specific_params",
+                                          "tie_encoder_decoder",
+                                          "tie_word_embeddings",
+                                          "tokenizer_class",
+                                          "torch_dtype",
+                                          "torchscript",
+                                          "transformers_version",
+                                          "use_cache",
+                                          "use_parallel_residual",
+                                          "vocab_size"};
 
 const std::set<std::string> kRopeKnown = {"rope_theta", "partial_rotary_factor", "rope_type",
                                           "type"};
@@ -105,10 +145,10 @@ void GPTNeoXConfig::finalize() {
   MVL_CHECK(num_hidden_layers > 0, "key 'num_hidden_layers' must be > 0, got ", num_hidden_layers);
   MVL_CHECK(intermediate_size > 0, "key 'intermediate_size' must be > 0, got ", intermediate_size);
   MVL_CHECK(num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
-            "key 'num_attention_heads' = ", num_attention_heads, " must divide hidden_size = ",
-            hidden_size);
-  MVL_CHECK(rotary_pct >= 0.0 && rotary_pct <= 1.0, "key 'rotary_pct' (partial_rotary_factor) = ",
-            rotary_pct, " must be in [0, 1]");
+            "key 'num_attention_heads' = ", num_attention_heads,
+            " must divide hidden_size = ", hidden_size);
+  MVL_CHECK(rotary_pct >= 0.0 && rotary_pct <= 1.0,
+            "key 'rotary_pct' (partial_rotary_factor) = ", rotary_pct, " must be in [0, 1]");
   MVL_CHECK(rotary_dim() % 2 == 0, "key 'rotary_pct' = ", rotary_pct, " gives an odd rotary ",
             "dimension int(head_dim * rotary_pct) = ", rotary_dim(), " (must be even)");
   MVL_CHECK(rotary_emb_base > 0.0, "key 'rotary_emb_base' (rope_theta) must be > 0, got ",
@@ -136,8 +176,9 @@ nlohmann::json GPTNeoXConfig::to_json() const {
   j["tie_word_embeddings"] = false;
   j["rotary_pct"] = rotary_pct;
   j["rotary_emb_base"] = rotary_emb_base;
-  j["rope_parameters"] = {
-      {"rope_type", "default"}, {"rope_theta", rotary_emb_base}, {"partial_rotary_factor", rotary_pct}};
+  j["rope_parameters"] = {{"rope_type", "default"},
+                          {"rope_theta", rotary_emb_base},
+                          {"partial_rotary_factor", rotary_pct}};
   j["bos_token_id"] = bos_token_id;
   j["eos_token_id"] = eos_token_id;
   j["pad_token_id"] = pad_token_id;
@@ -152,11 +193,11 @@ GPTNeoXAttentionImpl::GPTNeoXAttentionImpl(const GPTNeoXConfig& c)
     : core(c.num_attention_heads, c.num_attention_heads, c.head_dim(), c.rotary_dim(),
            c.rotary_emb_base, /*causal=*/true) {
   const int64_t h = c.hidden_size;
-  query_key_value = register_module(
-      "query_key_value",
-      torch::nn::Linear(torch::nn::LinearOptions(h, 3 * h).bias(c.attention_bias)));
-  dense = register_module(
-      "dense", torch::nn::Linear(torch::nn::LinearOptions(h, h).bias(c.attention_bias)));
+  query_key_value =
+      register_module("query_key_value",
+                      torch::nn::Linear(torch::nn::LinearOptions(h, 3 * h).bias(c.attention_bias)));
+  dense = register_module("dense",
+                          torch::nn::Linear(torch::nn::LinearOptions(h, h).bias(c.attention_bias)));
 }
 
 at::Tensor GPTNeoXAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t pos) {
@@ -166,7 +207,7 @@ at::Tensor GPTNeoXAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int
   at::Tensor k = qkv.narrow(-1, hd, hd);                                 // [B, L, H, hd]
   at::Tensor v = qkv.narrow(-1, 2 * hd, hd);                             // [B, L, H, hd]
   at::Tensor ctx = core.forward(q, k, v, cache ? &as_kv_cache(cache) : nullptr, pos);  // [B, L, h]
-  return dense->forward(ctx);                                                           // [B, L, h]
+  return dense->forward(ctx);                                                          // [B, L, h]
 }
 
 std::unique_ptr<LayerCache> GPTNeoXAttentionImpl::make_cache(int64_t batch, int64_t max_len,
@@ -176,10 +217,10 @@ std::unique_ptr<LayerCache> GPTNeoXAttentionImpl::make_cache(int64_t batch, int6
 }
 
 GPTNeoXMLPImpl::GPTNeoXMLPImpl(const GPTNeoXConfig& c) {
-  dense_h_to_4h = register_module(
-      "dense_h_to_4h", torch::nn::Linear(c.hidden_size, c.intermediate_size));
-  dense_4h_to_h = register_module(
-      "dense_4h_to_h", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+  dense_h_to_4h =
+      register_module("dense_h_to_4h", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+  dense_4h_to_h =
+      register_module("dense_4h_to_h", torch::nn::Linear(c.intermediate_size, c.hidden_size));
 }
 
 at::Tensor GPTNeoXMLPImpl::forward(const at::Tensor& x) {
@@ -199,7 +240,7 @@ GPTNeoXLayerImpl::GPTNeoXLayerImpl(const GPTNeoXConfig& c) : parallel(c.use_para
 at::Tensor GPTNeoXLayerImpl::forward(const at::Tensor& x, LayerCache* cache, int64_t pos) {
   at::Tensor attn = attention->mix(input_layernorm->forward(x), cache, pos);  // [B, L, h]
   if (parallel) return mlp->forward(post_attention_layernorm->forward(x)) + attn + x;
-  at::Tensor a = attn + x;                                                    // [B, L, h]
+  at::Tensor a = attn + x;  // [B, L, h]
   return mlp->forward(post_attention_layernorm->forward(a)) + a;
 }
 
@@ -219,7 +260,8 @@ class NeoXCache : public LMCache {
 GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg) : cfg_(std::move(cfg)) {
   cfg_.finalize();
   root_ = std::make_shared<torch::nn::Module>("GPTNeoXForCausalLM");
-  gpt_neox_ = root_->register_module("gpt_neox", std::make_shared<torch::nn::Module>("GPTNeoXModel"));
+  gpt_neox_ =
+      root_->register_module("gpt_neox", std::make_shared<torch::nn::Module>("GPTNeoXModel"));
   embed_in = gpt_neox_->register_module("embed_in",
                                         torch::nn::Embedding(cfg_.vocab_size, cfg_.hidden_size));
   torch::nn::ModuleList list;
@@ -231,7 +273,8 @@ GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg) : cfg_(std::move(cfg)) {
   gpt_neox_->register_module("layers", list);
   final_layer_norm = gpt_neox_->register_module(
       "final_layer_norm",
-      torch::nn::LayerNorm(torch::nn::LayerNormOptions({cfg_.hidden_size}).eps(cfg_.layer_norm_eps)));
+      torch::nn::LayerNorm(
+          torch::nn::LayerNormOptions({cfg_.hidden_size}).eps(cfg_.layer_norm_eps)));
   embed_out = root_->register_module(
       "embed_out",
       torch::nn::Linear(torch::nn::LinearOptions(cfg_.hidden_size, cfg_.vocab_size).bias(false)));
@@ -297,7 +340,7 @@ at::Tensor GPTNeoXLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
 }
 
 at::Tensor GPTNeoXLM::logits(const at::Tensor& hidden) {
-  const at::Tensor& w = embed_out->weight;                           // [V, h]
+  const at::Tensor& w = embed_out->weight;                          // [V, h]
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
 }
 
