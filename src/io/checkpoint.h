@@ -63,8 +63,10 @@ struct LoadOptions {
 // tensor, shape mismatch, non-floating stored dtype for a floating parameter.
 void load_module(torch::nn::Module& module, const CheckpointFolder& ckpt, const LoadOptions& opt = {});
 
-// Saves `module`'s parameters to dir/model.safetensors (atomic), with names mapped by `rename`
-// (identity when empty) and optional dtype conversion (at::ScalarType::Undefined keeps each).
+// Saves `module`'s parameters and buffers to dir/model.safetensors (atomic; the folder is created;
+// metadata {"format": "pt"}), with names mapped by `rename` (identity when empty; a name mapped to
+// "" is not saved) and optional dtype conversion of floating tensors (at::ScalarType::Undefined
+// keeps each; integer buffers always keep theirs).
 void save_module(const torch::nn::Module& module, const std::filesystem::path& dir,
                  const std::function<std::string(const std::string&)>& rename = {},
                  at::ScalarType dtype = at::ScalarType::Undefined);
