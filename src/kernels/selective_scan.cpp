@@ -3,6 +3,7 @@
 
 #include "common/shape.h"
 #include "kernels/selective_scan.h"
+#include "kernels/selective_scan_cpu.h"
 
 namespace mambavl::kernels {
 
@@ -59,8 +60,12 @@ void validate(const SelectiveScanArgs& a) {
 SelectiveScanResult selective_scan(const SelectiveScanArgs& args, Backend backend) {
   detail::validate(args);
   if (backend == Backend::Auto) backend = default_backend();
-  // Fused kernels are added in selective_scan_cpu.cpp; until then every backend is the reference.
-  return detail::selective_scan_reference(args);
+  if (backend == Backend::Reference) return detail::selective_scan_reference(args);
+  const std::string why = detail::fused_cpu_unsupported(args);
+  if (why.empty()) return detail::selective_scan_fused_cpu(args);
+  MVL_CHECK(backend == Backend::Auto, "selective_scan: the fused backend cannot run this call: ",
+            why);
+  return detail::selective_scan_reference(args);  // Auto: float64 / float16 / non-CPU
 }
 
 at::Tensor selective_state_update(at::Tensor& state, const at::Tensor& x, const at::Tensor& dt,
@@ -90,6 +95,15 @@ at::Tensor selective_state_update(at::Tensor& state, const at::Tensor& x, const 
   if (z) check_shape(*z, {Bn, Dch}, "selective_state_update: z", "B, D");
   if (dt_bias) check_shape(*dt_bias, {Dch}, "selective_state_update: dt_bias", "D");
   if (backend == Backend::Auto) backend = default_backend();
+  if (backend != Backend::Reference) {
+    const std::string why =
+        detail::fused_cpu_unsupported_update(state, x, dt, A, B, C, D, z, dt_bias);
+    if (why.empty())
+      return detail::selective_state_update_fused_cpu(state, x, dt, A, B, C, D, z, dt_bias,
+                                                      dt_softplus);
+    MVL_CHECK(backend == Backend::Auto,
+              "selective_state_update: the fused backend cannot run this call: ", why);
+  }
   return detail::selective_state_update_reference(state, x, dt, A, B, C, D, z, dt_bias, dt_softplus);
 }
 

@@ -4,9 +4,9 @@
 // N state size (d_state), G groups of B/C (D % G == 0), W conv width.
 //
 //   delta'[b,d,t] = softplus?(delta[b,d,t] + delta_bias[d])
-//   h_t[b,d,n]    = exp(delta'[b,d,t] * A[d,n]) * h_{t-1}[b,d,n] + delta'[b,d,t] * B[b,g(d),n,t] * u[b,d,t]
-//   y[b,d,t]      = sum_n h_t[b,d,n] * C[b,g(d),n,t] + D[d] * u[b,d,t]
-//   y            *= silu(z[b,d,t])                                   (when z is given)
+//   h_t[b,d,n]    = exp(delta'[b,d,t] * A[d,n]) * h_{t-1}[b,d,n] + delta'[b,d,t] * B[b,g(d),n,t] *
+//   u[b,d,t] y[b,d,t]      = sum_n h_t[b,d,n] * C[b,g(d),n,t] + D[d] * u[b,d,t] y            *=
+//   silu(z[b,d,t])                                   (when z is given)
 // with h_{-1} = 0, g(d) = d / (D/G). The state is always fp32 whatever the input dtype; y has
 // u's dtype. Inputs: fp32 or bf16 (u, delta, B, C, z); A, D, delta_bias fp32 (or u's dtype).
 #pragma once
@@ -54,13 +54,10 @@ namespace detail {
 // Validation shared by all backends (throws mambavl::Error).
 void validate(const SelectiveScanArgs& a);
 SelectiveScanResult selective_scan_reference(const SelectiveScanArgs& a);
-at::Tensor selective_state_update_reference(at::Tensor& state, const at::Tensor& x,
-                                            const at::Tensor& dt, const at::Tensor& A,
-                                            const at::Tensor& B, const at::Tensor& C,
-                                            const std::optional<at::Tensor>& D,
-                                            const std::optional<at::Tensor>& z,
-                                            const std::optional<at::Tensor>& dt_bias,
-                                            bool dt_softplus);
+at::Tensor selective_state_update_reference(
+    at::Tensor& state, const at::Tensor& x, const at::Tensor& dt, const at::Tensor& A,
+    const at::Tensor& B, const at::Tensor& C, const std::optional<at::Tensor>& D,
+    const std::optional<at::Tensor>& z, const std::optional<at::Tensor>& dt_bias, bool dt_softplus);
 }  // namespace detail
 
 }  // namespace mambavl::kernels

@@ -7,9 +7,10 @@
 namespace mambavl::kernels::detail {
 
 namespace {
-// [B, N, L] or [B, G, N, L] -> [B, D, N, L] (fp32), B/C shared within each group of channels.
-at::Tensor expand_groups(const at::Tensor& t, int64_t D) {
-  at::Tensor f = t.to(at::kFloat);
+// [B, N, L] or [B, G, N, L] -> [B, D, N, L] (compute dtype), B/C shared within each group of
+// channels.
+at::Tensor expand_groups(const at::Tensor& t, int64_t D, at::ScalarType cdt) {
+  at::Tensor f = t.to(cdt);
   if (f.dim() == 3) return f.unsqueeze(1).expand({f.size(0), D, f.size(1), f.size(2)});
   const int64_t G = f.size(1);
   return f.repeat_interleave(D / G, 1);
@@ -20,13 +21,16 @@ at::Tensor softplus20(const at::Tensor& x) { return at::softplus(x, 1.0, 20.0); 
 
 SelectiveScanResult selective_scan_reference(const SelectiveScanArgs& a) {
   const int64_t Dch = a.u.size(1), L = a.u.size(2);
-  at::Tensor u = a.u.to(at::kFloat);          // [B, D, L]
-  at::Tensor delta = a.delta.to(at::kFloat);  // [B, D, L]
-  if (a.delta_bias) delta = delta + a.delta_bias->to(at::kFloat).unsqueeze(-1);
+  // fp32 compute and state, except for float64 inputs (kept in float64 end to end, last_state
+  // included, so that finite-difference gradient checks are meaningful).
+  const at::ScalarType cdt = a.u.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  at::Tensor u = a.u.to(cdt);          // [B, D, L]
+  at::Tensor delta = a.delta.to(cdt);  // [B, D, L]
+  if (a.delta_bias) delta = delta + a.delta_bias->to(cdt).unsqueeze(-1);
   if (a.delta_softplus) delta = softplus20(delta);
-  at::Tensor A = a.A.to(at::kFloat);           // [D, N]
-  at::Tensor Bx = expand_groups(a.B, Dch);     // [B, D, N, L]
-  at::Tensor Cx = expand_groups(a.C, Dch);     // [B, D, N, L]
+  at::Tensor A = a.A.to(cdt);                   // [D, N]
+  at::Tensor Bx = expand_groups(a.B, Dch, cdt);  // [B, D, N, L]
+  at::Tensor Cx = expand_groups(a.C, Dch, cdt);  // [B, D, N, L]
 
   at::Tensor dA = at::exp(delta.unsqueeze(2) * A.unsqueeze(0).unsqueeze(-1));  // [B, D, N, L]
   at::Tensor dBu = (delta * u).unsqueeze(2) * Bx;                               // [B, D, N, L]
@@ -38,8 +42,8 @@ SelectiveScanResult selective_scan_reference(const SelectiveScanArgs& a) {
     ys.push_back((h * Cx.select(3, t)).sum(-1));  // [B, D]
   }
   at::Tensor y = at::stack(ys, -1);  // [B, D, L]
-  if (a.D) y = y + u * a.D->to(at::kFloat).unsqueeze(-1);
-  if (a.z) y = y * at::silu(a.z->to(at::kFloat));
+  if (a.D) y = y + u * a.D->to(cdt).unsqueeze(-1);
+  if (a.z) y = y * at::silu(a.z->to(cdt));
   SelectiveScanResult r;
   r.y = y.to(a.u.scalar_type());
   if (a.return_last_state) r.last_state = h;

@@ -1,0 +1,10 @@
+// Micro-benchmarks, reachable as `mambavl bench <name>` (wired in apps/main.cpp).
+#pragma once
+#include <CLI/CLI.hpp>
+
+namespace mambavl::bench {
+
+// `bench scan`: fused CPU selective scan vs the LibTorch reference, forward and forward+backward.
+void add_scan_bench(CLI::App& bench);
+
+}  // namespace mambavl::bench
