@@ -41,7 +41,7 @@ void run(const LmBenchOptions& o) {
     const double bound = o.bandwidth_gbs * 1e9 / static_cast<double>(weight_bytes);
     c10::InferenceMode guard;
     {  // warm-up (first-touch of weights, thread pool, oneDNN/MKL init)
-      auto cache = model->make_cache(1, 16);
+      auto cache = model->make_cache(1, 17);  // 16 prompt tokens + 1 step
       model->forward(at::randint(0, 100, {1, 16}, at::kLong), cache.get(), true);
       model->forward(at::zeros({1, 1}, at::kLong), cache.get(), true);
     }

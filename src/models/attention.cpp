@@ -1,11 +1,173 @@
+// Rotary, KV cache and SDPA shared by GPT-NeoX and the hybrid MHA mixer; the hybrid MHA mixer.
 #include "models/attention.h"
+
+#include <ATen/ATen.h>
+
+#include <algorithm>
 
 #include "common/error.h"
 
 namespace mambavl::models {
 
+// ---------------------------------------------------------------------------------------------
+// Rotary
+
+Rotary::Rotary(int64_t dim, double base) : dim_(dim), base_(base) {
+  MVL_CHECK(dim >= 0 && dim % 2 == 0, "rotary dimension must be even and >= 0, got ", dim);
+  if (dim > 0) {
+    // 1 / base^(arange(0, dim, 2) / dim), in fp32 as HF / flash_attn compute it.
+    at::Tensor expo = at::arange(0, dim, 2, at::kFloat) / static_cast<double>(dim);  // [dim/2]
+    inv_freq_ = at::reciprocal(at::pow(base, expo));                                 // [dim/2]
+  }
+}
+
+std::pair<at::Tensor, at::Tensor> Rotary::cos_sin(int64_t pos, int64_t len, at::ScalarType dtype,
+                                                  at::Device device) const {
+  const int64_t need = pos + len;
+  if (!cos_table_.defined() || cos_table_.size(0) < need || cos_table_.scalar_type() != dtype ||
+      cos_table_.device() != device) {
+    int64_t n = std::max<int64_t>(need, 256);
+    if (cos_table_.defined()) n = std::max(n, 2 * cos_table_.size(0));
+    at::Tensor t = at::arange(n, at::kFloat);                            // [n]
+    at::Tensor freqs = at::outer(t, inv_freq_);                          // [n, dim/2]
+    at::Tensor emb = at::cat({freqs, freqs}, -1);                        // [n, dim]
+    cos_table_ = emb.cos().to(at::TensorOptions(dtype).device(device));  // [n, dim]
+    sin_table_ = emb.sin().to(at::TensorOptions(dtype).device(device));  // [n, dim]
+  }
+  return {cos_table_.narrow(0, pos, len), sin_table_.narrow(0, pos, len)};
+}
+
+at::Tensor Rotary::apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
+  if (dim_ == 0) return x;
+  const int64_t L = x.size(1), hd = x.size(3), half = dim_ / 2;
+  at::Tensor c = cos.view({1, L, 1, dim_});  // [1, L, 1, rot]
+  at::Tensor s = sin.view({1, L, 1, dim_});  // [1, L, 1, rot]
+  at::Tensor xr = x.narrow(-1, 0, dim_);     // [B, L, H, rot]
+  at::Tensor rotated = at::cat({-xr.narrow(-1, half, half), xr.narrow(-1, 0, half)}, -1);
+  at::Tensor out = xr * c + rotated * s;  // [B, L, H, rot]
+  if (dim_ == hd) return out;
+  return at::cat({out, x.narrow(-1, dim_, hd - dim_)}, -1);  // [B, L, H, hd]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention core
+
+AttentionCore::AttentionCore(int64_t num_heads_, int64_t num_heads_kv_, int64_t head_dim_,
+                             int64_t rotary_dim, double rotary_base, bool causal_)
+    : num_heads(num_heads_),
+      num_heads_kv(num_heads_kv_),
+      head_dim(head_dim_),
+      causal(causal_),
+      rotary(rotary_dim, rotary_base) {
+  MVL_CHECK(num_heads > 0 && num_heads_kv > 0 && num_heads % num_heads_kv == 0,
+            "attention: num_heads (", num_heads, ") must be a positive multiple of num_heads_kv (",
+            num_heads_kv, ")");
+  MVL_CHECK(head_dim > 0 && rotary_dim <= head_dim, "attention: rotary dimension ", rotary_dim,
+            " exceeds head_dim ", head_dim);
+}
+
+std::unique_ptr<KVCache> AttentionCore::make_cache(int64_t batch, int64_t max_len,
+                                                   at::ScalarType dtype, at::Device device) const {
+  MVL_CHECK(batch > 0 && max_len > 0, "KV cache: batch and max_len must be > 0 (got ", batch, ", ",
+            max_len, ")");
+  auto c = std::make_unique<KVCache>();
+  const auto opt = at::TensorOptions(dtype).device(device);
+  c->k = at::zeros({batch, num_heads_kv, max_len, head_dim}, opt);  // [B, Hkv, max_len, hd]
+  c->v = at::zeros({batch, num_heads_kv, max_len, head_dim}, opt);  // [B, Hkv, max_len, hd]
+  return c;
+}
+
+at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in,
+                                  const at::Tensor& v_in, KVCache* cache, int64_t pos) const {
+  const int64_t B = q_in.size(0), L = q_in.size(1);
+  at::Tensor q = q_in, k = k_in;  // [B, L, H, hd], [B, L, Hkv, hd]
+  if (rotary.dim() > 0) {
+    auto [cos, sin] = rotary.cos_sin(pos, L, q.scalar_type(), q.device());  // [L, rot]
+    q = rotary.apply(q, cos, sin);
+    k = rotary.apply(k, cos, sin);
+  }
+  at::Tensor qt = q.transpose(1, 2);     // [B, H, L, hd]
+  at::Tensor kt = k.transpose(1, 2);     // [B, Hkv, L, hd]
+  at::Tensor vt = v_in.transpose(1, 2);  // [B, Hkv, L, hd]
+  const bool gqa = num_heads != num_heads_kv;
+  at::Tensor ctx;  // [B, H, L, hd]
+  if (!cache) {
+    ctx = at::scaled_dot_product_attention(qt, kt, vt, {}, 0.0, causal, std::nullopt, gqa);
+  } else {
+    MVL_CHECK(cache->len == pos, "KV cache holds ", cache->len,
+              " tokens but the model is at position ", pos,
+              " (a cache must be used by one sequence from its start)");
+    MVL_CHECK(cache->k.size(0) == B, "KV cache is for batch ", cache->k.size(0),
+              " but the input has batch ", B);
+    MVL_CHECK(pos + L <= cache->max_len(), "KV cache overflow: the cache holds at most ",
+              cache->max_len(), " tokens (make_cache max_len) but ", pos, " + ", L, " = ", pos + L,
+              " tokens were requested");
+    cache->k.narrow(2, pos, L).copy_(kt);
+    cache->v.narrow(2, pos, L).copy_(vt);
+    cache->len = pos + L;
+    at::Tensor keys = cache->k.narrow(2, 0, pos + L);    // [B, Hkv, pos+L, hd]
+    at::Tensor values = cache->v.narrow(2, 0, pos + L);  // [B, Hkv, pos+L, hd]
+    if (!causal || L == 1) {
+      // A single new query may see every cached entry.
+      ctx = at::scaled_dot_product_attention(qt, keys, values, {}, 0.0, false, std::nullopt, gqa);
+    } else if (pos == 0) {
+      ctx = at::scaled_dot_product_attention(qt, keys, values, {}, 0.0, true, std::nullopt, gqa);
+    } else {
+      // Several new queries after a prefix: query i (position pos+i) sees keys 0 .. pos+i.
+      at::Tensor qpos = at::arange(pos, pos + L, at::TensorOptions(at::kLong).device(q.device()));
+      at::Tensor kpos = at::arange(pos + L, at::TensorOptions(at::kLong).device(q.device()));
+      at::Tensor mask = kpos.unsqueeze(0) <= qpos.unsqueeze(1);  // [L, pos+L] bool
+      ctx = at::scaled_dot_product_attention(qt, keys, values, mask, 0.0, false, std::nullopt, gqa);
+    }
+  }
+  return ctx.transpose(1, 2).reshape({B, L, num_heads * head_dim});  // [B, L, H*hd]
+}
+
+KVCache& as_kv_cache(LayerCache* cache) {
+  auto* kv = dynamic_cast<KVCache*>(cache);
+  MVL_CHECK(kv, "attention layer was given a cache of another layer type");
+  return *kv;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Hybrid MHA (mamba_ssm.modules.mha.MHA)
+
+HybridAttentionImpl::HybridAttentionImpl(const MambaConfig& c)
+    : cfg(c.attn),
+      core(c.attn.num_heads, c.attn.num_heads_kv, c.attn.head_dim, c.attn.rotary_emb_dim,
+           c.attn.rotary_emb_base, c.attn.causal) {
+  const int64_t H = cfg.num_heads, Hkv = cfg.num_heads_kv, hd = cfg.head_dim;
+  in_proj = register_module(
+      "in_proj",
+      torch::nn::Linear(
+          torch::nn::LinearOptions(c.d_model, (H + 2 * Hkv) * hd).bias(cfg.qkv_proj_bias)));
+  out_proj = register_module(
+      "out_proj",
+      torch::nn::Linear(torch::nn::LinearOptions(H * hd, c.d_model).bias(cfg.out_proj_bias)));
+}
+
+at::Tensor HybridAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t pos) {
+  const int64_t B = x.size(0), L = x.size(1);
+  const int64_t H = cfg.num_heads, Hkv = cfg.num_heads_kv, hd = cfg.head_dim;
+  at::Tensor qkv = in_proj->forward(x);                                   // [B, L, (H+2Hkv)*hd]
+  at::Tensor q = qkv.narrow(-1, 0, H * hd).view({B, L, H, hd});           // [B, L, H, hd]
+  at::Tensor k = qkv.narrow(-1, H * hd, Hkv * hd).view({B, L, Hkv, hd});  // [B, L, Hkv, hd]
+  at::Tensor v = qkv.narrow(-1, (H + Hkv) * hd, Hkv * hd).view({B, L, Hkv, hd});
+  at::Tensor ctx =
+      core.forward(q, k, v, cache ? &as_kv_cache(cache) : nullptr, pos);  // [B, L, H*hd]
+  return out_proj->forward(ctx);                                          // [B, L, d_model]
+}
+
+std::unique_ptr<LayerCache> HybridAttentionImpl::make_cache(int64_t batch, int64_t max_len,
+                                                            at::ScalarType dtype,
+                                                            at::Device device) const {
+  return core.make_cache(batch, max_len, dtype, device);
+}
+
 std::shared_ptr<SequenceMixer> make_hybrid_attention(const MambaConfig& cfg, int64_t layer_idx) {
-  MVL_FAIL("layer ", layer_idx, " is an attention layer (attn_layer_idx): hybrid stacks are not implemented yet");
+  MVL_CHECK(cfg.is_attention_layer(layer_idx), "layer ", layer_idx,
+            " is not listed in attn_layer_idx");
+  return std::make_shared<HybridAttentionImpl>(cfg);
 }
 
 }  // namespace mambavl::models

@@ -1,13 +1,84 @@
-// Attention mixers. make_hybrid_attention builds mamba_ssm's MHA layer (in_proj [q;k;v], out_proj,
-// partial rotary, causal) for the attention layers of a hybrid Mamba stack.
+// Attention shared by GPT-NeoX and the attention layers of hybrid Mamba stacks: partial rotary
+// position embedding ("rotate half"), a preallocated KV cache and causal scaled-dot-product
+// attention (one implementation, used by both). make_hybrid_attention builds mamba_ssm's MHA layer
+// (in_proj [q | k | v], out_proj, GQA, partial rotary, causal) for a hybrid Mamba stack.
 #pragma once
+#include <ATen/core/Tensor.h>
+#include <torch/nn/modules/linear.h>
+
 #include <memory>
+#include <utility>
 
 #include "models/mamba.h"
 #include "models/mixer.h"
 
 namespace mambavl::models {
 
+// Rotary embedding on the first `dim` features of each head, non-interleaved ("rotate half":
+// pairs (i, i + dim/2)), inv_freq[i] = 1 / base^(2i/dim), as in HF GPTNeoX and flash_attn's
+// RotaryEmbedding(interleaved=False). cos/sin are computed in fp32 and cast to the input dtype.
+class Rotary {
+ public:
+  Rotary(int64_t dim, double base);
+  int64_t dim() const { return dim_; }
+  // cos, sin for positions pos .. pos+len-1: [len, dim] each, in `dtype` on `device`.
+  std::pair<at::Tensor, at::Tensor> cos_sin(int64_t pos, int64_t len, at::ScalarType dtype,
+                                            at::Device device) const;
+  // x: [B, L, H, head_dim]; cos, sin: [L, dim] -> [B, L, H, head_dim].
+  at::Tensor apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
+
+ private:
+  int64_t dim_;
+  double base_;
+  at::Tensor inv_freq_;  // [dim/2] fp32
+  // Tables for positions 0 .. n-1 (grown on demand; same values as computing per position).
+  mutable at::Tensor cos_table_, sin_table_;  // [n, dim] in the last requested dtype
+};
+
+// One attention layer's KV cache, preallocated for max_len tokens (no per-token reallocation).
+struct KVCache : LayerCache {
+  at::Tensor k, v;  // [B, heads_kv, max_len, head_dim], compute dtype
+  int64_t len = 0;  // tokens written so far
+  int64_t max_len() const { return k.size(2); }
+};
+
+// Rotary + KV cache + SDPA for one layer, independent of how q, k, v are projected.
+class AttentionCore {
+ public:
+  AttentionCore(int64_t num_heads, int64_t num_heads_kv, int64_t head_dim, int64_t rotary_dim,
+                double rotary_base, bool causal);
+  // q: [B, L, H, hd], k, v: [B, L, Hkv, hd] (before rotary); positions start at `pos` (the cache
+  // length when a cache is given). With a cache, k and v are written at pos .. pos+L-1 and the
+  // queries attend to the first pos+L cached entries (causally when `causal`).
+  // Returns the context [B, L, H * hd].
+  at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache* cache,
+                     int64_t pos) const;
+  std::unique_ptr<KVCache> make_cache(int64_t batch, int64_t max_len, at::ScalarType dtype,
+                                      at::Device device) const;
+
+  int64_t num_heads, num_heads_kv, head_dim;
+  bool causal;
+  Rotary rotary;
+};
+
+// mamba_ssm's MHA mixer in a hybrid Mamba stack: parameters in_proj.{weight,bias}
+// [(H + 2*Hkv) * hd, d_model] with output blocks [q | k | v], out_proj.{weight,bias}
+// [d_model, H * hd].
+class HybridAttentionImpl : public SequenceMixer {
+ public:
+  explicit HybridAttentionImpl(const MambaConfig& c);
+  at::Tensor mix(const at::Tensor& x, LayerCache* cache, int64_t pos) override;
+  std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t max_len, at::ScalarType dtype,
+                                         at::Device device) const override;
+
+  AttnConfig cfg;
+  torch::nn::Linear in_proj{nullptr}, out_proj{nullptr};
+  AttentionCore core;
+};
+
 std::shared_ptr<SequenceMixer> make_hybrid_attention(const MambaConfig& cfg, int64_t layer_idx);
+
+// The KV cache of a layer's LayerCache (error when it belongs to another layer type).
+KVCache& as_kv_cache(LayerCache* cache);
 
 }  // namespace mambavl::models

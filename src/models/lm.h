@@ -63,4 +63,9 @@ class CausalLM {
   virtual void save(const std::filesystem::path& dir) const = 0;
 };
 
+// Copies the tokenizer files (tokenizer.json, tokenizer_config.json, special_tokens_map.json) that
+// exist in `from` to `to`, each atomically (temp file + rename); nothing when `from` is empty,
+// missing, or the same folder as `to`.
+void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to);
+
 }  // namespace mambavl::models

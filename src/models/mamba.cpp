@@ -221,7 +221,7 @@ class MambaCache : public LMCache {
   int64_t length() const override { return len; }
   int64_t batch() const override { return bsz; }
   std::vector<std::unique_ptr<LayerCache>> layers;
-  int64_t len = 0, bsz = 0;
+  int64_t len = 0, bsz = 0, max_len = 0;
 };
 }  // namespace
 
@@ -271,6 +271,9 @@ void MambaLM::init_weights(uint64_t seed) {
           if (lin->bias.defined()) lin->bias.zero_();
         }
       });
+      // mamba_ssm's _init_weights rescales every out_proj.weight, attention ones included.
+      if (auto* a = dynamic_cast<HybridAttentionImpl*>(b->mixer.get()))
+        a->out_proj->weight.div_(std::sqrt(static_cast<double>(cfg_.n_layer)));
     }
   }
   norm_f->weight.fill_(1.0);
@@ -317,6 +320,9 @@ at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
     MVL_CHECK(mc->bsz == embeds.size(0), "cache is for batch ", mc->bsz, " but input has batch ",
               embeds.size(0));
     pos = mc->len;
+    MVL_CHECK(pos + embeds.size(1) <= mc->max_len, "cache overflow: the cache was made for ",
+              mc->max_len, " tokens but ", pos, " + ", embeds.size(1), " = ", pos + embeds.size(1),
+              " tokens were requested");
   }
   at::Tensor h = embeds.to(at::kFloat);  // [B, L, d_model] residual stream, fp32
   for (size_t i = 0; i < layers.size(); ++i)
@@ -331,16 +337,22 @@ at::Tensor MambaLM::logits(const at::Tensor& hidden) {
 }
 
 std::unique_ptr<LMCache> MambaLM::make_cache(int64_t batch, int64_t max_len) {
+  MVL_CHECK(batch > 0 && max_len > 0, "make_cache: batch and max_len must be > 0 (got ", batch,
+            ", ", max_len, ")");
   auto c = std::make_unique<MambaCache>();
   c->bsz = batch;
+  c->max_len = max_len;
   const at::Device dev = embeddings->weight.device();
   for (auto& l : layers) c->layers.push_back(l->mixer->make_cache(batch, max_len, dtype_, dev));
   return c;
 }
 
 std::string MambaLM::checkpoint_key(const std::string& name) const {
-  if (cfg_.layout == "original" && name == "backbone.embeddings.weight")
-    return "backbone.embedding.weight";
+  return checkpoint_key(name, cfg_.layout);
+}
+
+std::string MambaLM::checkpoint_key(const std::string& name, const std::string& layout) {
+  if (layout == "original" && name == "backbone.embeddings.weight") return "backbone.embedding.weight";
   return name;
 }
 
@@ -364,23 +376,33 @@ std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
   return model;
 }
 
+MambaConfig MambaLM::save_config() const {
+  MambaConfig out = cfg_;
+  if (out.attn_layer_idx.empty() || out.layout == "original") return out;
+  // Hybrids are written in mamba_ssm's layout (transformers' MambaConfig has no attention layers).
+  MVL_CHECK(out.d_inner == out.expand * out.d_model, "cannot save this hybrid in mamba_ssm's layout: ",
+            "intermediate_size = ", out.d_inner, " is not expand * d_model = ",
+            out.expand * out.d_model);
+  MVL_CHECK(out.norm_eps == 1e-5, "cannot save this hybrid in mamba_ssm's layout: its norm epsilon ",
+            out.norm_eps, " is not mamba_ssm's fixed 1e-5");
+  out.layout = "original";
+  out.unpadded_vocab_size = out.vocab_size;
+  if (out.vocab_size % out.pad_vocab_size_multiple != 0) out.pad_vocab_size_multiple = 1;
+  return out;
+}
+
 void MambaLM::save(const std::filesystem::path& dir) const {
   std::filesystem::create_directories(dir);
+  const MambaConfig out = save_config();
   std::vector<std::pair<std::string, at::Tensor>> tensors;
-  for (const auto& p : root_->named_parameters()) tensors.emplace_back(checkpoint_key(p.key()), p.value());
+  for (const auto& p : root_->named_parameters())
+    tensors.emplace_back(checkpoint_key(p.key(), out.layout), p.value());
   // mamba_ssm's loader expects lm_head.weight even when tied (its state dict has it).
-  if (cfg_.layout == "original" && cfg_.tie_embeddings)
+  if (out.layout == "original" && out.tie_embeddings)
     tensors.emplace_back("lm_head.weight", embeddings->weight);
   io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
-  io::write_json_file(dir / "config.json", cfg_.to_json());
-  if (!source_dir_.empty() && std::filesystem::exists(source_dir_) &&
-      !std::filesystem::equivalent(source_dir_, dir)) {
-    for (const char* f : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"}) {
-      if (std::filesystem::exists(source_dir_ / f))
-        std::filesystem::copy_file(source_dir_ / f, dir / f,
-                                   std::filesystem::copy_options::overwrite_existing);
-    }
-  }
+  io::write_json_file(dir / "config.json", out.to_json());
+  copy_tokenizer_files(source_dir_, dir);
 }
 
 }  // namespace mambavl::models

@@ -131,8 +131,12 @@ class MambaLM : public CausalLM {
   void set_backend(kernels::Backend b);
   // Initialisation for training from scratch (SPEC §1.1), deterministic in `seed`.
   void init_weights(uint64_t seed);
-  // Checkpoint key of a module parameter name, in this model's layout.
+  // Checkpoint key of a module parameter name, in this model's layout / in `layout`.
   std::string checkpoint_key(const std::string& param_name) const;
+  static std::string checkpoint_key(const std::string& param_name, const std::string& layout);
+  // The config `save` writes: this one, except that hybrids are always written in mamba_ssm's
+  // ("original") layout.
+  MambaConfig save_config() const;
 
   std::shared_ptr<torch::nn::Module> root_;    // "backbone", "lm_head"
   std::shared_ptr<torch::nn::Module> backbone_;

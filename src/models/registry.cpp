@@ -4,6 +4,7 @@
 
 #include "common/error.h"
 #include "io/checkpoint.h"
+#include "models/gpt_neox.h"
 #include "models/mamba.h"
 
 namespace mambavl::models {
@@ -27,6 +28,7 @@ std::string detect_architecture(const std::filesystem::path& dir) {
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {
   const std::string arch = detect_architecture(dir);
   if (arch == "mamba") return MambaLM::load(dir);
+  if (arch == "gpt_neox") return GPTNeoXLM::load(dir);
   MVL_FAIL((dir / "config.json").string(), ": architecture '", arch, "' is not implemented yet");
 }
 

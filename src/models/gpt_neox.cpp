@@ -1,0 +1,385 @@
+// GPT-NeoX / Pythia: config, attention (fused per-head QKV + shared rotary / KV cache / SDPA),
+// MLP, parallel or sequential residual layer, LM, load / save / init.
+#include "models/gpt_neox.h"
+
+#include <ATen/ATen.h>
+#include <torch/nn/modules/container/modulelist.h>
+
+#include <set>
+
+#include "common/error.h"
+#include "io/checkpoint.h"
+#include "io/safetensors.h"
+#include "models/config_util.h"
+
+namespace mambavl::models {
+
+// ---------------------------------------------------------------------------------------------
+// Config
+
+namespace {
+
+// Keys of transformers' GPTNeoXConfig (4.x and 5.x) and PretrainedConfig bookkeeping that carry
+// no information for inference (dropout, initialisation, generation defaults).
+const std::set<std::string> kNeoXKnown = {"_name_or_path",
+                                          "_commit_hash",
+                                          "add_cross_attention",
+                                          "architectures",
+                                          "attention_bias",
+                                          "attention_dropout",
+                                          "attention_probs_dropout_prob",
+                                          "bos_token_id",
+                                          "chunk_size_feed_forward",
+                                          "classifier_dropout",
+                                          "decoder_start_token_id",
+                                          "dtype",
+                                          "eos_token_id",
+                                          "finetuning_task",
+                                          "hidden_act",
+                                          "hidden_dropout",
+                                          "hidden_dropout_prob",
+                                          "hidden_size",
+                                          "id2label",
+                                          "initializer_range",
+                                          "intermediate_size",
+                                          "is_decoder",
+                                          "is_encoder_decoder",
+                                          "label2id",
+                                          "layer_norm_eps",
+                                          "max_position_embeddings",
+                                          "model_type",
+                                          "num_attention_heads",
+                                          "num_hidden_layers",
+                                          "output_attentions",
+                                          "output_hidden_states",
+                                          "pad_token_id",
+                                          "partial_rotary_factor",
+                                          "prefix",
+                                          "problem_type",
+                                          "pruned_heads",
+                                          "return_dict",
+                                          "rope_parameters",
+                                          "rope_scaling",
+                                          "rope_theta",
+                                          "rotary_emb_base",
+                                          "rotary_pct",
+                                          "sep_token_id",
+                                          "task_specific_params",
+                                          "tie_encoder_decoder",
+                                          "tie_word_embeddings",
+                                          "tokenizer_class",
+                                          "torch_dtype",
+                                          "torchscript",
+                                          "transformers_version",
+                                          "use_cache",
+                                          "use_parallel_residual",
+                                          "vocab_size"};
+
+const std::set<std::string> kRopeKnown = {"rope_theta", "partial_rotary_factor", "rope_type",
+                                          "type"};
+
+// rope_parameters (transformers 5) or rope_scaling (4.x; only null / default is supported).
+void parse_rope_object(GPTNeoXConfig& c, const nlohmann::json& r, const std::string& file,
+                       const std::string& key) {
+  cfg::check_known_keys(r, kRopeKnown, file, "'" + key + "'");
+  std::string type = cfg::get_string(r, "rope_type", file, "");
+  if (type.empty()) type = cfg::get_string(r, "type", file, "default");
+  MVL_CHECK(type == "default", file, ": ", key, ".rope_type = '", type,
+            "' is not supported (only \"default\" rotary embeddings)");
+  c.rotary_emb_base = cfg::get_double(r, "rope_theta", file, c.rotary_emb_base);
+  c.rotary_pct = cfg::get_double(r, "partial_rotary_factor", file, c.rotary_pct);
+}
+
+}  // namespace
+
+GPTNeoXConfig GPTNeoXConfig::from_json(const nlohmann::json& j, const std::string& file) {
+  MVL_CHECK(j.is_object(), file, ": config must be a JSON object");
+  cfg::check_known_keys(j, kNeoXKnown, file);
+  GPTNeoXConfig c;
+  const std::string mt = cfg::get_string(j, "model_type", file, "gpt_neox");
+  MVL_CHECK(mt == "gpt_neox", file, ": key 'model_type' is '", mt, "', not \"gpt_neox\"");
+  c.vocab_size = cfg::require_int(j, "vocab_size", file);
+  c.hidden_size = cfg::require_int(j, "hidden_size", file);
+  c.num_hidden_layers = cfg::require_int(j, "num_hidden_layers", file);
+  c.num_attention_heads = cfg::require_int(j, "num_attention_heads", file);
+  c.intermediate_size = cfg::get_int(j, "intermediate_size", file, 4 * c.hidden_size);
+  c.max_position_embeddings = cfg::get_int(j, "max_position_embeddings", file, 2048);
+  c.layer_norm_eps = cfg::get_double(j, "layer_norm_eps", file, 1e-5);
+  c.use_parallel_residual = cfg::get_bool(j, "use_parallel_residual", file, true);
+  c.attention_bias = cfg::get_bool(j, "attention_bias", file, true);
+  // Rotary: transformers 4 (rotary_pct, rotary_emb_base; some 4.4x also rope_theta,
+  // partial_rotary_factor) and transformers 5 (rope_parameters, which wins as it does there).
+  c.rotary_pct = cfg::get_double(j, "rotary_pct", file, 0.25);
+  c.rotary_emb_base = cfg::get_double(j, "rotary_emb_base", file, 10000.0);
+  c.rotary_pct = cfg::get_double(j, "partial_rotary_factor", file, c.rotary_pct);
+  c.rotary_emb_base = cfg::get_double(j, "rope_theta", file, c.rotary_emb_base);
+  if (j.contains("rope_scaling") && !j.at("rope_scaling").is_null())
+    parse_rope_object(c, j.at("rope_scaling"), file, "rope_scaling");
+  if (j.contains("rope_parameters") && !j.at("rope_parameters").is_null())
+    parse_rope_object(c, j.at("rope_parameters"), file, "rope_parameters");
+  const std::string act = cfg::get_string(j, "hidden_act", file, "gelu");
+  MVL_CHECK(act == "gelu", file, ": key 'hidden_act' is '", act,
+            "'; only \"gelu\" (exact erf GELU, as Pythia uses) is supported");
+  MVL_CHECK(!cfg::get_bool(j, "tie_word_embeddings", file, false), file,
+            ": key 'tie_word_embeddings' = true is not supported (GPT-NeoX has an untied "
+            "embed_out)");
+  for (const char* k : {"bos_token_id", "eos_token_id", "pad_token_id"}) {
+    nlohmann::json v = j.contains(k) ? j.at(k) : nlohmann::json(nullptr);
+    MVL_CHECK(v.is_null() || v.is_number_integer() || v.is_array(), file, ": key '", k,
+              "' must be an integer, a list of integers or null, got ", v.dump());
+    if (std::string(k) == "bos_token_id") c.bos_token_id = v;
+    if (std::string(k) == "eos_token_id") c.eos_token_id = v;
+    if (std::string(k) == "pad_token_id") c.pad_token_id = v;
+  }
+  try {
+    c.finalize();
+  } catch (const Error& e) {
+    MVL_FAIL(file, ": ", e.what());
+  }
+  return c;
+}
+
+void GPTNeoXConfig::finalize() {
+  MVL_CHECK(vocab_size > 0, "key 'vocab_size' must be > 0, got ", vocab_size);
+  MVL_CHECK(hidden_size > 0, "key 'hidden_size' must be > 0, got ", hidden_size);
+  MVL_CHECK(num_hidden_layers > 0, "key 'num_hidden_layers' must be > 0, got ", num_hidden_layers);
+  MVL_CHECK(intermediate_size > 0, "key 'intermediate_size' must be > 0, got ", intermediate_size);
+  MVL_CHECK(num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
+            "key 'num_attention_heads' = ", num_attention_heads,
+            " must divide hidden_size = ", hidden_size);
+  MVL_CHECK(rotary_pct >= 0.0 && rotary_pct <= 1.0,
+            "key 'rotary_pct' (partial_rotary_factor) = ", rotary_pct, " must be in [0, 1]");
+  MVL_CHECK(rotary_dim() % 2 == 0, "key 'rotary_pct' = ", rotary_pct, " gives an odd rotary ",
+            "dimension int(head_dim * rotary_pct) = ", rotary_dim(), " (must be even)");
+  MVL_CHECK(rotary_emb_base > 0.0, "key 'rotary_emb_base' (rope_theta) must be > 0, got ",
+            rotary_emb_base);
+  MVL_CHECK(layer_norm_eps > 0.0, "key 'layer_norm_eps' must be > 0, got ", layer_norm_eps);
+  MVL_CHECK(max_position_embeddings > 0, "key 'max_position_embeddings' must be > 0");
+}
+
+nlohmann::json GPTNeoXConfig::to_json() const {
+  // transformers 5 writes rope_parameters; 4.x reads rotary_pct / rotary_emb_base (5 accepts them
+  // too and lets rope_parameters win), so both are written and agree.
+  nlohmann::json j;
+  j["architectures"] = {"GPTNeoXForCausalLM"};
+  j["model_type"] = "gpt_neox";
+  j["vocab_size"] = vocab_size;
+  j["hidden_size"] = hidden_size;
+  j["num_hidden_layers"] = num_hidden_layers;
+  j["num_attention_heads"] = num_attention_heads;
+  j["intermediate_size"] = intermediate_size;
+  j["hidden_act"] = "gelu";
+  j["max_position_embeddings"] = max_position_embeddings;
+  j["layer_norm_eps"] = layer_norm_eps;
+  j["use_parallel_residual"] = use_parallel_residual;
+  j["attention_bias"] = attention_bias;
+  j["tie_word_embeddings"] = false;
+  j["rotary_pct"] = rotary_pct;
+  j["rotary_emb_base"] = rotary_emb_base;
+  j["rope_parameters"] = {{"rope_type", "default"},
+                          {"rope_theta", rotary_emb_base},
+                          {"partial_rotary_factor", rotary_pct}};
+  j["bos_token_id"] = bos_token_id;
+  j["eos_token_id"] = eos_token_id;
+  j["pad_token_id"] = pad_token_id;
+  j["use_cache"] = true;
+  return j;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Modules
+
+GPTNeoXAttentionImpl::GPTNeoXAttentionImpl(const GPTNeoXConfig& c)
+    : core(c.num_attention_heads, c.num_attention_heads, c.head_dim(), c.rotary_dim(),
+           c.rotary_emb_base, /*causal=*/true) {
+  const int64_t h = c.hidden_size;
+  query_key_value =
+      register_module("query_key_value",
+                      torch::nn::Linear(torch::nn::LinearOptions(h, 3 * h).bias(c.attention_bias)));
+  dense = register_module("dense",
+                          torch::nn::Linear(torch::nn::LinearOptions(h, h).bias(c.attention_bias)));
+}
+
+at::Tensor GPTNeoXAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t pos) {
+  const int64_t B = x.size(0), L = x.size(1), H = core.num_heads, hd = core.head_dim;
+  at::Tensor qkv = query_key_value->forward(x).view({B, L, H, 3 * hd});  // [B, L, H, 3*hd]
+  at::Tensor q = qkv.narrow(-1, 0, hd);                                  // [B, L, H, hd]
+  at::Tensor k = qkv.narrow(-1, hd, hd);                                 // [B, L, H, hd]
+  at::Tensor v = qkv.narrow(-1, 2 * hd, hd);                             // [B, L, H, hd]
+  at::Tensor ctx = core.forward(q, k, v, cache ? &as_kv_cache(cache) : nullptr, pos);  // [B, L, h]
+  return dense->forward(ctx);                                                          // [B, L, h]
+}
+
+std::unique_ptr<LayerCache> GPTNeoXAttentionImpl::make_cache(int64_t batch, int64_t max_len,
+                                                             at::ScalarType dtype,
+                                                             at::Device device) const {
+  return core.make_cache(batch, max_len, dtype, device);
+}
+
+GPTNeoXMLPImpl::GPTNeoXMLPImpl(const GPTNeoXConfig& c) {
+  dense_h_to_4h =
+      register_module("dense_h_to_4h", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+  dense_4h_to_h =
+      register_module("dense_4h_to_h", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+}
+
+at::Tensor GPTNeoXMLPImpl::forward(const at::Tensor& x) {
+  return dense_4h_to_h->forward(at::gelu(dense_h_to_4h->forward(x)));  // [B, L, h]
+}
+
+GPTNeoXLayerImpl::GPTNeoXLayerImpl(const GPTNeoXConfig& c) : parallel(c.use_parallel_residual) {
+  auto ln = [&] {
+    return torch::nn::LayerNorm(torch::nn::LayerNormOptions({c.hidden_size}).eps(c.layer_norm_eps));
+  };
+  input_layernorm = register_module("input_layernorm", ln());
+  post_attention_layernorm = register_module("post_attention_layernorm", ln());
+  attention = register_module("attention", std::make_shared<GPTNeoXAttentionImpl>(c));
+  mlp = register_module("mlp", std::make_shared<GPTNeoXMLPImpl>(c));
+}
+
+at::Tensor GPTNeoXLayerImpl::forward(const at::Tensor& x, LayerCache* cache, int64_t pos) {
+  at::Tensor attn = attention->mix(input_layernorm->forward(x), cache, pos);  // [B, L, h]
+  if (parallel) return mlp->forward(post_attention_layernorm->forward(x)) + attn + x;
+  at::Tensor a = attn + x;  // [B, L, h]
+  return mlp->forward(post_attention_layernorm->forward(a)) + a;
+}
+
+// ---------------------------------------------------------------------------------------------
+// LM
+
+namespace {
+class NeoXCache : public LMCache {
+ public:
+  int64_t length() const override { return len; }
+  int64_t batch() const override { return bsz; }
+  std::vector<std::unique_ptr<LayerCache>> layers;
+  int64_t len = 0, bsz = 0, max_len = 0;
+};
+}  // namespace
+
+GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg) : cfg_(std::move(cfg)) {
+  cfg_.finalize();
+  root_ = std::make_shared<torch::nn::Module>("GPTNeoXForCausalLM");
+  gpt_neox_ =
+      root_->register_module("gpt_neox", std::make_shared<torch::nn::Module>("GPTNeoXModel"));
+  embed_in = gpt_neox_->register_module("embed_in",
+                                        torch::nn::Embedding(cfg_.vocab_size, cfg_.hidden_size));
+  torch::nn::ModuleList list;
+  for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) {
+    auto l = std::make_shared<GPTNeoXLayerImpl>(cfg_);
+    layers.push_back(l);
+    list->push_back(l);
+  }
+  gpt_neox_->register_module("layers", list);
+  final_layer_norm = gpt_neox_->register_module(
+      "final_layer_norm",
+      torch::nn::LayerNorm(
+          torch::nn::LayerNormOptions({cfg_.hidden_size}).eps(cfg_.layer_norm_eps)));
+  embed_out = root_->register_module(
+      "embed_out",
+      torch::nn::Linear(torch::nn::LinearOptions(cfg_.hidden_size, cfg_.vocab_size).bias(false)));
+  init_weights(0);
+}
+
+void GPTNeoXLM::init_weights(uint64_t seed) {
+  at::manual_seed(seed);
+  at::NoGradGuard ng;
+  root_->apply([](torch::nn::Module& m) {
+    if (auto* lin = m.as<torch::nn::Linear>()) {
+      lin->weight.normal_(0.0, 0.02);
+      if (lin->bias.defined()) lin->bias.zero_();
+    } else if (auto* emb = m.as<torch::nn::Embedding>()) {
+      emb->weight.normal_(0.0, 0.02);
+    } else if (auto* ln = m.as<torch::nn::LayerNorm>()) {
+      ln->weight.fill_(1.0);
+      ln->bias.zero_();
+    }
+  });
+}
+
+void GPTNeoXLM::to_dtype(at::ScalarType dtype) {
+  MVL_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
+            "GPT-NeoX models run in float32 or bfloat16, not ", c10::toString(dtype));
+  at::NoGradGuard ng;
+  for (auto& p : root_->parameters())
+    if (p.scalar_type() != dtype) p.set_data(p.to(dtype));
+  dtype_ = dtype;
+}
+
+at::Tensor GPTNeoXLM::embed(const at::Tensor& ids) {
+  MVL_CHECK(ids.dim() == 2, "input ids must be [B, L], got ", ids.dim(), " dimensions");
+  MVL_CHECK(ids.scalar_type() == at::kLong, "input ids must be int64");
+  if (ids.numel() > 0) {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    MVL_CHECK(lo >= 0 && hi < cfg_.vocab_size, "token id ", lo < 0 ? lo : hi,
+              " is out of range for this model's vocabulary of ", cfg_.vocab_size);
+  }
+  return embed_in->forward(ids);  // [B, L, h]
+}
+
+at::Tensor GPTNeoXLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
+  MVL_CHECK(embeds.dim() == 3 && embeds.size(2) == cfg_.hidden_size, "embeddings must be [B, L, ",
+            cfg_.hidden_size, "]");
+  NeoXCache* nc = nullptr;
+  int64_t pos = 0;
+  const int64_t L = embeds.size(1);
+  if (cache) {
+    nc = dynamic_cast<NeoXCache*>(cache);
+    MVL_CHECK(nc, "cache was not made by this model");
+    MVL_CHECK(nc->bsz == embeds.size(0), "cache is for batch ", nc->bsz, " but input has batch ",
+              embeds.size(0));
+    pos = nc->len;
+    MVL_CHECK(pos + L <= nc->max_len, "KV cache overflow: the cache was made for ", nc->max_len,
+              " tokens but ", pos, " + ", L, " = ", pos + L, " tokens were requested");
+  }
+  at::Tensor h = embeds.to(dtype_);  // [B, L, h] residual stream in the model dtype (as HF)
+  for (size_t i = 0; i < layers.size(); ++i)
+    h = layers[i]->forward(h, nc ? nc->layers[i].get() : nullptr, pos);
+  if (nc) nc->len += L;
+  return final_layer_norm->forward(h);  // [B, L, h]
+}
+
+at::Tensor GPTNeoXLM::logits(const at::Tensor& hidden) {
+  const at::Tensor& w = embed_out->weight;                          // [V, h]
+  return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
+}
+
+std::unique_ptr<LMCache> GPTNeoXLM::make_cache(int64_t batch, int64_t max_len) {
+  MVL_CHECK(batch > 0 && max_len > 0, "make_cache: batch and max_len must be > 0 (got ", batch,
+            ", ", max_len, ")");
+  auto c = std::make_unique<NeoXCache>();
+  c->bsz = batch;
+  c->max_len = max_len;
+  const at::Device dev = embed_in->weight.device();
+  for (auto& l : layers) c->layers.push_back(l->attention->make_cache(batch, max_len, dtype_, dev));
+  return c;
+}
+
+std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir) {
+  const auto cfg_path = dir / "config.json";
+  MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
+            ": no config.json (expected a Hugging Face model folder)");
+  GPTNeoXConfig cfg = GPTNeoXConfig::from_json(io::read_json_file(cfg_path), cfg_path.string());
+  auto model = std::make_unique<GPTNeoXLM>(cfg);
+  io::CheckpointFolder ckpt(dir);
+  io::LoadOptions opt;
+  // Non-persistent buffers that older checkpoints contain.
+  opt.ignore_extra = [](const std::string& key) {
+    return key.ends_with(".attention.bias") || key.ends_with(".attention.masked_bias") ||
+           key.ends_with("rotary_emb.inv_freq");
+  };
+  io::load_module(*model->root_, ckpt, opt);
+  model->source_dir_ = dir;
+  return model;
+}
+
+void GPTNeoXLM::save(const std::filesystem::path& dir) const {
+  std::filesystem::create_directories(dir);
+  std::vector<std::pair<std::string, at::Tensor>> tensors;
+  for (const auto& p : root_->named_parameters()) tensors.emplace_back(p.key(), p.value());
+  io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
+  io::write_json_file(dir / "config.json", cfg_.to_json());
+  copy_tokenizer_files(source_dir_, dir);
+}
+
+}  // namespace mambavl::models
