@@ -24,21 +24,32 @@ struct LmBenchOptions {
   std::vector<std::string> models{"mamba-130m"};
   std::vector<int64_t> contexts{512, 4096};
   int64_t steps = 64;
-  double bandwidth_gbs = 45.0;
+  double bandwidth_gbs = 0;  // 0 = measure now
 };
 
 void run(const LmBenchOptions& o) {
   cli::apply_runtime_options(o.rt);
   std::printf("bench lm: %s, dtype %s, %lld decode steps per point\n", machine_summary().c_str(),
               o.rt.dtype.c_str(), static_cast<long long>(o.steps));
-  std::printf("%-12s %8s %12s %12s %12s %14s %12s\n", "model", "context", "prefill t/s", "decode t/s",
-              "decode ms/t", "bound t/s", "peak MB");
+  const double bw = o.bandwidth_gbs > 0 ? o.bandwidth_gbs : measure_read_bandwidth_gbs();
+  const double gflops = measure_gemm_gflops();
+  std::printf("measured now: read bandwidth %.1f GB/s, fp32 GEMM %.1f GFLOP/s (1024x768x3072)\n", bw, gflops);
+  std::printf("bounds: decode <= bandwidth / weight bytes per token; prefill <= GEMM rate / matmul FLOPs per token\n");
+  std::printf("%-12s %8s %12s %9s %12s %9s %12s %10s\n", "model", "context", "prefill t/s", "% bound",
+              "decode t/s", "% bound", "decode ms/t", "peak MB");
   for (const auto& name : o.models) {
     auto model = models::make_preset(name, 0);
     if (o.rt.dtype == "bf16") model->to_dtype(at::kBFloat16);
-    int64_t weight_bytes = 0;
-    for (auto& p : model->module().parameters()) weight_bytes += p.numel() * p.element_size();
-    const double bound = o.bandwidth_gbs * 1e9 / static_cast<double>(weight_bytes);
+    int64_t weight_bytes = 0, matmul_params = 0;
+    for (auto& p : model->module().named_parameters()) {
+      weight_bytes += p.value().numel() * p.value().element_size();
+      // Prefill with last-position logits applies every matrix per token except the [V, H]
+      // embedding / head matrices (a lookup, and one head row-block for the last position).
+      const bool vocab_matrix = p.value().dim() == 2 && p.value().size(0) == model->vocab_size();
+      if (p.value().dim() >= 2 && !vocab_matrix) matmul_params += p.value().numel();
+    }
+    const double prefill_bound = gflops * 1e9 / (2.0 * static_cast<double>(matmul_params));
+    const double bound = bw * 1e9 / static_cast<double>(weight_bytes);
     c10::InferenceMode guard;
     {  // warm-up (first-touch of weights, thread pool, oneDNN/MKL init)
       auto cache = model->make_cache(1, 17);  // 16 prompt tokens + 1 step
@@ -60,13 +71,14 @@ void run(const LmBenchOptions& o) {
       }
       auto t2 = clock::now();
       const double dec = secs(t1, t2) / static_cast<double>(o.steps);
-      std::printf("%-12s %8lld %12.1f %12.1f %12.2f %14.1f %12.0f\n", name.c_str(),
-                  static_cast<long long>(ctx), ctx / secs(t0, t1), 1.0 / dec, dec * 1e3, bound,
-                  peak_rss_bytes() / 1e6);
+      const double pre = ctx / secs(t0, t1);
+      std::printf("%-12s %8lld %12.1f %8.0f%% %12.1f %8.0f%% %12.2f %10.0f\n", name.c_str(),
+                  static_cast<long long>(ctx), pre, 100 * pre / prefill_bound, 1.0 / dec,
+                  100 / dec / bound, dec * 1e3, peak_rss_bytes() / 1e6);
       std::fflush(stdout);
     }
-    std::printf("%-12s weights %.1f MB; 'bound' = %.0f GB/s / weight bytes per token\n", name.c_str(),
-                weight_bytes / 1e6, o.bandwidth_gbs);
+    std::printf("%-12s weights %.1f MB: decode bound %.1f tok/s, prefill bound %.0f tok/s\n", name.c_str(),
+                weight_bytes / 1e6, bound, prefill_bound);
   }
 }
 }  // namespace
@@ -77,7 +89,7 @@ void add_lm_bench(CLI::App& bench) {
   c->add_option("--models", o->models, "Model shapes: " + join(models::preset_names()))->delimiter(',');
   c->add_option("--contexts", o->contexts, "Context lengths")->delimiter(',');
   c->add_option("--steps", o->steps, "Decode steps timed per context")->check(CLI::PositiveNumber);
-  c->add_option("--bandwidth", o->bandwidth_gbs, "Memory bandwidth (GB/s) for the decode bound");
+  c->add_option("--bandwidth", o->bandwidth_gbs, "Memory bandwidth (GB/s) for the decode bound (default: measured in this run)");
   cli::add_runtime_options(*c, o->rt);
   c->callback([o]() { run(*o); });
 }
