@@ -94,9 +94,25 @@ at::Tensor MambaMixerImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t p
   return at::cat(outs, 1);
 }
 
+namespace {
+// Channel-first projection: W [O, I] applied to each batch item's [I, L] -> [B, O, L] contiguous.
+// `x_bil` is either [B, I, L] or, with tokens_major, [B, L, I] (used transposed, no copy).
+at::Tensor cf_linear(const at::Tensor& W, const at::Tensor& x, bool tokens_major) {
+  auto item = [&](int64_t b) { return tokens_major ? x[b].t() : x[b]; };  // [I, L]
+  if (x.size(0) == 1) return at::mm(W, item(0)).unsqueeze(0);
+  std::vector<at::Tensor> outs;
+  outs.reserve(x.size(0));
+  for (int64_t b = 0; b < x.size(0); ++b) outs.push_back(at::mm(W, item(b)));
+  return at::stack(outs);
+}
+}  // namespace
+
 at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache* cache) {
+  // Channel-first layout throughout ([B, channels, L], L contiguous), as the kernels want it, so
+  // no transposing copies are made: projections are W @ x per batch item.
   const int64_t Di = cfg.d_inner, N = cfg.d_state, R = cfg.dt_rank, W = cfg.d_conv;
-  at::Tensor xz = in_proj->forward(x).transpose(1, 2);  // [B, 2*Di, L]
+  at::Tensor xz = cf_linear(in_proj->weight, x, /*tokens_major=*/true);  // [B, 2*Di, L]
+  if (in_proj->bias.defined()) xz = xz + in_proj->bias.view({1, -1, 1});
   at::Tensor xin = xz.narrow(1, 0, Di);                 // [B, Di, L]
   at::Tensor z = xz.narrow(1, Di, Di);                  // [B, Di, L]
   if (cache) cache->conv_state.copy_(kernels::conv_state_from_prefix(xin, W));
@@ -104,17 +120,14 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   if (conv_bias.defined()) cb = conv_bias;
   at::Tensor xc = kernels::causal_conv1d(xin, conv_weight.view({Di, W}), cb, /*silu=*/true,
                                          backend);                 // [B, Di, L]
-  at::Tensor xdbl = x_proj->forward(xc.transpose(1, 2));           // [B, L, R + 2N]
-  at::Tensor dt_low = xdbl.narrow(-1, 0, R);                       // [B, L, R]
-  at::Tensor Bm = xdbl.narrow(-1, R, N).transpose(1, 2);           // [B, N, L]
-  at::Tensor Cm = xdbl.narrow(-1, R + N, N).transpose(1, 2);       // [B, N, L]
-  at::Tensor delta = at::matmul(dt_low, dt_proj->weight.t()).transpose(1, 2);  // [B, Di, L]
+  at::Tensor xdbl = cf_linear(x_proj->weight, xc, false);          // [B, R + 2N, L]
+  at::Tensor delta = cf_linear(dt_proj->weight, xdbl.narrow(1, 0, R), false);  // [B, Di, L]
   kernels::SelectiveScanArgs a;
   a.u = xc;
   a.delta = delta;
   a.A = -at::exp(A_log.to(at::kFloat));  // [Di, N]
-  a.B = Bm;
-  a.C = Cm;
+  a.B = xdbl.narrow(1, R, N);            // [B, N, L]
+  a.C = xdbl.narrow(1, R + N, N);        // [B, N, L]
   a.D = D;
   a.z = z;
   a.delta_bias = dt_proj->bias;
