@@ -21,8 +21,8 @@ double secs(clock::time_point a, clock::time_point b) { return std::chrono::dura
 
 struct LmBenchOptions {
   cli::RuntimeOptions rt;
-  std::vector<std::string> models{"mamba-130m"};
-  std::vector<int64_t> contexts{512, 4096};
+  std::vector<std::string> models{"mamba-130m", "pythia-160m"};
+  std::vector<int64_t> contexts{512, 2048, 4096};
   int64_t steps = 64;
   double bandwidth_gbs = 0;  // 0 = measure now
 };

@@ -454,37 +454,3 @@ TEST(CausalConv1d, FusedUpdateWritesStridedStateInPlace) {
   EXPECT_TRUE(close(storage.transpose(1, 2), ref_state, 0, 0));
   EXPECT_GT(state._version(), version);
 }
-
-// Timing, not a check: run with --gtest_also_run_disabled_tests --gtest_filter='*Bench*'.
-TEST(CausalConv1d, DISABLED_BenchForwardBackward) {
-  at::Generator g = gen(12);
-  const int64_t B = 1, D = 1536, W = 4;
-  std::printf("threads: %d\n", at::get_num_threads());
-  for (int64_t L : {1024, 4096})
-    for (at::ScalarType dt : {at::kFloat, at::kBFloat16}) {
-      at::Tensor x = randn({B, D, L}, g, dt), w = randn({D, W}, g), b = randn({D}, g);
-      at::Tensor gout = randn({B, D, L}, g, dt);
-      double ms[2][2];  // [backend][fwd, fwd+bwd]
-      for (int bi = 0; bi < 2; ++bi) {
-        const Backend be = bi == 0 ? Backend::Fused : Backend::Reference;
-        auto time = [&](auto&& fn) {
-          for (int i = 0; i < 3; ++i) fn();
-          const int iters = 20;
-          const auto t0 = std::chrono::steady_clock::now();
-          for (int i = 0; i < iters; ++i) fn();
-          const auto t1 = std::chrono::steady_clock::now();
-          return std::chrono::duration<double, std::milli>(t1 - t0).count() / iters;
-        };
-        ms[bi][0] = time([&] {
-          at::NoGradGuard ng;
-          kernels::causal_conv1d(x, w, b, true, be);
-        });
-        ms[bi][1] = time([&] { run(x, w, b, true, be, gout); });
-      }
-      std::printf(
-          "B=%ld D=%ld L=%ld W=%ld %s silu+bias: fwd fused %.3f ms ref %.3f ms (x%.1f); "
-          "fwd+bwd fused %.3f ms ref %.3f ms (x%.1f)\n",
-          B, D, L, W, c10::toString(dt), ms[0][0], ms[1][0], ms[1][0] / ms[0][0], ms[0][1],
-          ms[1][1], ms[1][1] / ms[0][1]);
-    }
-}
