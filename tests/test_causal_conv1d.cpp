@@ -7,8 +7,10 @@
 #include <torch/autograd.h>
 
 #include <chrono>
+#include <cmath>
 #include <cstdint>
 #include <cstdio>
+#include <limits>
 #include <optional>
 #include <sstream>
 #include <string>
@@ -245,6 +247,26 @@ TEST(CausalConv1d, FusedMatchesNaiveLoopAndHandlesStridedInput) {
   at::Tensor b = randn({D}, g);
   at::Tensor f = kernels::causal_conv1d(x, w, b, true, Backend::Fused);
   EXPECT_TRUE(close(f, naive_conv(x, w, b, true), 1e-5, 1e-5));
+}
+
+// The fused SiLU uses its own vectorisable exp (clamped to [-87, 88]): check far-out inputs and
+// NaN against the reference. W = 1, weight 1, no bias: z = x exactly.
+TEST(CausalConv1d, FusedSiluExtremeValuesAndNaN) {
+  const std::vector<float> vals = {-1e30f, -1e4f, -100.f, -88.5f, -87.f, -20.f, -1e-3f, 0.f,
+                                   1e-3f,  0.5f,  20.f,   87.5f,  88.5f, 100.f, 1e4f,   1e30f};
+  const int64_t n = static_cast<int64_t>(vals.size());
+  at::Tensor x = at::tensor(vals).view({1, 1, n});
+  at::Tensor w = at::ones({1, 1});
+  at::Tensor gout = at::ones({1, 1, n});
+  Result f = run(x, w, std::nullopt, true, Backend::Fused, gout);
+  Result r = run(x, w, std::nullopt, true, Backend::Reference, gout);
+  EXPECT_TRUE(close(f.out, r.out, 1e-6, 1e-6));
+  EXPECT_TRUE(close(f.dx, r.dx, 1e-6, 1e-6));
+  at::Tensor xn = x.clone();
+  xn.view({-1})[3] = std::numeric_limits<float>::quiet_NaN();
+  at::Tensor out = kernels::causal_conv1d(xn, w, std::nullopt, true, Backend::Fused);
+  EXPECT_TRUE(std::isnan(out.view({-1})[3].item<float>()));
+  EXPECT_EQ(at::isnan(out).sum().item<int64_t>(), 1);
 }
 
 TEST(CausalConv1d, FusedPartialGradients) {

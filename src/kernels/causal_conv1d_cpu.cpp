@@ -18,6 +18,7 @@
 #include <cstdint>
 #include <cstring>
 #include <type_traits>
+#include <utility>
 #include <vector>
 
 #include "common/error.h"
@@ -57,6 +58,47 @@ inline void store_row(const float* src, c10::BFloat16* dst, int64_t n) {
   for (int64_t i = 0; i < n; ++i) o[i] = float_to_bf16_bits(src[i]);
 }
 
+// exp(x) within ~2 ulp for x in [-87, 88], clamped outside (so NaN gives a finite value: callers
+// keep NaN through their own use of x). Cephes' expf polynomial in plain arithmetic so that
+// `#pragma omp simd` loops vectorise it: GCC maps std::exp to libmvec only under -ffast-math, and
+// it will not if-convert float compares under the default -ftrapping-math, hence the clamp on the
+// bit pattern (integer compares). exp(-87) ~ 1.6e-38 and exp(88) ~ 1.7e38 already saturate the
+// sigmoid at fp32 precision.
+[[gnu::always_inline]] inline float exp_approx(float x) {
+  const int32_t u = std::bit_cast<int32_t>(x);
+  const int32_t mag = u & 0x7fffffff;                   // |x| bits (inf / NaN: largest)
+  const int32_t lim = u < 0 ? 0x42ae0000 : 0x42b00000;  // 87.0f : 88.0f
+  const int32_t cm = mag < lim ? mag : lim;
+  const float xc = std::bit_cast<float>(cm | (u & INT32_MIN));  // clamp(x, -87, 88)
+  // round(x / ln 2) by the 1.5 * 2^23 trick (std::floor is a libm call unless -ffast-math).
+  const float n = (xc * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  float r = xc - n * 0.693359375f;  // x - n ln2, Cody-Waite
+  r = r - n * -2.12194440e-4f;
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  // 2^n, n in [-126, 127], straight into the exponent field.
+  const float scale = std::bit_cast<float>((static_cast<int32_t>(n) + 127) << 23);
+  return p * scale;
+}
+
+[[gnu::always_inline]] inline float silu(float z) { return z / (1.0f + exp_approx(-z)); }
+[[gnu::always_inline]] inline float sigmoid(float z) { return 1.0f / (1.0f + exp_approx(-z)); }
+
+// sum_k w[k] * s[k * stride] for k < kW, as one expression (no loop left inside the caller's
+// `omp simd` loop, which GCC would otherwise keep and fail to vectorise around).
+template <int kW, int kStride = 1>
+[[gnu::always_inline]] inline float taps(const float* w, const float* s) {
+  return [&]<int... K>(std::integer_sequence<int, K...>) [[gnu::always_inline]] {
+    return ((w[K] * s[K * kStride]) + ...);
+  }
+  (std::make_integer_sequence<int, kW>{});
+}
+
 template <class T>
 inline float to_float(T v) {
   return static_cast<float>(v);
@@ -78,16 +120,27 @@ inline void conv_row(const float* __restrict src, float* __restrict dst, const f
   if constexpr (kW > 0) {
     for (int k = 0; k < kW; ++k) wl[k] = w[k];
   }
+  if constexpr (kW > 0) {
 #pragma omp simd
-  for (int64_t i = 0; i < n; ++i) {
-    float acc = bias;
-    if constexpr (kW > 0) {
-      for (int k = 0; k < kW; ++k) acc += wl[k] * src[i + k];
-    } else {
-      for (int64_t k = 0; k < W; ++k) acc += w[k] * src[i + k];
+    for (int64_t i = 0; i < n; ++i) {
+      float acc = bias;
+      acc += taps<kW>(wl, src + i);
+      if constexpr (kSilu) acc = silu(acc);
+      dst[i] = acc;
     }
-    if constexpr (kSilu) acc = acc / (1.0f + std::exp(-acc));
-    dst[i] = acc;
+  } else {  // runtime width: one pass per tap (no inner loop in the vector loop)
+#pragma omp simd
+    for (int64_t i = 0; i < n; ++i) dst[i] = bias;
+    for (int64_t k = 0; k < W; ++k) {
+      const float wk = w[k];
+      const float* sk = src + k;
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) dst[i] += wk * sk[i];
+    }
+    if constexpr (kSilu) {
+#pragma omp simd
+      for (int64_t i = 0; i < n; ++i) dst[i] = silu(dst[i]);
+    }
   }
 }
 
@@ -141,11 +194,11 @@ inline void backward_row(const float* __restrict xp, float* __restrict gz, float
     for (int64_t t = 0; t < L; ++t) {
       float z = bias;
       if constexpr (kW > 0) {
-        for (int k = 0; k < kW; ++k) z += wl[k] * xp[t + k];
+        z += taps<kW>(wl, xp + t);
       } else {
         for (int64_t k = 0; k < W; ++k) z += w[k] * xp[t + k];
       }
-      const float s = 1.0f / (1.0f + std::exp(-z));
+      const float s = sigmoid(z);
       const float dz = gz[t] * (s * (1.0f + z * (1.0f - s)));
       gz[t] = dz;
       dbias += dz;
@@ -170,7 +223,7 @@ inline void backward_row(const float* __restrict xp, float* __restrict gz, float
     for (int64_t s = 0; s < L; ++s) {
       float acc = 0.0f;
       if constexpr (kW > 0) {
-        for (int k = 0; k < kW; ++k) acc += wl[k] * gz[s + (kW - 1) - k];
+        acc += taps<kW, -1>(wl, gz + s + (kW - 1));
       } else {
         for (int64_t k = 0; k < W; ++k) acc += w[k] * gz[s + P - k];
       }
@@ -402,7 +455,7 @@ at::Tensor causal_conv1d_fused(const at::Tensor& x, const at::Tensor& weight,
 
 at::Tensor causal_conv1d_update_fused(const at::Tensor& x_in, at::Tensor& conv_state,
                                       const at::Tensor& weight,
-                                      const std::optional<at::Tensor>& bias, bool silu) {
+                                      const std::optional<at::Tensor>& bias, bool silu_act) {
   const at::Tensor x = x_in.contiguous();  // [B, D]
   const int64_t Bn = x.size(0), D = x.size(1), W = weight.size(1);
   const at::Tensor w = fp32_contig(weight);                       // [D, W]
@@ -434,7 +487,7 @@ at::Tensor causal_conv1d_update_fused(const at::Tensor& x_in, at::Tensor& conv_s
           const TS v = static_cast<TS>(to_float(xp[r]));
           s[(W - 1) * sw] = v;
           acc += wd[W - 1] * to_float(v);
-          if (silu) acc = acc / (1.0f + std::exp(-acc));
+          if (silu_act) acc = silu(acc);
           op[r] = static_cast<TX>(acc);
         }
       });
