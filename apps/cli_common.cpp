@@ -9,8 +9,10 @@
 namespace mambavl::cli {
 
 void add_runtime_options(CLI::App& app, RuntimeOptions& o) {
-  app.add_option("--threads", o.threads, "Intra-op threads (default: all cores)")->check(CLI::NonNegativeNumber);
-  app.add_option("--dtype", o.dtype, "Compute dtype of the weights: f32 or bf16 (SSM state stays f32)")
+  app.add_option("--threads", o.threads, "Intra-op threads (default: all cores)")
+      ->check(CLI::NonNegativeNumber);
+  app.add_option("--dtype", o.dtype,
+                 "Compute dtype of the weights: f32 or bf16 (SSM state stays f32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--kernels", o.kernels, "Kernel backend: auto, fused or reference (for checking)")
       ->check(CLI::IsMember({"auto", "fused", "reference"}));
@@ -37,7 +39,8 @@ std::vector<int64_t> parse_ids(const std::string& s) {
     if (s[j] == '-') ++j;
     while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
     MVL_CHECK(j > i && (j == s.size() || s[j] == ',' || s[j] == ' '),
-              "--ids: expected comma-separated integers like 1,2,3; cannot read '", s.substr(i), "'");
+              "--ids: expected comma-separated integers like 1,2,3; cannot read '", s.substr(i),
+              "'");
     ids.push_back(std::stoll(s.substr(i, j - i)));
     i = j;
   }

@@ -10,8 +10,8 @@
 namespace mambavl::cli {
 
 struct RuntimeOptions {
-  int threads = 0;             // 0 = LibTorch's default (all cores)
-  std::string dtype = "f32";   // f32 | bf16
+  int threads = 0;            // 0 = LibTorch's default (all cores)
+  std::string dtype = "f32";  // f32 | bf16
   std::string kernels = "auto";
 };
 

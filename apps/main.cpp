@@ -33,7 +33,9 @@ std::string read_text_file(const std::string& path) {
 
 io::Tokenizer require_tokenizer(const std::string& model_dir, const char* what) {
   auto tok = io::Tokenizer::find_in(model_dir);
-  MVL_CHECK(tok, model_dir, ": ", what, " needs a tokenizer, but the folder has no tokenizer.json (give token ids with --ids instead, or copy the model's tokenizer.json into the folder)");
+  MVL_CHECK(tok, model_dir, ": ", what,
+            " needs a tokenizer, but the folder has no tokenizer.json (give token ids with --ids "
+            "instead, or copy the model's tokenizer.json into the folder)");
   return std::move(*tok);
 }
 
@@ -46,7 +48,9 @@ class TextStreamer {
     ids_.push_back(id);
     std::string text = tok_.decode(ids_);
     static const std::string kRepl = "\xEF\xBF\xBD";
-    if (text.size() >= kRepl.size() && text.compare(text.size() - kRepl.size(), kRepl.size(), kRepl) == 0) return;
+    if (text.size() >= kRepl.size() &&
+        text.compare(text.size() - kRepl.size(), kRepl.size(), kRepl) == 0)
+      return;
     flush_text(text);
   }
   void finish() { flush_text(tok_.decode(ids_)); }
@@ -73,18 +77,23 @@ void add_generate(CLI::App& app) {
     uint64_t seed = 0;
   };
   auto o = std::make_shared<Opts>();
-  auto* c = app.add_subcommand("generate", "Generate text from a prompt, streaming tokens as they are produced");
+  auto* c = app.add_subcommand(
+      "generate", "Generate text from a prompt, streaming tokens as they are produced");
   c->add_option("--model", o->model, "Model folder (config.json + model.safetensors)")->required();
-  auto* p = c->add_option("--prompt", o->prompt, "Prompt text (needs tokenizer.json in the model folder)");
+  auto* p = c->add_option("--prompt", o->prompt,
+                          "Prompt text (needs tokenizer.json in the model folder)");
   auto* i = c->add_option("--ids", o->ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
   p->excludes(i);
-  c->add_option("--max-new-tokens", o->max_new, "Tokens to generate")->check(CLI::NonNegativeNumber);
+  c->add_option("--max-new-tokens", o->max_new, "Tokens to generate")
+      ->check(CLI::NonNegativeNumber);
   auto* g = c->add_flag("--greedy", o->greedy, "Argmax decoding");
   c->add_option("--temperature", o->temperature, "Sampling temperature (> 0)")->excludes(g);
-  c->add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0 = off)")->excludes(g);
+  c->add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0 = off)")
+      ->excludes(g);
   c->add_option("--top-p", o->top_p, "Nucleus sampling mass in (0, 1] (1 = off)")->excludes(g);
   c->add_option("--seed", o->seed, "Random seed for sampling");
-  c->add_flag("--print-ids", o->print_ids, "Print the generated token ids on one line, comma separated");
+  c->add_flag("--print-ids", o->print_ids,
+              "Print the generated token ids on one line, comma separated");
   c->add_flag("--stats", o->stats, "Print prefill / decode speed to stderr");
   c->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after the end-of-text token");
   cli::add_runtime_options(*c, o->rt);
@@ -119,25 +128,31 @@ void add_generate(CLI::App& app) {
       streamer.emplace(*tok);
       std::cout << o->prompt << std::flush;
     }
-    auto out = generate::generate(*model, prompt, go, [&](int64_t id) {
-      if (text_out) {
-        streamer->push(id);
-      } else if (!o->print_ids) {
-        std::cout << (first ? "" : " ") << id << std::flush;
-        first = false;
-      }
-    }, &st);
+    auto out = generate::generate(
+        *model, prompt, go,
+        [&](int64_t id) {
+          if (text_out) {
+            streamer->push(id);
+          } else if (!o->print_ids) {
+            std::cout << (first ? "" : " ") << id << std::flush;
+            first = false;
+          }
+        },
+        &st);
     if (text_out) streamer->finish();
     if (o->print_ids) {
       for (size_t k = 0; k < out.size(); ++k) std::cout << (k ? "," : "") << out[k];
     }
     std::cout << "\n";
     if (o->stats) {
-      std::fprintf(stderr, "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f tok/s)\n",
-                   static_cast<long long>(st.prompt_tokens), st.prefill_seconds,
-                   st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
-                   static_cast<long long>(st.new_tokens), st.decode_seconds,
-                   st.new_tokens > 1 ? (st.new_tokens - 1) / std::max(st.decode_seconds, 1e-9) : 0.0);
+      std::fprintf(
+          stderr,
+          "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f "
+          "tok/s)\n",
+          static_cast<long long>(st.prompt_tokens), st.prefill_seconds,
+          st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
+          static_cast<long long>(st.new_tokens), st.decode_seconds,
+          st.new_tokens > 1 ? (st.new_tokens - 1) / std::max(st.decode_seconds, 1e-9) : 0.0);
     }
   });
 }
@@ -148,11 +163,13 @@ void add_perplexity(CLI::App& app) {
     std::string model, ids, text, file;
   };
   auto o = std::make_shared<Opts>();
-  auto* c = app.add_subcommand("perplexity", "Mean negative log-likelihood of each token given its prefix");
+  auto* c = app.add_subcommand("perplexity",
+                               "Mean negative log-likelihood of each token given its prefix");
   c->add_option("--model", o->model, "Model folder")->required();
   auto* a = c->add_option("--ids", o->ids, "Token ids, comma separated");
   auto* b = c->add_option("--text", o->text, "Text (needs tokenizer.json in the model folder)");
-  auto* f = c->add_option("--file", o->file, "Text file (needs tokenizer.json in the model folder)");
+  auto* f =
+      c->add_option("--file", o->file, "Text file (needs tokenizer.json in the model folder)");
   a->excludes(b)->excludes(f);
   b->excludes(f);
   cli::add_runtime_options(*c, o->rt);
@@ -187,9 +204,11 @@ void add_tokenize(CLI::App& app) {
   auto* x = c->add_option("--text", o->text, "Text to tokenize");
   c->add_option("--file", o->file, "Text file to tokenize")->excludes(x);
   c->add_flag("--ids-only", o->ids_only, "Print only the ids, comma separated");
-  c->add_flag("--add-special-tokens", o->special, "Apply the tokenizer's post-processor (e.g. BOS)");
+  c->add_flag("--add-special-tokens", o->special,
+              "Apply the tokenizer's post-processor (e.g. BOS)");
   c->callback([o]() {
-    MVL_CHECK(!o->model.empty() || !o->tokenizer.empty(), "tokenize: give --model DIR or --tokenizer FILE");
+    MVL_CHECK(!o->model.empty() || !o->tokenizer.empty(),
+              "tokenize: give --model DIR or --tokenizer FILE");
     io::Tokenizer tok = o->tokenizer.empty() ? require_tokenizer(o->model, "tokenize")
                                              : io::Tokenizer::from_file(o->tokenizer);
     const std::string text = o->file.empty() ? o->text : read_text_file(o->file);
@@ -199,8 +218,13 @@ void add_tokenize(CLI::App& app) {
     if (o->ids_only) return;
     std::cout << ids.size() << " tokens\n";
     for (int64_t id : ids) {
-      std::cout << id << "\t" << nlohmann::json(tok.id_to_token(id)).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
-                << "\t" << nlohmann::json(tok.decode({id})).dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) << "\n";
+      std::cout << id << "\t"
+                << nlohmann::json(tok.id_to_token(id))
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << "\t"
+                << nlohmann::json(tok.decode({id}))
+                       .dump(-1, ' ', false, nlohmann::json::error_handler_t::replace)
+                << "\n";
     }
   });
 }
@@ -212,7 +236,8 @@ void add_init(CLI::App& app) {
     uint64_t seed = 0;
   };
   auto o = std::make_shared<Opts>();
-  auto* c = app.add_subcommand("init", "Write a randomly initialised model folder of a named shape");
+  auto* c =
+      app.add_subcommand("init", "Write a randomly initialised model folder of a named shape");
   c->add_option("--preset", o->preset, "Shape: " + join(models::preset_names()))
       ->check(CLI::IsMember(models::preset_names()));
   c->add_option("--out", o->out, "Output folder")->required();
@@ -228,8 +253,9 @@ void add_init(CLI::App& app) {
     if (!o->tokenizer.empty())
       std::filesystem::copy_file(o->tokenizer, std::filesystem::path(o->out) / "tokenizer.json",
                                  std::filesystem::copy_options::overwrite_existing);
-    std::cout << "wrote " << o->preset << " (" << m->arch() << ", " << m->num_layers() << " layers, hidden "
-              << m->hidden_size() << ", vocab " << m->vocab_size() << ") to " << o->out << "\n";
+    std::cout << "wrote " << o->preset << " (" << m->arch() << ", " << m->num_layers()
+              << " layers, hidden " << m->hidden_size() << ", vocab " << m->vocab_size() << ") to "
+              << o->out << "\n";
   });
 }
 

@@ -17,7 +17,9 @@ namespace mambavl::bench {
 
 namespace {
 using clock = std::chrono::steady_clock;
-double secs(clock::time_point a, clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
+double secs(clock::time_point a, clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
 
 struct LmBenchOptions {
   cli::RuntimeOptions rt;
@@ -33,10 +35,13 @@ void run(const LmBenchOptions& o) {
               o.rt.dtype.c_str(), static_cast<long long>(o.steps));
   const double bw = o.bandwidth_gbs > 0 ? o.bandwidth_gbs : measure_read_bandwidth_gbs();
   const double gflops = measure_gemm_gflops();
-  std::printf("measured now: read bandwidth %.1f GB/s, fp32 GEMM %.1f GFLOP/s (1024x768x3072)\n", bw, gflops);
-  std::printf("bounds: decode <= bandwidth / weight bytes per token; prefill <= GEMM rate / matmul FLOPs per token\n");
-  std::printf("%-12s %8s %12s %9s %12s %9s %12s %10s\n", "model", "context", "prefill t/s", "% bound",
-              "decode t/s", "% bound", "decode ms/t", "peak MB");
+  std::printf("measured now: read bandwidth %.1f GB/s, fp32 GEMM %.1f GFLOP/s (1024x768x3072)\n",
+              bw, gflops);
+  std::printf(
+      "bounds: decode <= bandwidth / weight bytes per token; prefill <= GEMM rate / matmul FLOPs "
+      "per token\n");
+  std::printf("%-12s %8s %12s %9s %12s %9s %12s %10s\n", "model", "context", "prefill t/s",
+              "% bound", "decode t/s", "% bound", "decode ms/t", "peak MB");
   for (const auto& name : o.models) {
     auto model = models::make_preset(name, 0);
     if (o.rt.dtype == "bf16") model->to_dtype(at::kBFloat16);
@@ -77,19 +82,22 @@ void run(const LmBenchOptions& o) {
                   100 / dec / bound, dec * 1e3, peak_rss_bytes() / 1e6);
       std::fflush(stdout);
     }
-    std::printf("%-12s weights %.1f MB: decode bound %.1f tok/s, prefill bound %.0f tok/s\n", name.c_str(),
-                weight_bytes / 1e6, bound, prefill_bound);
+    std::printf("%-12s weights %.1f MB: decode bound %.1f tok/s, prefill bound %.0f tok/s\n",
+                name.c_str(), weight_bytes / 1e6, bound, prefill_bound);
   }
 }
 }  // namespace
 
 void add_lm_bench(CLI::App& bench) {
   auto o = std::make_shared<LmBenchOptions>();
-  auto* c = bench.add_subcommand("lm", "Prefill and decode tokens/s vs context length (random weights)");
-  c->add_option("--models", o->models, "Model shapes: " + join(models::preset_names()))->delimiter(',');
+  auto* c =
+      bench.add_subcommand("lm", "Prefill and decode tokens/s vs context length (random weights)");
+  c->add_option("--models", o->models, "Model shapes: " + join(models::preset_names()))
+      ->delimiter(',');
   c->add_option("--contexts", o->contexts, "Context lengths")->delimiter(',');
   c->add_option("--steps", o->steps, "Decode steps timed per context")->check(CLI::PositiveNumber);
-  c->add_option("--bandwidth", o->bandwidth_gbs, "Memory bandwidth (GB/s) for the decode bound (default: measured in this run)");
+  c->add_option("--bandwidth", o->bandwidth_gbs,
+                "Memory bandwidth (GB/s) for the decode bound (default: measured in this run)");
   cli::add_runtime_options(*c, o->rt);
   c->callback([o]() { run(*o); });
 }

@@ -1,9 +1,8 @@
 #include "sysinfo.h"
 
-#include <ATen/Parallel.h>
-#include <ATen/Context.h>
-
 #include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
 
 #include <algorithm>
 #include <chrono>
@@ -52,7 +51,8 @@ double measure_read_bandwidth_gbs(int64_t bytes, int repeats) {
       partial[at::get_thread_num() * 16] += s;
     });
     auto t1 = std::chrono::steady_clock::now();
-    best = std::max(best, static_cast<double>(bytes) / std::chrono::duration<double>(t1 - t0).count() / 1e9);
+    best = std::max(
+        best, static_cast<double>(bytes) / std::chrono::duration<double>(t1 - t0).count() / 1e9);
   }
   return best;
 }
@@ -64,7 +64,8 @@ double measure_gemm_gflops(int64_t M, int64_t K, int64_t N, int repeats) {
     auto t0 = std::chrono::steady_clock::now();
     at::mm_out(c, a, b.t());
     auto t1 = std::chrono::steady_clock::now();
-    if (r > 0) best = std::max(best, 2.0 * M * K * N / std::chrono::duration<double>(t1 - t0).count() / 1e9);
+    if (r > 0)
+      best = std::max(best, 2.0 * M * K * N / std::chrono::duration<double>(t1 - t0).count() / 1e9);
   }
   return best;
 }

@@ -4,9 +4,9 @@
 #include <string>
 
 namespace mambavl::bench {
-void reset_peak_rss();        // writes 5 to /proc/self/clear_refs (Linux); no-op elsewhere
-int64_t peak_rss_bytes();     // VmHWM
-int64_t current_rss_bytes();  // VmRSS
+void reset_peak_rss();          // writes 5 to /proc/self/clear_refs (Linux); no-op elsewhere
+int64_t peak_rss_bytes();       // VmHWM
+int64_t current_rss_bytes();    // VmRSS
 std::string machine_summary();  // threads, CPU capability of ATen, compiler
 // Measured now, with the current intra-op threads: streaming read bandwidth over `bytes` (GB/s,
 // best of `repeats`) and fp32 GEMM throughput on an [M, K] x [K, N] product (GFLOP/s, best of).

@@ -39,14 +39,16 @@ CliRun run(const std::string& args) {
 class Cli : public testing::Test {
  protected:
   void SetUp() override {
-    dir = fs::temp_directory_path() / ("mambavl_cli_" + std::to_string(getpid()) + "_" +
-                                       testing::UnitTest::GetInstance()->current_test_info()->name());
+    dir =
+        fs::temp_directory_path() / ("mambavl_cli_" + std::to_string(getpid()) + "_" +
+                                     testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir);
     fs::create_directories(dir);
   }
   void TearDown() override { fs::remove_all(dir); }
   // A copy of the mamba-tiny fixture whose weights pass through `edit` before being re-saved.
-  fs::path edited_model(const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)>& edit) {
+  fs::path edited_model(
+      const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)>& edit) {
     const fs::path src = fs::path(MAMBAVL_FIXTURES_DIR) / "mamba-tiny";
     const fs::path m = dir / "model";
     fs::create_directories(m);
@@ -65,7 +67,8 @@ void expect_error(const CliRun& r, std::initializer_list<std::string> parts) {
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_LT(r.code, 128) << "crashed: " << r.out;
   EXPECT_NE(r.out.find("error:"), std::string::npos) << r.out;
-  for (const auto& p : parts) EXPECT_NE(r.out.find(p), std::string::npos) << "missing '" << p << "' in: " << r.out;
+  for (const auto& p : parts)
+    EXPECT_NE(r.out.find(p), std::string::npos) << "missing '" << p << "' in: " << r.out;
 }
 }  // namespace
 
@@ -79,7 +82,8 @@ TEST_F(Cli, InitInfoGeneratePerplexity) {
   EXPECT_NE(r.out.find("architecture: mamba"), std::string::npos) << r.out;
 
   // generate --print-ids: greedy ids equal the library's greedy generation on the same folder.
-  r = run("generate --model " + m.string() + " --ids 5,6,7 --max-new-tokens 8 --greedy --print-ids");
+  r = run("generate --model " + m.string() +
+          " --ids 5,6,7 --max-new-tokens 8 --greedy --print-ids");
   ASSERT_EQ(r.code, 0) << r.out;
   auto model = models::load_causal_lm(m);
   generate::GenerateOptions go;
@@ -91,7 +95,9 @@ TEST_F(Cli, InitInfoGeneratePerplexity) {
   EXPECT_EQ(r.out, want + "\n");
 
   // Sampling is reproducible with a seed.
-  std::string cmd = "generate --model " + m.string() + " --ids 1 --max-new-tokens 10 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 9 --print-ids";
+  std::string cmd =
+      "generate --model " + m.string() +
+      " --ids 1 --max-new-tokens 10 --temperature 0.8 --top-k 40 --top-p 0.9 --seed 9 --print-ids";
   EXPECT_EQ(run(cmd).out, run(cmd).out);
 
   r = run("perplexity --model " + m.string() + " --ids 1,2,3,4,5,6");
@@ -102,14 +108,17 @@ TEST_F(Cli, InitInfoGeneratePerplexity) {
   EXPECT_NE(r.out.find(line), std::string::npos) << r.out << " vs " << line;
 
   // bf16 runs too.
-  r = run("generate --model " + m.string() + " --ids 5,6,7 --max-new-tokens 4 --greedy --dtype bf16 --threads 1");
+  r = run("generate --model " + m.string() +
+          " --ids 5,6,7 --max-new-tokens 4 --greedy --dtype bf16 --threads 1");
   EXPECT_EQ(r.code, 0) << r.out;
 }
 
 TEST_F(Cli, TextInTextOut) {
-  const fs::path tokfile = fs::path(MAMBAVL_FIXTURES_DIR) / "tokenizer" / "bpe-small" / "tokenizer.json";
+  const fs::path tokfile =
+      fs::path(MAMBAVL_FIXTURES_DIR) / "tokenizer" / "bpe-small" / "tokenizer.json";
   const fs::path m = dir / "withtok";
-  CliRun r = run("init --preset mamba-tiny --out " + m.string() + " --tokenizer " + tokfile.string());
+  CliRun r =
+      run("init --preset mamba-tiny --out " + m.string() + " --tokenizer " + tokfile.string());
   ASSERT_EQ(r.code, 0) << r.out;
   ASSERT_TRUE(fs::exists(m / "tokenizer.json"));
   auto tok = io::Tokenizer::from_file(tokfile);
@@ -130,7 +139,8 @@ TEST_F(Cli, TextInTextOut) {
   go.sampling.greedy = true;
   go.eos_id = tok.token_to_id("<|endoftext|>");
   auto out = generate::generate(*model, ids, go);
-  r = run("generate --model " + m.string() + " --prompt '" + text + "' --max-new-tokens 6 --greedy");
+  r = run("generate --model " + m.string() + " --prompt '" + text +
+          "' --max-new-tokens 6 --greedy");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_EQ(r.out, text + tok.decode(out) + "\n");
 
@@ -147,34 +157,42 @@ TEST_F(Cli, UsageErrors) {
   EXPECT_NE(r.code, 0);
   const fs::path m = edited_model([](auto&) {});
   expect_error(run("generate --model " + m.string() + " --ids 1,x,3"), {"--ids"});
-  expect_error(run("generate --model " + m.string() + " --ids 1,100000"), {"100000", "out of range"});
+  expect_error(run("generate --model " + m.string() + " --ids 1,100000"),
+               {"100000", "out of range"});
   expect_error(run("perplexity --model " + m.string() + " --ids 1"), {"at least 2 tokens"});
   expect_error(run("generate --model " + m.string() + " --ids 1 --temperature 0"), {"temperature"});
   expect_error(run("generate --model " + m.string() + " --prompt hi"), {"tokenizer.json", "--ids"});
-  expect_error(run("perplexity --model " + m.string() + " --file /nonexistent/x.txt"), {"tokenizer.json"});
+  expect_error(run("perplexity --model " + m.string() + " --file /nonexistent/x.txt"),
+               {"tokenizer.json"});
 }
 
 TEST_F(Cli, UnknownArchitectureAndMalformedConfig) {
   const fs::path m = edited_model([](auto&) {});
   io::write_text_file_atomic(m / "config.json", R"({"model_type": "llama", "hidden_size": 8})");
   expect_error(run("info --model " + m.string()), {"config.json", "unknown architecture", "llama"});
-  io::write_text_file_atomic(m / "config.json", "{\"model_type\": \"mamba\",\n \"hidden_size\": 32,, }");
+  io::write_text_file_atomic(m / "config.json",
+                             "{\"model_type\": \"mamba\",\n \"hidden_size\": 32,, }");
   expect_error(run("info --model " + m.string()), {"config.json", "line 2"});
-  io::write_text_file_atomic(m / "config.json",
-                             R"({"model_type": "mamba", "hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 96, "state_size": 8, "hidden_sise": 3})");
+  io::write_text_file_atomic(
+      m / "config.json",
+      R"({"model_type": "mamba", "hidden_size": 32, "num_hidden_layers": 2, "vocab_size": 96, "state_size": 8, "hidden_sise": 3})");
   expect_error(run("info --model " + m.string()), {"config.json", "'hidden_sise'"});
-  io::write_text_file_atomic(m / "config.json",
-                             R"({"model_type": "mamba", "hidden_size": "32", "num_hidden_layers": 2, "vocab_size": 96})");
-  expect_error(run("info --model " + m.string()), {"config.json", "'hidden_size' must be an integer"});
+  io::write_text_file_atomic(
+      m / "config.json",
+      R"({"model_type": "mamba", "hidden_size": "32", "num_hidden_layers": 2, "vocab_size": 96})");
+  expect_error(run("info --model " + m.string()),
+               {"config.json", "'hidden_size' must be an integer"});
 }
 
 TEST_F(Cli, MissingExtraWrongShapeWrongDtypeTensors) {
   const std::string key = "backbone.layers.1.mixer.x_proj.weight";
-  fs::path m = edited_model([&](auto& t) { std::erase_if(t, [&](auto& e) { return e.first == key; }); });
+  fs::path m =
+      edited_model([&](auto& t) { std::erase_if(t, [&](auto& e) { return e.first == key; }); });
   expect_error(run("info --model " + m.string()), {m.string(), key, "missing"});
   fs::remove_all(m);
   m = edited_model([](auto& t) { t.emplace_back("backbone.layers.7.mixer.D", at::ones({64})); });
-  expect_error(run("info --model " + m.string()), {m.string(), "unexpected", "backbone.layers.7.mixer.D"});
+  expect_error(run("info --model " + m.string()),
+               {m.string(), "unexpected", "backbone.layers.7.mixer.D"});
   fs::remove_all(m);
   m = edited_model([&](auto& t) {
     for (auto& e : t)

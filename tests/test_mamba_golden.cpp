@@ -37,7 +37,9 @@ std::string case_name(const testing::TestParamInfo<Case>& i) {
   return s;
 }
 
-void PrintTo(const Case& c, std::ostream* os) { *os << c.fixture << "/" << kernels::backend_name(c.backend); }
+void PrintTo(const Case& c, std::ostream* os) {
+  *os << c.fixture << "/" << kernels::backend_name(c.backend);
+}
 
 class MambaGolden : public testing::TestWithParam<Case> {};
 }  // namespace
@@ -81,20 +83,20 @@ TEST_P(MambaGolden, DecodingReproducesGoldenLogits) {
   at::NoGradGuard ng;
   auto cache = model->make_cache(ids.size(0), ids.size(1));
   std::vector<at::Tensor> parts{model->forward(ids.narrow(1, 0, 4), cache.get())};
-  for (int64_t t = 4; t < ids.size(1); ++t) parts.push_back(model->forward(ids.narrow(1, t, 1), cache.get()));
+  for (int64_t t = 4; t < ids.size(1); ++t)
+    parts.push_back(model->forward(ids.narrow(1, t, 1), cache.get()));
   EXPECT_LE(max_abs(at::cat(parts, 1) - want), 1e-4);
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Fixtures, MambaGolden,
-    testing::Values(Case{"mamba-tiny", kernels::Backend::Reference},
-                    Case{"mamba-tiny", kernels::Backend::Auto},
-                    Case{"mamba-tiny-bias", kernels::Backend::Reference},
-                    Case{"mamba-tiny-bias", kernels::Backend::Auto},
-                    Case{"mamba-tiny-orig", kernels::Backend::Auto},
-                    Case{"mamba-tiny-sharded", kernels::Backend::Auto},
-                    Case{"mamba-tiny-bf16", kernels::Backend::Auto}),
-    case_name);
+INSTANTIATE_TEST_SUITE_P(Fixtures, MambaGolden,
+                         testing::Values(Case{"mamba-tiny", kernels::Backend::Reference},
+                                         Case{"mamba-tiny", kernels::Backend::Auto},
+                                         Case{"mamba-tiny-bias", kernels::Backend::Reference},
+                                         Case{"mamba-tiny-bias", kernels::Backend::Auto},
+                                         Case{"mamba-tiny-orig", kernels::Backend::Auto},
+                                         Case{"mamba-tiny-sharded", kernels::Backend::Auto},
+                                         Case{"mamba-tiny-bf16", kernels::Backend::Auto}),
+                         case_name);
 
 TEST(MambaCheckpoint, RegistryDetectsBothLayouts) {
   EXPECT_EQ(models::detect_architecture(kFixtures / "mamba-tiny"), "mamba");
@@ -107,7 +109,8 @@ TEST(MambaCheckpoint, RegistryDetectsBothLayouts) {
 TEST(MambaCheckpoint, SaveLoadRoundTripInBothLayouts) {
   for (const char* fx : {"mamba-tiny", "mamba-tiny-orig", "mamba-tiny-bias"}) {
     auto a = models::MambaLM::load(kFixtures / fx);
-    const fs::path out = fs::temp_directory_path() / ("mambavl_rt_" + std::string(fx) + "_" + std::to_string(getpid()));
+    const fs::path out = fs::temp_directory_path() /
+                         ("mambavl_rt_" + std::string(fx) + "_" + std::to_string(getpid()));
     fs::remove_all(out);
     a->save(out);
     auto b = models::MambaLM::load(out);
@@ -138,7 +141,8 @@ TEST(MambaFusedStep, BatchOneDecodeMatchesGoldenAndGenericStep) {
         model->set_backend(be);
         auto cache = model->make_cache(1, ids.size(1));
         std::vector<at::Tensor> parts{model->forward(ids.narrow(1, 0, 3), cache.get())};
-        for (int64_t t = 3; t < ids.size(1); ++t) parts.push_back(model->forward(ids.narrow(1, t, 1), cache.get()));
+        for (int64_t t = 3; t < ids.size(1); ++t)
+          parts.push_back(model->forward(ids.narrow(1, t, 1), cache.get()));
         return at::cat(parts, 1);
       };
       at::Tensor fused = run(kernels::Backend::Auto);
@@ -159,7 +163,8 @@ TEST(MambaFusedStep, Bfloat16WeightsDecodeCloseToGenericBf16) {
     model->set_backend(be);
     auto cache = model->make_cache(1, ids.size(1));
     std::vector<at::Tensor> parts{model->forward(ids.narrow(1, 0, 2), cache.get())};
-    for (int64_t t = 2; t < ids.size(1); ++t) parts.push_back(model->forward(ids.narrow(1, t, 1), cache.get()));
+    for (int64_t t = 2; t < ids.size(1); ++t)
+      parts.push_back(model->forward(ids.narrow(1, t, 1), cache.get()));
     return at::cat(parts, 1);
   };
   at::Tensor fused = run(kernels::Backend::Auto), generic = run(kernels::Backend::Reference);

@@ -37,13 +37,18 @@ TEST(MambaModel, ParameterNamesAreCheckpointKeys) {
   std::vector<std::string> names;
   for (auto& p : m.module().named_parameters()) names.push_back(p.key());
   std::sort(names.begin(), names.end());
-  std::vector<std::string> want = {
-      "backbone.embeddings.weight",           "backbone.layers.0.mixer.A_log",
-      "backbone.layers.0.mixer.D",            "backbone.layers.0.mixer.conv1d.bias",
-      "backbone.layers.0.mixer.conv1d.weight", "backbone.layers.0.mixer.dt_proj.bias",
-      "backbone.layers.0.mixer.dt_proj.weight", "backbone.layers.0.mixer.in_proj.weight",
-      "backbone.layers.0.mixer.out_proj.weight", "backbone.layers.0.mixer.x_proj.weight",
-      "backbone.layers.0.norm.weight",        "backbone.norm_f.weight"};
+  std::vector<std::string> want = {"backbone.embeddings.weight",
+                                   "backbone.layers.0.mixer.A_log",
+                                   "backbone.layers.0.mixer.D",
+                                   "backbone.layers.0.mixer.conv1d.bias",
+                                   "backbone.layers.0.mixer.conv1d.weight",
+                                   "backbone.layers.0.mixer.dt_proj.bias",
+                                   "backbone.layers.0.mixer.dt_proj.weight",
+                                   "backbone.layers.0.mixer.in_proj.weight",
+                                   "backbone.layers.0.mixer.out_proj.weight",
+                                   "backbone.layers.0.mixer.x_proj.weight",
+                                   "backbone.layers.0.norm.weight",
+                                   "backbone.norm_f.weight"};
   std::sort(want.begin(), want.end());
   EXPECT_EQ(names, want);
   auto params = m.module().named_parameters();
@@ -84,7 +89,8 @@ TEST(MambaModel, DecodeStepsEqualFullForward) {
     auto cache = m.make_cache(2, 13);
     std::vector<at::Tensor> parts;
     parts.push_back(m.forward(ids.narrow(1, 0, prefill), cache.get()));
-    for (int64_t t = prefill; t < 13; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
+    for (int64_t t = prefill; t < 13; ++t)
+      parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
     at::Tensor inc = at::cat(parts, 1);
     EXPECT_EQ(cache->length(), 13);
     EXPECT_LT((inc - full).abs().max().item<double>(), 1e-4) << "prefill " << prefill;
@@ -146,7 +152,8 @@ TEST(MambaModel, Bfloat16CloseToFloat32) {
   auto cache = m.make_cache(1, 10);
   std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 4), cache.get())};
   for (int64_t t = 4; t < 10; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-  EXPECT_LT((at::cat(parts, 1) - got).abs().max().item<double>(), 0.05 * got.abs().max().item<double>());
+  EXPECT_LT((at::cat(parts, 1) - got).abs().max().item<double>(),
+            0.05 * got.abs().max().item<double>());
 }
 
 TEST(MambaModel, OutOfRangeIdsAreAnError) {
@@ -158,8 +165,8 @@ TEST(MambaModel, OutOfRangeIdsAreAnError) {
 // ---- config.json dialects ----------------------------------------------------------------------
 
 TEST(MambaConfig, HuggingFaceDialect) {
-  nlohmann::json j = {{"model_type", "mamba"}, {"hidden_size", 64}, {"num_hidden_layers", 3},
-                      {"vocab_size", 100},     {"state_size", 8},   {"conv_kernel", 4},
+  nlohmann::json j = {{"model_type", "mamba"}, {"hidden_size", 64},        {"num_hidden_layers", 3},
+                      {"vocab_size", 100},     {"state_size", 8},          {"conv_kernel", 4},
                       {"expand", 2},           {"time_step_rank", "auto"}, {"use_bias", true}};
   MambaConfig c = MambaConfig::from_json(j, "config.json");
   EXPECT_EQ(c.layout, "hf");
@@ -173,10 +180,11 @@ TEST(MambaConfig, HuggingFaceDialect) {
 }
 
 TEST(MambaConfig, OriginalDialectPadsVocabulary) {
-  nlohmann::json j = {{"d_model", 32}, {"n_layer", 2}, {"vocab_size", 50277},
-                      {"ssm_cfg", nlohmann::json::object()}, {"rms_norm", true},
-                      {"residual_in_fp32", true}, {"fused_add_norm", true},
-                      {"pad_vocab_size_multiple", 8}, {"tie_embeddings", true}};
+  nlohmann::json j = {{"d_model", 32},          {"n_layer", 2},
+                      {"vocab_size", 50277},    {"ssm_cfg", nlohmann::json::object()},
+                      {"rms_norm", true},       {"residual_in_fp32", true},
+                      {"fused_add_norm", true}, {"pad_vocab_size_multiple", 8},
+                      {"tie_embeddings", true}};
   MambaConfig c = MambaConfig::from_json(j, "config.json");
   EXPECT_EQ(c.layout, "original");
   EXPECT_EQ(c.vocab_size, 50280);
@@ -198,8 +206,8 @@ std::string error_of(const nlohmann::json& j) {
 }  // namespace
 
 TEST(MambaConfig, ErrorsNameFileAndKey) {
-  nlohmann::json base = {{"model_type", "mamba"}, {"hidden_size", 64}, {"num_hidden_layers", 3},
-                         {"vocab_size", 100}};
+  nlohmann::json base = {
+      {"model_type", "mamba"}, {"hidden_size", 64}, {"num_hidden_layers", 3}, {"vocab_size", 100}};
   auto j = base;
   j["hiden_size"] = 3;
   std::string m = error_of(j);
@@ -222,7 +230,7 @@ TEST(MambaConfig, ErrorsNameFileAndKey) {
   m = error_of(j);
   EXPECT_NE(m.find("attn_layer_idx entry 7 is out of range"), std::string::npos) << m;
   EXPECT_NE(error_of(nlohmann::json::array()).find("JSON object"), std::string::npos);
-  nlohmann::json orig = {{"d_model", 32}, {"n_layer", 2}, {"vocab_size", 10},
-                         {"ssm_cfg", {{"layer", "Mamba2"}}}};
+  nlohmann::json orig = {
+      {"d_model", 32}, {"n_layer", 2}, {"vocab_size", 10}, {"ssm_cfg", {{"layer", "Mamba2"}}}};
   EXPECT_NE(error_of(orig).find("Mamba2"), std::string::npos);
 }

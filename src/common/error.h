@@ -32,8 +32,8 @@ std::string join(const std::vector<T>& v, const char* sep = ", ") {
 }  // namespace mambavl
 
 // MVL_CHECK(cond, parts...): throws mambavl::Error(concatenation of parts) when cond is false.
-#define MVL_CHECK(cond, ...)                                                        \
-  do {                                                                              \
-    if (!(cond)) throw ::mambavl::Error(::mambavl::detail::cat(__VA_ARGS__));       \
+#define MVL_CHECK(cond, ...)                                                  \
+  do {                                                                        \
+    if (!(cond)) throw ::mambavl::Error(::mambavl::detail::cat(__VA_ARGS__)); \
   } while (0)
 #define MVL_FAIL(...) throw ::mambavl::Error(::mambavl::detail::cat(__VA_ARGS__))

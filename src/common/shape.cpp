@@ -17,7 +17,8 @@ void check_shape(const at::Tensor& t, std::initializer_list<int64_t> expected, c
   std::ostringstream want;
   want << "[";
   size_t i = 0;
-  for (int64_t e : expected) want << (i++ ? ", " : "") << (e < 0 ? std::string("*") : std::to_string(e));
+  for (int64_t e : expected)
+    want << (i++ ? ", " : "") << (e < 0 ? std::string("*") : std::to_string(e));
   want << "]";
   MVL_CHECK(t.defined(), what, ": tensor is undefined, expected [", dims, "] = ", want.str());
   bool ok = t.dim() == static_cast<int64_t>(expected.size());
@@ -27,7 +28,8 @@ void check_shape(const at::Tensor& t, std::initializer_list<int64_t> expected, c
     if (e >= 0 && t.size(static_cast<int64_t>(i)) != e) ok = false;
     ++i;
   }
-  MVL_CHECK(ok, what, ": shape ", shape_str(t.sizes()), " but expected [", dims, "] = ", want.str());
+  MVL_CHECK(ok, what, ": shape ", shape_str(t.sizes()), " but expected [", dims,
+            "] = ", want.str());
 }
 
 }  // namespace mambavl

@@ -8,9 +8,9 @@
 namespace mambavl::eval {
 
 struct NllResult {
-  double nll = 0;        // mean natural-log NLL over the scored tokens
-  double ppl = 0;        // exp(nll)
-  int64_t tokens = 0;    // scored tokens (= ids.size() - 1)
+  double nll = 0;      // mean natural-log NLL over the scored tokens
+  double ppl = 0;      // exp(nll)
+  int64_t tokens = 0;  // scored tokens (= ids.size() - 1)
 };
 
 // Scores ids[1..] given their prefixes in one forward pass; the LM head and log-softmax run in

@@ -30,9 +30,12 @@ Backend parse_backend(const std::string& s) {
 
 const char* backend_name(Backend b) {
   switch (b) {
-    case Backend::Auto: return "auto";
-    case Backend::Reference: return "reference";
-    case Backend::Fused: return "fused";
+    case Backend::Auto:
+      return "auto";
+    case Backend::Reference:
+      return "reference";
+    case Backend::Fused:
+      return "fused";
   }
   return "?";
 }

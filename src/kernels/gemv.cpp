@@ -98,7 +98,8 @@ void gemv(const at::Tensor& W, const float* x, float* y, const float* bias) {
 at::Tensor gemv(const at::Tensor& W, const at::Tensor& x) {
   MVL_CHECK(W.dim() == 2 && W.is_contiguous() && W.device().is_cpu() &&
                 (W.scalar_type() == at::kFloat || W.scalar_type() == at::kBFloat16),
-            "gemv: W must be a contiguous CPU [O, I] float32/bfloat16 matrix, got ", shape_str(W.sizes()));
+            "gemv: W must be a contiguous CPU [O, I] float32/bfloat16 matrix, got ",
+            shape_str(W.sizes()));
   check_shape(x, {W.size(1)}, "gemv: x", "I");
   MVL_CHECK(x.scalar_type() == at::kFloat, "gemv: x must be float32");
   at::Tensor xc = x.contiguous();

@@ -16,11 +16,11 @@ int64_t mamba_step_workspace_size(const MambaStepParams& p) {
 void mamba_step(const MambaStepParams& p, const float* x, float* conv_state, float* ssm_state,
                 float* ws, float* out) {
   const int64_t Di = p.d_inner, N = p.d_state, R = p.dt_rank, W = p.d_conv;
-  float* xz = ws;                   // [2*Di]: x half then z half
-  float* xdbl = xz + 2 * Di;        // [R + 2N]: dt_low, B, C
-  float* dt = xdbl + R + 2 * N;     // [Di]
-  float* xc = dt + Di;              // [Di] conv + SiLU output
-  float* y = xc + Di;               // [Di]
+  float* xz = ws;                // [2*Di]: x half then z half
+  float* xdbl = xz + 2 * Di;     // [R + 2N]: dt_low, B, C
+  float* dt = xdbl + R + 2 * N;  // [Di]
+  float* xc = dt + Di;           // [Di] conv + SiLU output
+  float* y = xc + Di;            // [Di]
 
   gemv(p.in_proj_w, x, xz, p.in_proj_b);
 

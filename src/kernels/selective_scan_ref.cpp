@@ -28,12 +28,12 @@ SelectiveScanResult selective_scan_reference(const SelectiveScanArgs& a) {
   at::Tensor delta = a.delta.to(cdt);  // [B, D, L]
   if (a.delta_bias) delta = delta + a.delta_bias->to(cdt).unsqueeze(-1);
   if (a.delta_softplus) delta = softplus20(delta);
-  at::Tensor A = a.A.to(cdt);                   // [D, N]
+  at::Tensor A = a.A.to(cdt);                    // [D, N]
   at::Tensor Bx = expand_groups(a.B, Dch, cdt);  // [B, D, N, L]
   at::Tensor Cx = expand_groups(a.C, Dch, cdt);  // [B, D, N, L]
 
   at::Tensor dA = at::exp(delta.unsqueeze(2) * A.unsqueeze(0).unsqueeze(-1));  // [B, D, N, L]
-  at::Tensor dBu = (delta * u).unsqueeze(2) * Bx;                               // [B, D, N, L]
+  at::Tensor dBu = (delta * u).unsqueeze(2) * Bx;                              // [B, D, N, L]
   at::Tensor h = at::zeros({u.size(0), Dch, A.size(1)}, u.options());          // [B, D, N]
   std::vector<at::Tensor> ys;
   ys.reserve(L);
@@ -58,8 +58,8 @@ at::Tensor selective_state_update_reference(at::Tensor& state, const at::Tensor&
                                             const std::optional<at::Tensor>& dt_bias,
                                             bool dt_softplus) {
   const int64_t Dch = x.size(1);
-  at::Tensor xf = x.to(at::kFloat);    // [B, D]
-  at::Tensor d = dt.to(at::kFloat);    // [B, D]
+  at::Tensor xf = x.to(at::kFloat);  // [B, D]
+  at::Tensor d = dt.to(at::kFloat);  // [B, D]
   if (dt_bias) d = d + dt_bias->to(at::kFloat);
   if (dt_softplus) d = softplus20(d);
   auto grp = [&](const at::Tensor& t) {  // [B, N] / [B, G, N] -> [B, D, N]
@@ -67,9 +67,9 @@ at::Tensor selective_state_update_reference(at::Tensor& state, const at::Tensor&
     if (f.dim() == 2) return f.unsqueeze(1).expand({f.size(0), Dch, f.size(1)});
     return f.repeat_interleave(Dch / f.size(1), 1);
   };
-  at::Tensor dA = at::exp(d.unsqueeze(-1) * A.to(at::kFloat));        // [B, D, N]
-  state.mul_(dA).add_((d * xf).unsqueeze(-1) * grp(B));              // [B, D, N]
-  at::Tensor y = (state * grp(C)).sum(-1);                            // [B, D]
+  at::Tensor dA = at::exp(d.unsqueeze(-1) * A.to(at::kFloat));  // [B, D, N]
+  state.mul_(dA).add_((d * xf).unsqueeze(-1) * grp(B));         // [B, D, N]
+  at::Tensor y = (state * grp(C)).sum(-1);                      // [B, D]
   if (D) y = y + xf * D->to(at::kFloat);
   if (z) y = y * at::silu(z->to(at::kFloat));
   return y.to(x.scalar_type());

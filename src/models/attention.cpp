@@ -139,11 +139,12 @@ HybridAttentionImpl::HybridAttentionImpl(const MambaConfig& c)
   const int64_t H = cfg.num_heads, Hkv = cfg.num_heads_kv, hd = cfg.head_dim;
   in_proj = register_module(
       "in_proj",
-      torch::nn::Linear(
-          torch::nn::LinearOptions(c.d_model, (H + 2 * Hkv) * hd).bias(cfg.qkv_proj_bias)));
+      Linear(c.d_model, (H + 2 * Hkv) * hd, cfg.qkv_proj_bias));
   out_proj = register_module(
       "out_proj",
-      torch::nn::Linear(torch::nn::LinearOptions(H * hd, c.d_model).bias(cfg.out_proj_bias)));
+      Linear(H * hd, c.d_model, cfg.out_proj_bias));
+  in_proj->reset_parameters();
+  out_proj->reset_parameters();
 }
 
 at::Tensor HybridAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t pos) {

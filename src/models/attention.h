@@ -10,6 +10,7 @@
 #include <utility>
 
 #include "models/mamba.h"
+#include "models/layers.h"
 #include "models/mixer.h"
 
 namespace mambavl::models {
@@ -72,7 +73,7 @@ class HybridAttentionImpl : public SequenceMixer {
                                          at::Device device) const override;
 
   AttnConfig cfg;
-  torch::nn::Linear in_proj{nullptr}, out_proj{nullptr};
+  Linear in_proj{nullptr}, out_proj{nullptr};
   AttentionCore core;
 };
 

@@ -14,8 +14,8 @@ inline int64_t get_int(const nlohmann::json& j, const std::string& key, const st
                        int64_t def) {
   if (!j.contains(key) || j.at(key).is_null()) return def;
   const auto& v = j.at(key);
-  MVL_CHECK(v.is_number_integer(), file, ": key '", key, "' must be an integer, got ",
-            type_name(v), " (", v.dump(), ")");
+  MVL_CHECK(v.is_number_integer(), file, ": key '", key, "' must be an integer, got ", type_name(v),
+            " (", v.dump(), ")");
   return v.get<int64_t>();
 }
 

@@ -195,9 +195,9 @@ GPTNeoXAttentionImpl::GPTNeoXAttentionImpl(const GPTNeoXConfig& c)
   const int64_t h = c.hidden_size;
   query_key_value =
       register_module("query_key_value",
-                      torch::nn::Linear(torch::nn::LinearOptions(h, 3 * h).bias(c.attention_bias)));
+                      Linear(h, 3 * h, c.attention_bias));
   dense = register_module("dense",
-                          torch::nn::Linear(torch::nn::LinearOptions(h, h).bias(c.attention_bias)));
+                          Linear(h, h, c.attention_bias));
 }
 
 at::Tensor GPTNeoXAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t pos) {
@@ -218,9 +218,9 @@ std::unique_ptr<LayerCache> GPTNeoXAttentionImpl::make_cache(int64_t batch, int6
 
 GPTNeoXMLPImpl::GPTNeoXMLPImpl(const GPTNeoXConfig& c) {
   dense_h_to_4h =
-      register_module("dense_h_to_4h", torch::nn::Linear(c.hidden_size, c.intermediate_size));
+      register_module("dense_h_to_4h", Linear(c.hidden_size, c.intermediate_size, true));
   dense_4h_to_h =
-      register_module("dense_4h_to_h", torch::nn::Linear(c.intermediate_size, c.hidden_size));
+      register_module("dense_4h_to_h", Linear(c.intermediate_size, c.hidden_size, true));
 }
 
 at::Tensor GPTNeoXMLPImpl::forward(const at::Tensor& x) {
@@ -257,13 +257,13 @@ class NeoXCache : public LMCache {
 };
 }  // namespace
 
-GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg) : cfg_(std::move(cfg)) {
+GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg, bool initialize) : cfg_(std::move(cfg)) {
   cfg_.finalize();
   root_ = std::make_shared<torch::nn::Module>("GPTNeoXForCausalLM");
   gpt_neox_ =
       root_->register_module("gpt_neox", std::make_shared<torch::nn::Module>("GPTNeoXModel"));
   embed_in = gpt_neox_->register_module("embed_in",
-                                        torch::nn::Embedding(cfg_.vocab_size, cfg_.hidden_size));
+                                        Embedding(cfg_.vocab_size, cfg_.hidden_size));
   torch::nn::ModuleList list;
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) {
     auto l = std::make_shared<GPTNeoXLayerImpl>(cfg_);
@@ -277,18 +277,18 @@ GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg) : cfg_(std::move(cfg)) {
           torch::nn::LayerNormOptions({cfg_.hidden_size}).eps(cfg_.layer_norm_eps)));
   embed_out = root_->register_module(
       "embed_out",
-      torch::nn::Linear(torch::nn::LinearOptions(cfg_.hidden_size, cfg_.vocab_size).bias(false)));
-  init_weights(0);
+      Linear(cfg_.hidden_size, cfg_.vocab_size, false));
+  if (initialize) init_weights(0);
 }
 
 void GPTNeoXLM::init_weights(uint64_t seed) {
   at::manual_seed(seed);
   at::NoGradGuard ng;
   root_->apply([](torch::nn::Module& m) {
-    if (auto* lin = m.as<torch::nn::Linear>()) {
+    if (auto* lin = m.as<LinearImpl>()) {
       lin->weight.normal_(0.0, 0.02);
       if (lin->bias.defined()) lin->bias.zero_();
-    } else if (auto* emb = m.as<torch::nn::Embedding>()) {
+    } else if (auto* emb = m.as<EmbeddingImpl>()) {
       emb->weight.normal_(0.0, 0.02);
     } else if (auto* ln = m.as<torch::nn::LayerNorm>()) {
       ln->weight.fill_(1.0);
@@ -307,13 +307,7 @@ void GPTNeoXLM::to_dtype(at::ScalarType dtype) {
 }
 
 at::Tensor GPTNeoXLM::embed(const at::Tensor& ids) {
-  MVL_CHECK(ids.dim() == 2, "input ids must be [B, L], got ", ids.dim(), " dimensions");
-  MVL_CHECK(ids.scalar_type() == at::kLong, "input ids must be int64");
-  if (ids.numel() > 0) {
-    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-    MVL_CHECK(lo >= 0 && hi < cfg_.vocab_size, "token id ", lo < 0 ? lo : hi,
-              " is out of range for this model's vocabulary of ", cfg_.vocab_size);
-  }
+  check_token_ids(ids, cfg_.vocab_size);
   return embed_in->forward(ids);  // [B, L, h]
 }
 
@@ -360,7 +354,7 @@ std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir) {
   MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
             ": no config.json (expected a Hugging Face model folder)");
   GPTNeoXConfig cfg = GPTNeoXConfig::from_json(io::read_json_file(cfg_path), cfg_path.string());
-  auto model = std::make_unique<GPTNeoXLM>(cfg);
+  auto model = std::make_unique<GPTNeoXLM>(cfg, /*initialize=*/false);  // every tensor is loaded
   io::CheckpointFolder ckpt(dir);
   io::LoadOptions opt;
   // Non-persistent buffers that older checkpoints contain.

@@ -19,6 +19,7 @@
 
 #include "models/attention.h"
 #include "models/lm.h"
+#include "models/layers.h"
 #include "models/mixer.h"
 
 namespace mambavl::models {
@@ -59,7 +60,7 @@ class GPTNeoXAttentionImpl : public SequenceMixer {
   std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t max_len, at::ScalarType dtype,
                                          at::Device device) const override;
 
-  torch::nn::Linear query_key_value{nullptr}, dense{nullptr};
+  Linear query_key_value{nullptr}, dense{nullptr};
   AttentionCore core;
 };
 
@@ -67,7 +68,7 @@ class GPTNeoXMLPImpl : public torch::nn::Module {
  public:
   explicit GPTNeoXMLPImpl(const GPTNeoXConfig& c);
   at::Tensor forward(const at::Tensor& x);  // [B, L, hidden] -> same; exact (erf) GELU
-  torch::nn::Linear dense_h_to_4h{nullptr}, dense_4h_to_h{nullptr};
+  Linear dense_h_to_4h{nullptr}, dense_4h_to_h{nullptr};
 };
 
 class GPTNeoXLayerImpl : public torch::nn::Module {
@@ -83,7 +84,8 @@ class GPTNeoXLayerImpl : public torch::nn::Module {
 
 class GPTNeoXLM : public CausalLM {
  public:
-  explicit GPTNeoXLM(GPTNeoXConfig cfg);
+  // initialize = false leaves the weights uninitialised (for load(), which overwrites them all).
+  explicit GPTNeoXLM(GPTNeoXConfig cfg, bool initialize = true);
   // Reads config.json + safetensors (single file or shards) from a Hugging Face folder.
   static std::unique_ptr<GPTNeoXLM> load(const std::filesystem::path& dir);
 
@@ -108,10 +110,10 @@ class GPTNeoXLM : public CausalLM {
 
   std::shared_ptr<torch::nn::Module> root_;  // "gpt_neox", "embed_out"
   std::shared_ptr<torch::nn::Module> gpt_neox_;
-  torch::nn::Embedding embed_in{nullptr};
+  Embedding embed_in{nullptr};
   std::vector<std::shared_ptr<GPTNeoXLayerImpl>> layers;
   torch::nn::LayerNorm final_layer_norm{nullptr};
-  torch::nn::Linear embed_out{nullptr};
+  Linear embed_out{nullptr};
 
  private:
   GPTNeoXConfig cfg_;

@@ -1,7 +1,11 @@
 // Helpers shared by the CausalLM implementations.
 #include "models/lm.h"
 
+#include <ATen/ATen.h>
+
 #include <filesystem>
+
+#include "common/error.h"
 
 namespace mambavl::models {
 
@@ -13,6 +17,16 @@ void copy_tokenizer_files(const std::filesystem::path& from, const std::filesyst
     const fs::path tmp = to / (std::string(".") + f + ".tmp");
     fs::copy_file(from / f, tmp, fs::copy_options::overwrite_existing);
     fs::rename(tmp, to / f);
+  }
+}
+
+void check_token_ids(const at::Tensor& ids, int64_t vocab_size) {
+  MVL_CHECK(ids.dim() == 2, "input ids must be [B, L], got ", ids.dim(), " dimensions");
+  MVL_CHECK(ids.scalar_type() == at::kLong, "input ids must be int64");
+  if (ids.numel() > 0) {
+    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
+    MVL_CHECK(lo >= 0 && hi < vocab_size, "token id ", lo < 0 ? lo : hi,
+              " is out of range for this model's vocabulary of ", vocab_size);
   }
 }
 

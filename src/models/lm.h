@@ -25,8 +25,8 @@ class LMCache {
 class CausalLM {
  public:
   virtual ~CausalLM() = default;
-  virtual std::string arch() const = 0;       // "mamba", "gpt_neox", "hybrid"
-  virtual int64_t vocab_size() const = 0;     // rows of the output logits (padded vocabulary)
+  virtual std::string arch() const = 0;    // "mamba", "gpt_neox", "hybrid"
+  virtual int64_t vocab_size() const = 0;  // rows of the output logits (padded vocabulary)
   virtual int64_t hidden_size() const = 0;
   virtual int64_t num_layers() const = 0;
 
@@ -67,5 +67,8 @@ class CausalLM {
 // exist in `from` to `to`, each atomically (temp file + rename); nothing when `from` is empty,
 // missing, or the same folder as `to`.
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to);
+
+// Validates input ids for embed(): [B, L] int64, every id in [0, vocab_size) (mambavl::Error).
+void check_token_ids(const at::Tensor& ids, int64_t vocab_size);
 
 }  // namespace mambavl::models

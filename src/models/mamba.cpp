@@ -1,4 +1,5 @@
-// Mamba language model: mixer (sequence + decode step), residual block, LM head, load / save / init.
+// Mamba language model: mixer (sequence + decode step), residual block, LM head, load / save /
+// init.
 #include "models/mamba.h"
 
 #include <ATen/ATen.h>
@@ -33,28 +34,30 @@ class Conv1dParams : public torch::nn::Module {
 };
 }  // namespace
 
-MambaMixerImpl::MambaMixerImpl(const MambaConfig& c) : cfg(c) {
+MambaMixerImpl::MambaMixerImpl(const MambaConfig& c, bool initialize) : cfg(c) {
   const int64_t Di = c.d_inner, N = c.d_state, R = c.dt_rank;
-  in_proj = register_module(
-      "in_proj", torch::nn::Linear(torch::nn::LinearOptions(c.d_model, 2 * Di).bias(c.bias)));
+  in_proj = register_module("in_proj", Linear(c.d_model, 2 * Di, c.bias));
   auto conv = std::make_shared<Conv1dParams>(Di, c.d_conv, c.conv_bias);
   conv1d = register_module("conv1d", std::static_pointer_cast<torch::nn::Module>(conv));
   conv_weight = conv->weight;
   conv_bias = conv->bias;
-  x_proj = register_module("x_proj",
-                           torch::nn::Linear(torch::nn::LinearOptions(Di, R + 2 * N).bias(false)));
-  dt_proj = register_module("dt_proj", torch::nn::Linear(torch::nn::LinearOptions(R, Di).bias(true)));
+  x_proj = register_module("x_proj", Linear(Di, R + 2 * N, false));
+  dt_proj = register_module("dt_proj", Linear(R, Di, true));
   A_log = register_parameter("A_log", at::empty({Di, N}));
   D = register_parameter("D", at::ones({Di}));
-  out_proj = register_module(
-      "out_proj", torch::nn::Linear(torch::nn::LinearOptions(Di, c.d_model).bias(c.bias)));
-  // Default initialisation (also what a model being loaded starts from).
-  {
-    at::NoGradGuard ng;
-    const double bound = 1.0 / std::sqrt(static_cast<double>(c.d_conv));
-    conv_weight.uniform_(-bound, bound);
-    if (conv_bias.defined()) conv_bias.uniform_(-bound, bound);
+  out_proj = register_module("out_proj", Linear(Di, c.d_model, c.bias));
+  if (initialize) init_weights();
+}
+
+void MambaMixerImpl::init_weights() {
+  at::NoGradGuard ng;
+  for (auto* lin : {&in_proj, &x_proj, &out_proj}) {
+    (*lin)->reset_parameters();
+    if ((*lin)->bias.defined()) (*lin)->bias.zero_();
   }
+  const double bound = 1.0 / std::sqrt(static_cast<double>(cfg.d_conv));
+  conv_weight.uniform_(-bound, bound);
+  if (conv_bias.defined()) conv_bias.uniform_(-bound, bound);
   reset_ssm_parameters();
 }
 
@@ -65,8 +68,8 @@ void MambaMixerImpl::reset_ssm_parameters(double dt_min, double dt_max, double d
   dt_proj->weight.uniform_(-std, std);
   at::Tensor dt = at::exp(at::rand({Di}, at::kDouble) * (std::log(dt_max) - std::log(dt_min)) +
                           std::log(dt_min))
-                      .clamp_min(dt_floor);                     // [Di]
-  at::Tensor inv_softplus = dt + at::log(-at::expm1(-dt));     // [Di]
+                      .clamp_min(dt_floor);                 // [Di]
+  at::Tensor inv_softplus = dt + at::log(-at::expm1(-dt));  // [Di]
   dt_proj->bias.copy_(inv_softplus);
   A_log.copy_(at::log(at::arange(1, N + 1, at::kFloat)).unsqueeze(0).expand({Di, N}));
   D.fill_(1.0);
@@ -76,8 +79,10 @@ std::unique_ptr<LayerCache> MambaMixerImpl::make_cache(int64_t batch, int64_t /*
                                                        at::ScalarType dtype,
                                                        at::Device device) const {
   auto c = std::make_unique<MambaLayerCache>();
-  c->conv_state = at::zeros({batch, cfg.d_inner, cfg.d_conv}, at::TensorOptions(at::kFloat).device(device));
-  c->ssm_state = at::zeros({batch, cfg.d_inner, cfg.d_state}, at::TensorOptions(at::kFloat).device(device));
+  c->conv_state =
+      at::zeros({batch, cfg.d_inner, cfg.d_conv}, at::TensorOptions(at::kFloat).device(device));
+  c->ssm_state =
+      at::zeros({batch, cfg.d_inner, cfg.d_state}, at::TensorOptions(at::kFloat).device(device));
   return c;
 }
 
@@ -113,14 +118,14 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   const int64_t Di = cfg.d_inner, N = cfg.d_state, R = cfg.dt_rank, W = cfg.d_conv;
   at::Tensor xz = cf_linear(in_proj->weight, x, /*tokens_major=*/true);  // [B, 2*Di, L]
   if (in_proj->bias.defined()) xz = xz + in_proj->bias.view({1, -1, 1});
-  at::Tensor xin = xz.narrow(1, 0, Di);                 // [B, Di, L]
-  at::Tensor z = xz.narrow(1, Di, Di);                  // [B, Di, L]
+  at::Tensor xin = xz.narrow(1, 0, Di);  // [B, Di, L]
+  at::Tensor z = xz.narrow(1, Di, Di);   // [B, Di, L]
   if (cache) cache->conv_state.copy_(kernels::conv_state_from_prefix(xin, W));
   std::optional<at::Tensor> cb;
   if (conv_bias.defined()) cb = conv_bias;
   at::Tensor xc = kernels::causal_conv1d(xin, conv_weight.view({Di, W}), cb, /*silu=*/true,
-                                         backend);                 // [B, Di, L]
-  at::Tensor xdbl = cf_linear(x_proj->weight, xc, false);          // [B, R + 2N, L]
+                                         backend);                             // [B, Di, L]
+  at::Tensor xdbl = cf_linear(x_proj->weight, xc, false);                      // [B, R + 2N, L]
   at::Tensor delta = cf_linear(dt_proj->weight, xdbl.narrow(1, 0, R), false);  // [B, Di, L]
   kernels::SelectiveScanArgs a;
   a.u = xc;
@@ -147,18 +152,19 @@ at::Tensor MambaMixerImpl::forward_step(const at::Tensor& x, MambaLayerCache& ca
   if (conv_bias.defined()) cb = conv_bias;
   at::Tensor xc = kernels::causal_conv1d_update(xin, cache.conv_state, conv_weight.view({Di, W}),
                                                 cb, /*silu=*/true, backend);  // [B, Di]
-  at::Tensor xdbl = x_proj->forward(xc);                                       // [B, R + 2N]
+  at::Tensor xdbl = x_proj->forward(xc);                                      // [B, R + 2N]
   at::Tensor dt = at::matmul(xdbl.narrow(-1, 0, R), dt_proj->weight.t());     // [B, Di]
-  at::Tensor A = -at::exp(A_log.to(at::kFloat));                               // [Di, N]
-  at::Tensor y = kernels::selective_state_update(
-      cache.ssm_state, xc, dt, A, xdbl.narrow(-1, R, N), xdbl.narrow(-1, R + N, N), D, z,
-      dt_proj->bias, /*dt_softplus=*/true, backend);  // [B, Di]
-  return out_proj->forward(y).unsqueeze(1);           // [B, 1, d_model]
+  at::Tensor A = -at::exp(A_log.to(at::kFloat));                              // [Di, N]
+  at::Tensor y = kernels::selective_state_update(cache.ssm_state, xc, dt, A, xdbl.narrow(-1, R, N),
+                                                 xdbl.narrow(-1, R + N, N), D, z, dt_proj->bias,
+                                                 /*dt_softplus=*/true, backend);  // [B, Di]
+  return out_proj->forward(y).unsqueeze(1);                                       // [B, 1, d_model]
 }
 
 bool MambaMixerImpl::can_use_fused_step(const at::Tensor& x) const {
   if (backend == kernels::Backend::Reference || at::GradMode::is_enabled()) return false;
-  if (kernels::default_backend() == kernels::Backend::Reference && backend == kernels::Backend::Auto)
+  if (kernels::default_backend() == kernels::Backend::Reference &&
+      backend == kernels::Backend::Auto)
     return false;
   const auto dt = in_proj->weight.scalar_type();
   return x.size(0) == 1 && x.device().is_cpu() && (dt == at::kFloat || dt == at::kBFloat16);
@@ -178,8 +184,11 @@ at::Tensor MambaMixerImpl::forward_step_fused(const at::Tensor& x, MambaLayerCac
   p.out_proj_w = out_proj->weight.contiguous();
   if (!c.fast_ready) {
     // Small parameters in fp32, laid out back to back: conv_w, conv_b, dt_b, A, D, in_b, out_b.
-    std::vector<at::Tensor> parts = {conv_weight.reshape({-1}), conv_bias.defined() ? conv_bias : at::zeros({Di}),
-                                     dt_proj->bias, -at::exp(A_log.to(at::kFloat)).reshape({-1}), D,
+    std::vector<at::Tensor> parts = {conv_weight.reshape({-1}),
+                                     conv_bias.defined() ? conv_bias : at::zeros({Di}),
+                                     dt_proj->bias,
+                                     -at::exp(A_log.to(at::kFloat)).reshape({-1}),
+                                     D,
                                      in_proj->bias.defined() ? in_proj->bias : at::zeros({2 * Di}),
                                      out_proj->bias.defined() ? out_proj->bias : at::zeros({dm})};
     std::vector<at::Tensor> f32;
@@ -209,13 +218,13 @@ at::Tensor MambaMixerImpl::forward_step_fused(const at::Tensor& x, MambaLayerCac
 // ---------------------------------------------------------------------------------------------
 // Block
 
-MambaBlockImpl::MambaBlockImpl(const MambaConfig& c, int64_t layer_idx) {
+MambaBlockImpl::MambaBlockImpl(const MambaConfig& c, int64_t layer_idx, bool initialize) {
   norm = register_module("norm", std::make_shared<RMSNormImpl>(c.d_model, c.norm_eps));
   if (c.is_attention_layer(layer_idx)) {
     mixer = register_module("mixer", make_hybrid_attention(c, layer_idx));
   } else {
     mixer = register_module("mixer", std::static_pointer_cast<SequenceMixer>(
-                                         std::make_shared<MambaMixerImpl>(c)));
+                                         std::make_shared<MambaMixerImpl>(c, initialize)));
   }
 }
 
@@ -238,27 +247,23 @@ class MambaCache : public LMCache {
 };
 }  // namespace
 
-MambaLM::MambaLM(MambaConfig cfg) : cfg_(std::move(cfg)) {
+MambaLM::MambaLM(MambaConfig cfg, bool initialize) : cfg_(std::move(cfg)) {
   cfg_.finalize();
   root_ = std::make_shared<torch::nn::Module>("MambaForCausalLM");
   backbone_ = root_->register_module("backbone", std::make_shared<torch::nn::Module>("MambaModel"));
-  embeddings = backbone_->register_module("embeddings",
-                                          torch::nn::Embedding(cfg_.vocab_size, cfg_.d_model));
+  embeddings = backbone_->register_module("embeddings", Embedding(cfg_.vocab_size, cfg_.d_model));
   torch::nn::ModuleList list;
   for (int64_t i = 0; i < cfg_.n_layer; ++i) {
-    auto b = std::make_shared<MambaBlockImpl>(cfg_, i);
+    auto b = std::make_shared<MambaBlockImpl>(cfg_, i, /*initialize=*/false);
     layers.push_back(b);
     list->push_back(b);
   }
   backbone_->register_module("layers", list);
-  norm_f = backbone_->register_module("norm_f", std::make_shared<RMSNormImpl>(cfg_.d_model, cfg_.norm_eps));
+  norm_f = backbone_->register_module("norm_f",
+                                      std::make_shared<RMSNormImpl>(cfg_.d_model, cfg_.norm_eps));
   if (!cfg_.tie_embeddings)
-    lm_head = root_->register_module(
-        "lm_head", torch::nn::Linear(torch::nn::LinearOptions(cfg_.d_model, cfg_.vocab_size).bias(false)));
-  {
-    at::NoGradGuard ng;
-    embeddings->weight.normal_(0.0, 0.02);
-  }
+    lm_head = root_->register_module("lm_head", Linear(cfg_.d_model, cfg_.vocab_size, false));
+  if (initialize) init_weights(0);
 }
 
 void MambaLM::init_weights(uint64_t seed) {
@@ -268,18 +273,11 @@ void MambaLM::init_weights(uint64_t seed) {
   for (auto& b : layers) {
     b->norm->weight.fill_(1.0);
     if (auto* m = dynamic_cast<MambaMixerImpl*>(b->mixer.get())) {
-      for (auto* lin : {&m->in_proj, &m->x_proj, &m->out_proj}) {
-        (*lin)->reset_parameters();
-        if ((*lin)->bias.defined()) (*lin)->bias.zero_();
-      }
-      const double bound = 1.0 / std::sqrt(static_cast<double>(cfg_.d_conv));
-      m->conv_weight.uniform_(-bound, bound);
-      if (m->conv_bias.defined()) m->conv_bias.uniform_(-bound, bound);
-      m->reset_ssm_parameters();
+      m->init_weights();
       m->out_proj->weight.div_(std::sqrt(static_cast<double>(cfg_.n_layer)));
     } else {
       b->mixer->apply([](torch::nn::Module& mod) {
-        if (auto* lin = mod.as<torch::nn::Linear>()) {
+        if (auto* lin = mod.as<LinearImpl>()) {
           lin->reset_parameters();
           if (lin->bias.defined()) lin->bias.zero_();
         }
@@ -312,13 +310,7 @@ void MambaLM::to_dtype(at::ScalarType dtype) {
 }
 
 at::Tensor MambaLM::embed(const at::Tensor& ids) {
-  MVL_CHECK(ids.dim() == 2, "input ids must be [B, L], got ", ids.dim(), " dimensions");
-  MVL_CHECK(ids.scalar_type() == at::kLong, "input ids must be int64");
-  if (ids.numel() > 0) {
-    const int64_t lo = ids.min().item<int64_t>(), hi = ids.max().item<int64_t>();
-    MVL_CHECK(lo >= 0 && hi < cfg_.vocab_size, "token id ", lo < 0 ? lo : hi,
-              " is out of range for this model's vocabulary of ", cfg_.vocab_size);
-  }
+  check_token_ids(ids, cfg_.vocab_size);
   return embeddings->forward(ids);  // [B, L, d_model]
 }
 
@@ -345,7 +337,7 @@ at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
 }
 
 at::Tensor MambaLM::logits(const at::Tensor& hidden) {
-  at::Tensor w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
+  at::Tensor w = lm_head ? lm_head->weight : embeddings->weight;    // [V, d_model]
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
 }
 
@@ -365,7 +357,8 @@ std::string MambaLM::checkpoint_key(const std::string& name) const {
 }
 
 std::string MambaLM::checkpoint_key(const std::string& name, const std::string& layout) {
-  if (layout == "original" && name == "backbone.embeddings.weight") return "backbone.embedding.weight";
+  if (layout == "original" && name == "backbone.embeddings.weight")
+    return "backbone.embedding.weight";
   return name;
 }
 
@@ -374,7 +367,7 @@ std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
   MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
             ": no config.json (expected a Hugging Face model folder)");
   MambaConfig cfg = MambaConfig::from_json(io::read_json_file(cfg_path), cfg_path.string());
-  auto model = std::make_unique<MambaLM>(cfg);
+  auto model = std::make_unique<MambaLM>(cfg, /*initialize=*/false);  // every tensor is loaded
   io::CheckpointFolder ckpt(dir);
   io::LoadOptions opt;
   opt.keys_for = [](const std::string& name) -> std::vector<std::string> {
@@ -393,11 +386,12 @@ MambaConfig MambaLM::save_config() const {
   MambaConfig out = cfg_;
   if (out.attn_layer_idx.empty() || out.layout == "original") return out;
   // Hybrids are written in mamba_ssm's layout (transformers' MambaConfig has no attention layers).
-  MVL_CHECK(out.d_inner == out.expand * out.d_model, "cannot save this hybrid in mamba_ssm's layout: ",
-            "intermediate_size = ", out.d_inner, " is not expand * d_model = ",
-            out.expand * out.d_model);
-  MVL_CHECK(out.norm_eps == 1e-5, "cannot save this hybrid in mamba_ssm's layout: its norm epsilon ",
-            out.norm_eps, " is not mamba_ssm's fixed 1e-5");
+  MVL_CHECK(out.d_inner == out.expand * out.d_model,
+            "cannot save this hybrid in mamba_ssm's layout: ", "intermediate_size = ", out.d_inner,
+            " is not expand * d_model = ", out.expand * out.d_model);
+  MVL_CHECK(out.norm_eps == 1e-5,
+            "cannot save this hybrid in mamba_ssm's layout: its norm epsilon ", out.norm_eps,
+            " is not mamba_ssm's fixed 1e-5");
   out.layout = "original";
   out.unpadded_vocab_size = out.vocab_size;
   if (out.vocab_size % out.pad_vocab_size_multiple != 0) out.pad_vocab_size_multiple = 1;

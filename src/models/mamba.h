@@ -1,8 +1,9 @@
 // Mamba (S6) language model, SPEC §1.1: MambaForCausalLM / state-spaces mamba checkpoints.
 // Module and parameter names equal the Hugging Face checkpoint keys:
-//   backbone.embeddings.weight, backbone.layers.{i}.norm.weight, backbone.layers.{i}.mixer.{in_proj,
-//   conv1d, x_proj, dt_proj, out_proj}.*, backbone.layers.{i}.mixer.{A_log, D}, backbone.norm_f.weight,
-//   lm_head.weight (only when untied).
+//   backbone.embeddings.weight, backbone.layers.{i}.norm.weight,
+//   backbone.layers.{i}.mixer.{in_proj, conv1d, x_proj, dt_proj, out_proj}.*,
+//   backbone.layers.{i}.mixer.{A_log, D}, backbone.norm_f.weight, lm_head.weight (only when
+//   untied).
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
@@ -16,6 +17,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "models/layers.h"
 #include "models/lm.h"
 #include "models/mixer.h"
 
@@ -24,9 +26,9 @@ namespace mambavl::models {
 // Attention layers inside a Mamba stack (hybrid; `attn_cfg` of mamba_ssm).
 struct AttnConfig {
   int64_t num_heads = 0;
-  int64_t num_heads_kv = 0;     // 0 = num_heads
-  int64_t head_dim = 0;         // 0 = d_model / num_heads
-  int64_t rotary_emb_dim = 0;   // 0 = no rotary
+  int64_t num_heads_kv = 0;    // 0 = num_heads
+  int64_t head_dim = 0;        // 0 = d_model / num_heads
+  int64_t rotary_emb_dim = 0;  // 0 = no rotary
   double rotary_emb_base = 10000.0;
   bool causal = true;
   bool qkv_proj_bias = true;
@@ -40,8 +42,8 @@ struct MambaConfig {
   int64_t d_state = 16;
   int64_t d_conv = 4;
   int64_t expand = 2;
-  int64_t d_inner = 1536;      // expand * d_model unless given
-  int64_t dt_rank = 48;        // ceil(d_model / 16) unless given
+  int64_t d_inner = 1536;  // expand * d_model unless given
+  int64_t dt_rank = 48;    // ceil(d_model / 16) unless given
   bool conv_bias = true;
   bool bias = false;
   double norm_eps = 1e-5;
@@ -59,7 +61,7 @@ struct MambaConfig {
   // types and unsupported values are errors naming the file and the key.
   static MambaConfig from_json(const nlohmann::json& j, const std::string& file);
   nlohmann::json to_json() const;  // in `layout`'s format
-  void finalize();                  // derives d_inner / dt_rank when 0; validates
+  void finalize();                 // derives d_inner / dt_rank when 0; validates
   bool is_attention_layer(int64_t i) const;
 };
 
@@ -74,7 +76,11 @@ struct MambaLayerCache : LayerCache {
 
 class MambaMixerImpl : public SequenceMixer {
  public:
-  explicit MambaMixerImpl(const MambaConfig& c);
+  // Parameters are initialised (init_weights) unless `initialize` is false (about to be loaded).
+  explicit MambaMixerImpl(const MambaConfig& c, bool initialize = true);
+  // Default init: projections as PyTorch's Linear (biases zero), conv as Conv1d, then
+  // reset_ssm_parameters().
+  void init_weights();
   at::Tensor mix(const at::Tensor& x, LayerCache* cache, int64_t pos) override;
   std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t max_len, at::ScalarType dtype,
                                          at::Device device) const override;
@@ -83,11 +89,12 @@ class MambaMixerImpl : public SequenceMixer {
 
   MambaConfig cfg;
   kernels::Backend backend = kernels::Backend::Auto;
-  torch::nn::Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
-  std::shared_ptr<torch::nn::Module> conv1d;  // parameters "weight" [d_inner, 1, d_conv], "bias" [d_inner]
-  at::Tensor conv_weight, conv_bias;          // the same tensors as conv1d's parameters
-  at::Tensor A_log;                           // [d_inner, d_state] fp32
-  at::Tensor D;                               // [d_inner] fp32
+  Linear in_proj{nullptr}, x_proj{nullptr}, dt_proj{nullptr}, out_proj{nullptr};
+  std::shared_ptr<torch::nn::Module>
+      conv1d;                         // parameters "weight" [d_inner, 1, d_conv], "bias" [d_inner]
+  at::Tensor conv_weight, conv_bias;  // the same tensors as conv1d's parameters
+  at::Tensor A_log;                   // [d_inner, d_state] fp32
+  at::Tensor D;                       // [d_inner] fp32
 
  private:
   at::Tensor forward_sequence(const at::Tensor& x, MambaLayerCache* cache);
@@ -99,7 +106,7 @@ class MambaMixerImpl : public SequenceMixer {
 // Residual block: h = h + mixer(norm(h)), residual stream fp32.
 class MambaBlockImpl : public torch::nn::Module {
  public:
-  MambaBlockImpl(const MambaConfig& c, int64_t layer_idx);
+  MambaBlockImpl(const MambaConfig& c, int64_t layer_idx, bool initialize = true);
   // residual: [B, L, d_model] fp32 -> same.
   at::Tensor forward(const at::Tensor& residual, LayerCache* cache, int64_t pos,
                      at::ScalarType compute_dtype);
@@ -109,7 +116,8 @@ class MambaBlockImpl : public torch::nn::Module {
 
 class MambaLM : public CausalLM {
  public:
-  explicit MambaLM(MambaConfig cfg);
+  // initialize = false leaves the weights uninitialised (for load(), which overwrites them all).
+  explicit MambaLM(MambaConfig cfg, bool initialize = true);
   // Reads config.json + safetensors from a Hugging Face or state-spaces folder.
   static std::unique_ptr<MambaLM> load(const std::filesystem::path& dir);
 
@@ -138,12 +146,12 @@ class MambaLM : public CausalLM {
   // ("original") layout.
   MambaConfig save_config() const;
 
-  std::shared_ptr<torch::nn::Module> root_;    // "backbone", "lm_head"
+  std::shared_ptr<torch::nn::Module> root_;  // "backbone", "lm_head"
   std::shared_ptr<torch::nn::Module> backbone_;
-  torch::nn::Embedding embeddings{nullptr};
+  Embedding embeddings{nullptr};
   std::vector<std::shared_ptr<MambaBlockImpl>> layers;
   std::shared_ptr<RMSNormImpl> norm_f;
-  torch::nn::Linear lm_head{nullptr};  // only when untied
+  Linear lm_head{nullptr};  // only when untied
 
  private:
   MambaConfig cfg_;

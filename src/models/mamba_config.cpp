@@ -17,29 +17,39 @@ const std::set<std::string> kHfKnown = {
     "layer_norm_epsilon", "model_type", "num_hidden_layers", "output_attentions",
     "output_hidden_states", "pad_token_id", "problem_type", "rescale_prenorm_residual",
     "residual_in_fp32", "return_dict", "state_size", "tie_word_embeddings", "time_step_floor",
-    "time_step_init_scheme", "time_step_max", "time_step_min", "time_step_rank",
-    "time_step_scale", "transformers_version", "use_associative_scan", "use_bias", "use_cache",
-    "use_conv_bias", "use_mambapy", "vocab_size",
+    "time_step_init_scheme", "time_step_max", "time_step_min", "time_step_rank", "time_step_scale",
+    "transformers_version", "use_associative_scan", "use_bias", "use_cache", "use_conv_bias",
+    "use_mambapy", "vocab_size",
     // legacy keys in state-spaces/mamba-*-hf configs
     "n_layer", "d_model", "fused_add_norm", "rms_norm", "pad_vocab_size_multiple",
     // hybrid extension (mamba_ssm names)
     "attn_layer_idx", "attn_cfg"};
 
-const std::set<std::string> kOrigKnown = {
-    "d_model", "d_intermediate", "n_layer", "vocab_size", "ssm_cfg", "attn_layer_idx", "attn_cfg",
-    "rms_norm", "residual_in_fp32", "fused_add_norm", "pad_vocab_size_multiple",
-    "tie_embeddings", "architectures", "model_type", "torch_dtype", "dtype"};
+const std::set<std::string> kOrigKnown = {"d_model",
+                                          "d_intermediate",
+                                          "n_layer",
+                                          "vocab_size",
+                                          "ssm_cfg",
+                                          "attn_layer_idx",
+                                          "attn_cfg",
+                                          "rms_norm",
+                                          "residual_in_fp32",
+                                          "fused_add_norm",
+                                          "pad_vocab_size_multiple",
+                                          "tie_embeddings",
+                                          "architectures",
+                                          "model_type",
+                                          "torch_dtype",
+                                          "dtype"};
 
-const std::set<std::string> kSsmCfgKnown = {"d_state",   "d_conv",        "expand",
-                                            "dt_rank",   "dt_min",        "dt_max",
-                                            "dt_init",   "dt_scale",      "dt_init_floor",
-                                            "conv_bias", "bias",          "use_fast_path",
-                                            "layer"};
+const std::set<std::string> kSsmCfgKnown = {
+    "d_state",  "d_conv",        "expand",    "dt_rank", "dt_min",        "dt_max", "dt_init",
+    "dt_scale", "dt_init_floor", "conv_bias", "bias",    "use_fast_path", "layer"};
 
 const std::set<std::string> kAttnCfgKnown = {
-    "num_heads",      "num_heads_kv",    "head_dim",        "mlp_dim",
-    "qkv_proj_bias",  "out_proj_bias",   "softmax_scale",   "causal",
-    "d_conv",         "rotary_emb_dim",  "rotary_emb_base", "rotary_emb_interleaved"};
+    "num_heads",     "num_heads_kv",   "head_dim",        "mlp_dim",
+    "qkv_proj_bias", "out_proj_bias",  "softmax_scale",   "causal",
+    "d_conv",        "rotary_emb_dim", "rotary_emb_base", "rotary_emb_interleaved"};
 
 int64_t rank_value(const nlohmann::json& j, const std::string& key, const std::string& file) {
   if (!j.contains(key) || j.at(key).is_null()) return 0;
@@ -157,15 +167,16 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& f
 }
 
 void MambaConfig::finalize() {
-  MVL_CHECK(d_model > 0 && n_layer > 0 && vocab_size > 0, "d_model, n_layer and vocab_size must be > 0 (got ",
-            d_model, ", ", n_layer, ", ", vocab_size, ")");
+  MVL_CHECK(d_model > 0 && n_layer > 0 && vocab_size > 0,
+            "d_model, n_layer and vocab_size must be > 0 (got ", d_model, ", ", n_layer, ", ",
+            vocab_size, ")");
   MVL_CHECK(d_state > 0 && d_conv > 0 && expand > 0, "d_state, d_conv and expand must be > 0");
   if (d_inner <= 0) d_inner = expand * d_model;
   if (dt_rank <= 0) dt_rank = (d_model + 15) / 16;
   if (unpadded_vocab_size <= 0) unpadded_vocab_size = vocab_size;
   for (int64_t i : attn_layer_idx)
-    MVL_CHECK(i >= 0 && i < n_layer, "attn_layer_idx entry ", i, " is out of range for n_layer = ",
-              n_layer, " (valid: 0..", n_layer - 1, ")");
+    MVL_CHECK(i >= 0 && i < n_layer, "attn_layer_idx entry ", i,
+              " is out of range for n_layer = ", n_layer, " (valid: 0..", n_layer - 1, ")");
   if (!attn_layer_idx.empty()) {
     MVL_CHECK(attn.num_heads > 0, "attn_layer_idx is set but attn_cfg.num_heads is missing");
     if (attn.num_heads_kv <= 0) attn.num_heads_kv = attn.num_heads;
@@ -174,7 +185,8 @@ void MambaConfig::finalize() {
                 " is not divisible by attn_cfg.num_heads = ", attn.num_heads);
       attn.head_dim = d_model / attn.num_heads;
     }
-    MVL_CHECK(attn.num_heads % attn.num_heads_kv == 0, "attn_cfg.num_heads must be a multiple of num_heads_kv");
+    MVL_CHECK(attn.num_heads % attn.num_heads_kv == 0,
+              "attn_cfg.num_heads must be a multiple of num_heads_kv");
     MVL_CHECK(attn.rotary_emb_dim % 2 == 0 && attn.rotary_emb_dim <= attn.head_dim,
               "attn_cfg.rotary_emb_dim must be even and <= head_dim");
   }

@@ -10,7 +10,8 @@
 namespace mambavl::models {
 
 std::string detect_architecture(const std::filesystem::path& dir) {
-  MVL_CHECK(std::filesystem::is_directory(dir), dir.string(), ": not a folder (expected a model folder with config.json and model.safetensors)");
+  MVL_CHECK(std::filesystem::is_directory(dir), dir.string(),
+            ": not a folder (expected a model folder with config.json and model.safetensors)");
   const auto path = dir / "config.json";
   MVL_CHECK(std::filesystem::exists(path), dir.string(), ": no config.json in this folder");
   nlohmann::json j = io::read_json_file(path);
@@ -22,7 +23,9 @@ std::string detect_architecture(const std::filesystem::path& dir) {
              "' (supported: mamba, gpt_neox, and state-spaces mamba configs)");
   }
   if (j.contains("d_model") && j.contains("n_layer")) return "mamba";  // mamba_ssm's config
-  MVL_FAIL(path.string(), ": cannot tell the architecture: no 'model_type' key (expected \"mamba\" or \"gpt_neox\") and not a state-spaces mamba config (d_model, n_layer)");
+  MVL_FAIL(path.string(),
+           ": cannot tell the architecture: no 'model_type' key (expected \"mamba\" or "
+           "\"gpt_neox\") and not a state-spaces mamba config (d_model, n_layer)");
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {
