@@ -46,14 +46,14 @@ class TextStreamer {
   explicit TextStreamer(const io::Tokenizer& tok) : tok_(tok) {}
   void push(int64_t id) {
     ids_.push_back(id);
-    std::string text = tok_.decode(ids_);
+    std::string text = tok_.decode(ids_, /*skip_special_tokens=*/true);
     static const std::string kRepl = "\xEF\xBF\xBD";
     if (text.size() >= kRepl.size() &&
         text.compare(text.size() - kRepl.size(), kRepl.size(), kRepl) == 0)
       return;
     flush_text(text);
   }
-  void finish() { flush_text(tok_.decode(ids_)); }
+  void finish() { flush_text(tok_.decode(ids_, /*skip_special_tokens=*/true)); }
 
  private:
   void flush_text(const std::string& text) {
@@ -143,7 +143,7 @@ void add_generate(CLI::App& app) {
     if (o->print_ids) {
       for (size_t k = 0; k < out.size(); ++k) std::cout << (k ? "," : "") << out[k];
     }
-    std::cout << "\n";
+    std::cout << std::endl;
     if (o->stats) {
       std::fprintf(
           stderr,

@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# The main job: a tour of the language-model core on a small model made on the spot (nothing is
-# downloaded): write a random-weight Mamba folder in Hugging Face format, inspect it, score a
-# sequence, generate from it, and run the kernel benchmark briefly.
+# The main job: a tour of the language-model engine on small models made on the spot (nothing is
+# downloaded; random weights, so the text is gibberish, but every step is the real path a
+# Hugging Face checkpoint folder takes): write Mamba and Pythia folders in HF format with a BPE
+# tokenizer, inspect, tokenize, score a text, generate (streaming), and benchmark briefly.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=build/mambavl
 OUT=${MAMBAVL_DEMO_DIR:-out/demo}
+TOK=tests/fixtures/tokenizer/bpe-small/tokenizer.json
+TEXT="The state space model reads the image patches one row at a time."
 mkdir -p "$OUT"
-echo "== mambavl init: a random-weight mamba-tiny folder (config.json + model.safetensors)"
-$M init --preset mamba-tiny --seed 1 --out "$OUT/mamba-tiny"
-echo "== mambavl info"
-$M info --model "$OUT/mamba-tiny"
-echo "== mambavl perplexity (random weights: ppl is near the vocabulary size)"
-$M perplexity --model "$OUT/mamba-tiny" --ids 1,2,3,4,5,6,7,8,9,10,11,12
-echo "== mambavl generate (greedy, 16 tokens, ids printed)"
-$M generate --model "$OUT/mamba-tiny" --ids 1,2,3 --max-new-tokens 16 --greedy --print-ids --stats
-if $M bench --help 2>/dev/null | grep -q '^  scan'; then
-  echo "== mambavl bench scan (fused vs reference selective scan, short run)"
-  $M bench scan --dim 256 --len 256 --repeats 2
-fi
-echo "demo done: try 'build/mambavl --help' and 'build/mambavl bench lm'"
+for preset in mamba-tiny pythia-tiny; do
+  echo "== mambavl init --preset $preset (config.json + model.safetensors + tokenizer.json)"
+  $M init --preset $preset --seed 1 --tokenizer $TOK --out "$OUT/$preset"
+  $M info --model "$OUT/$preset"
+done
+echo "== mambavl tokenize"
+$M tokenize --model "$OUT/mamba-tiny" --text "$TEXT" | head -5
+for preset in mamba-tiny pythia-tiny; do
+  echo "== mambavl perplexity ($preset; random weights: ppl is near the vocabulary size)"
+  $M perplexity --model "$OUT/$preset" --text "$TEXT"
+  echo "== mambavl generate ($preset, sampling, streamed)"
+  $M generate --model "$OUT/$preset" --prompt "The model" --max-new-tokens 24 --temperature 0.9 --top-p 0.95 --seed 1 --stats
+done
+echo "== mambavl bench scan (fused vs reference selective scan, short run)"
+$M bench scan --dim 256 --len 256 --repeats 2
+echo "demo done: see 'build/mambavl --help'; full benchmarks: 'build/mambavl bench lm', 'build/mambavl bench scan'"

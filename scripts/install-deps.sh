@@ -27,7 +27,7 @@ if [ ! -f "$stamp" ]; then
   echo "[install-deps] LibTorch: torch==$TORCH_VERSION into .venv (about 530 MB)"
   rm -rf .venv
   "$PY" -m venv .venv
-  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION"
   .venv/bin/python -m pip install -q --disable-pip-version-check "cuda-toolkit[cudart,cupti]==$CUDA_TOOLKIT_VERSION"
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps "torch==$TORCH_VERSION"
   touch "$stamp"
 fi

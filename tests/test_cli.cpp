@@ -142,7 +142,7 @@ TEST_F(Cli, TextInTextOut) {
   r = run("generate --model " + m.string() + " --prompt '" + text +
           "' --max-new-tokens 6 --greedy");
   ASSERT_EQ(r.code, 0) << r.out;
-  EXPECT_EQ(r.out, text + tok.decode(out) + "\n");
+  EXPECT_EQ(r.out, text + tok.decode(out, /*skip_special_tokens=*/true) + "\n");
 
   // perplexity --text equals --ids of the same tokens
   CliRun a = run("perplexity --model " + m.string() + " --text '" + text + "'");
