@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "kernels/causal_conv1d.h"
+#include "kernels/gemv.h"
 #include "kernels/mamba_step.h"
 #include "kernels/selective_scan.h"
 #include "models/attention.h"
@@ -337,7 +338,21 @@ at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
 }
 
 at::Tensor MambaLM::logits(const at::Tensor& hidden) {
-  at::Tensor w = lm_head ? lm_head->weight : embeddings->weight;    // [V, d_model]
+  at::Tensor w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
+  const int64_t rows = hidden.numel() / std::max<int64_t>(hidden.size(-1), 1);
+  // Decoding (a few rows, no autograd): the head is a memory-bound matrix-vector product; our
+  // GEMV streams bf16 weights at half the bytes, where a bf16 GEMM on CPUs without native bf16
+  // arithmetic is slow.
+  if (rows <= 4 && !at::GradMode::is_enabled() && w.device().is_cpu() && w.is_contiguous() &&
+      (w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16)) {
+    at::Tensor h = hidden.reshape({rows, hidden.size(-1)}).to(at::kFloat).contiguous();
+    std::vector<int64_t> shape(hidden.sizes().begin(), hidden.sizes().end());
+    shape.back() = w.size(0);
+    at::Tensor out = at::empty({rows, w.size(0)}, at::kFloat);
+    for (int64_t r = 0; r < rows; ++r)
+      kernels::gemv(w, h[r].data_ptr<float>(), out[r].data_ptr<float>());
+    return out.view(shape);
+  }
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
 }
 
