@@ -247,15 +247,6 @@ at::Tensor GPTNeoXLayerImpl::forward(const at::Tensor& x, LayerCache* cache, int
 // ---------------------------------------------------------------------------------------------
 // LM
 
-namespace {
-class NeoXCache : public LMCache {
- public:
-  int64_t length() const override { return len; }
-  int64_t batch() const override { return bsz; }
-  std::vector<std::unique_ptr<LayerCache>> layers;
-  int64_t len = 0, bsz = 0, max_len = 0;
-};
-}  // namespace
 
 GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg, bool initialize) : cfg_(std::move(cfg)) {
   cfg_.finalize();
@@ -314,18 +305,9 @@ at::Tensor GPTNeoXLM::embed(const at::Tensor& ids) {
 at::Tensor GPTNeoXLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
   MVL_CHECK(embeds.dim() == 3 && embeds.size(2) == cfg_.hidden_size, "embeddings must be [B, L, ",
             cfg_.hidden_size, "]");
-  NeoXCache* nc = nullptr;
-  int64_t pos = 0;
   const int64_t L = embeds.size(1);
-  if (cache) {
-    nc = dynamic_cast<NeoXCache*>(cache);
-    MVL_CHECK(nc, "cache was not made by this model");
-    MVL_CHECK(nc->bsz == embeds.size(0), "cache is for batch ", nc->bsz, " but input has batch ",
-              embeds.size(0));
-    pos = nc->len;
-    MVL_CHECK(pos + L <= nc->max_len, "KV cache overflow: the cache was made for ", nc->max_len,
-              " tokens but ", pos, " + ", L, " = ", pos + L, " tokens were requested");
-  }
+  LayerStackCache* nc = cache ? &LayerStackCache::check(cache, this, embeds.size(0), L) : nullptr;
+  const int64_t pos = nc ? nc->len : 0;
   at::Tensor h = embeds.to(dtype_);  // [B, L, h] residual stream in the model dtype (as HF)
   for (size_t i = 0; i < layers.size(); ++i)
     h = layers[i]->forward(h, nc ? nc->layers[i].get() : nullptr, pos);
@@ -339,11 +321,7 @@ at::Tensor GPTNeoXLM::logits(const at::Tensor& hidden) {
 }
 
 std::unique_ptr<LMCache> GPTNeoXLM::make_cache(int64_t batch, int64_t max_len) {
-  MVL_CHECK(batch > 0 && max_len > 0, "make_cache: batch and max_len must be > 0 (got ", batch,
-            ", ", max_len, ")");
-  auto c = std::make_unique<NeoXCache>();
-  c->bsz = batch;
-  c->max_len = max_len;
+  auto c = std::make_unique<LayerStackCache>(this, batch, max_len);
   const at::Device dev = embed_in->weight.device();
   for (auto& l : layers) c->layers.push_back(l->attention->make_cache(batch, max_len, dtype_, dev));
   return c;

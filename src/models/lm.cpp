@@ -20,6 +20,22 @@ void copy_tokenizer_files(const std::filesystem::path& from, const std::filesyst
   }
 }
 
+LayerStackCache::LayerStackCache(const void* owner_, int64_t batch, int64_t max_len_)
+    : owner(owner_), bsz(batch), max_len(max_len_) {
+  MVL_CHECK(batch > 0 && max_len_ > 0, "make_cache: batch and max_len must be > 0 (got ", batch,
+            ", ", max_len_, ")");
+}
+
+LayerStackCache& LayerStackCache::check(LMCache* cache, const void* owner, int64_t batch,
+                                        int64_t L) {
+  auto* c = dynamic_cast<LayerStackCache*>(cache);
+  MVL_CHECK(c && c->owner == owner, "cache was not made by this model");
+  MVL_CHECK(c->bsz == batch, "cache is for batch ", c->bsz, " but input has batch ", batch);
+  MVL_CHECK(c->len + L <= c->max_len, "cache overflow: the cache was made for ", c->max_len,
+            " tokens but ", c->len, " + ", L, " = ", c->len + L, " tokens were requested");
+  return *c;
+}
+
 void check_token_ids(const at::Tensor& ids, int64_t vocab_size) {
   MVL_CHECK(ids.dim() == 2, "input ids must be [B, L], got ", ids.dim(), " dimensions");
   MVL_CHECK(ids.scalar_type() == at::kLong, "input ids must be int64");

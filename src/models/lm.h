@@ -6,6 +6,9 @@
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
+
+#include "models/mixer.h"
 
 namespace torch::nn {
 class Module;
@@ -20,6 +23,20 @@ class LMCache {
   virtual ~LMCache() = default;
   virtual int64_t length() const = 0;
   virtual int64_t batch() const = 0;
+};
+
+// The cache of a stack of layers (one LayerCache per layer), used by every backbone.
+class LayerStackCache : public LMCache {
+ public:
+  LayerStackCache(const void* owner, int64_t batch, int64_t max_len);
+  int64_t length() const override { return len; }
+  int64_t batch() const override { return bsz; }
+  // `cache` as a LayerStackCache made by `owner`, after checking its batch and that L more tokens
+  // fit (mambavl::Error otherwise).
+  static LayerStackCache& check(LMCache* cache, const void* owner, int64_t batch, int64_t L);
+  std::vector<std::unique_ptr<LayerCache>> layers;
+  const void* owner;
+  int64_t len = 0, bsz, max_len;
 };
 
 class CausalLM {

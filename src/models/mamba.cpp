@@ -238,15 +238,6 @@ at::Tensor MambaBlockImpl::forward(const at::Tensor& residual, LayerCache* cache
 // ---------------------------------------------------------------------------------------------
 // LM
 
-namespace {
-class MambaCache : public LMCache {
- public:
-  int64_t length() const override { return len; }
-  int64_t batch() const override { return bsz; }
-  std::vector<std::unique_ptr<LayerCache>> layers;
-  int64_t len = 0, bsz = 0, max_len = 0;
-};
-}  // namespace
 
 MambaLM::MambaLM(MambaConfig cfg, bool initialize) : cfg_(std::move(cfg)) {
   cfg_.finalize();
@@ -318,18 +309,9 @@ at::Tensor MambaLM::embed(const at::Tensor& ids) {
 at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
   MVL_CHECK(embeds.dim() == 3 && embeds.size(2) == cfg_.d_model, "embeddings must be [B, L, ",
             cfg_.d_model, "]");
-  MambaCache* mc = nullptr;
-  int64_t pos = 0;
-  if (cache) {
-    mc = dynamic_cast<MambaCache*>(cache);
-    MVL_CHECK(mc, "cache was not made by this model");
-    MVL_CHECK(mc->bsz == embeds.size(0), "cache is for batch ", mc->bsz, " but input has batch ",
-              embeds.size(0));
-    pos = mc->len;
-    MVL_CHECK(pos + embeds.size(1) <= mc->max_len, "cache overflow: the cache was made for ",
-              mc->max_len, " tokens but ", pos, " + ", embeds.size(1), " = ", pos + embeds.size(1),
-              " tokens were requested");
-  }
+  LayerStackCache* mc =
+      cache ? &LayerStackCache::check(cache, this, embeds.size(0), embeds.size(1)) : nullptr;
+  const int64_t pos = mc ? mc->len : 0;
   at::Tensor h = embeds.to(at::kFloat);  // [B, L, d_model] residual stream, fp32
   for (size_t i = 0; i < layers.size(); ++i)
     h = layers[i]->forward(h, mc ? mc->layers[i].get() : nullptr, pos, dtype_);
@@ -357,11 +339,7 @@ at::Tensor MambaLM::logits(const at::Tensor& hidden) {
 }
 
 std::unique_ptr<LMCache> MambaLM::make_cache(int64_t batch, int64_t max_len) {
-  MVL_CHECK(batch > 0 && max_len > 0, "make_cache: batch and max_len must be > 0 (got ", batch,
-            ", ", max_len, ")");
-  auto c = std::make_unique<MambaCache>();
-  c->bsz = batch;
-  c->max_len = max_len;
+  auto c = std::make_unique<LayerStackCache>(this, batch, max_len);
   const at::Device dev = embeddings->weight.device();
   for (auto& l : layers) c->layers.push_back(l->mixer->make_cache(batch, max_len, dtype_, dev));
   return c;
