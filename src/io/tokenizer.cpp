@@ -30,6 +30,22 @@ using nlohmann::json;
 // ---------------------------------------------------------------------------------------------
 // UTF-8
 
+// A non-ASCII lead byte: sequence length (0 = invalid lead) and the allowed range of the second
+// byte (excludes overlongs, surrogates and code points > U+10FFFF).
+struct Utf8Lead {
+  size_t len;
+  unsigned char lo, hi;
+};
+inline Utf8Lead utf8_lead(unsigned char c) {
+  using u8 = unsigned char;
+  if (c >= 0xC2 && c <= 0xDF) return {2, 0x80, 0xBF};
+  if (c >= 0xE0 && c <= 0xEF)
+    return {3, static_cast<u8>(c == 0xE0 ? 0xA0 : 0x80), static_cast<u8>(c == 0xED ? 0x9F : 0xBF)};
+  if (c >= 0xF0 && c <= 0xF4)
+    return {4, static_cast<u8>(c == 0xF0 ? 0x90 : 0x80), static_cast<u8>(c == 0xF4 ? 0x8F : 0xBF)};
+  return {0, 0x80, 0xBF};
+}
+
 // Index of the first invalid byte of `s`, or npos. Rejects overlongs, surrogates, > U+10FFFF.
 size_t find_invalid_utf8(std::string_view s) {
   const auto* p = reinterpret_cast<const unsigned char*>(s.data());
@@ -40,21 +56,8 @@ size_t find_invalid_utf8(std::string_view s) {
       ++i;
       continue;
     }
-    size_t len;
-    unsigned char lo = 0x80, hi = 0xBF;  // allowed range of the second byte
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    } else {
-      return i;
-    }
+    const auto [len, lo, hi] = utf8_lead(c);
+    if (len == 0) return i;
     if (i + 1 >= n || p[i + 1] < lo || p[i + 1] > hi) return i;
     for (size_t k = 2; k < len; ++k)
       if (i + k >= n || (p[i + k] & 0xC0) != 0x80) return i;
@@ -118,19 +121,7 @@ std::string utf8_lossy(std::string_view s) {
       ++i;
       continue;
     }
-    size_t len = 0;
-    unsigned char lo = 0x80, hi = 0xBF;
-    if (c >= 0xC2 && c <= 0xDF) {
-      len = 2;
-    } else if (c >= 0xE0 && c <= 0xEF) {
-      len = 3;
-      if (c == 0xE0) lo = 0xA0;
-      if (c == 0xED) hi = 0x9F;
-    } else if (c >= 0xF0 && c <= 0xF4) {
-      len = 4;
-      if (c == 0xF0) lo = 0x90;
-      if (c == 0xF4) hi = 0x8F;
-    }
+    const auto [len, lo, hi] = utf8_lead(c);
     size_t k = 1;  // bytes of a valid prefix consumed
     if (len) {
       if (i + 1 < n && p[i + 1] >= lo && p[i + 1] <= hi) {

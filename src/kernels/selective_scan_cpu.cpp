@@ -526,12 +526,11 @@ bool any_requires_grad(const SelectiveScanArgs& a) {
 
 }  // namespace
 
-std::string fused_cpu_unsupported(const SelectiveScanArgs& a) {
-  std::vector<std::pair<const char*, const at::Tensor*>> all = {
-      {"u", &a.u}, {"delta", &a.delta}, {"A", &a.A}, {"B", &a.B}, {"C", &a.C}};
-  if (a.D) all.push_back({"D", &*a.D});
-  if (a.z) all.push_back({"z", &*a.z});
-  if (a.delta_bias) all.push_back({"delta_bias", &*a.delta_bias});
+namespace {
+using NamedTensors = std::vector<std::pair<const char*, const at::Tensor*>>;
+
+// Why the fused kernel cannot take these tensors ("" when it can).
+std::string first_unsupported(const NamedTensors& all) {
   for (auto& [name, t] : all) {
     if (!t->device().is_cpu())
       return mambavl::detail::cat(name, " is on ", t->device().str(),
@@ -542,6 +541,15 @@ std::string fused_cpu_unsupported(const SelectiveScanArgs& a) {
   }
   return {};
 }
+}  // namespace
+
+std::string fused_cpu_unsupported(const SelectiveScanArgs& a) {
+  NamedTensors all = {{"u", &a.u}, {"delta", &a.delta}, {"A", &a.A}, {"B", &a.B}, {"C", &a.C}};
+  if (a.D) all.push_back({"D", &*a.D});
+  if (a.z) all.push_back({"z", &*a.z});
+  if (a.delta_bias) all.push_back({"delta_bias", &*a.delta_bias});
+  return first_unsupported(all);
+}
 
 std::string fused_cpu_unsupported_update(const at::Tensor& state, const at::Tensor& x,
                                          const at::Tensor& dt, const at::Tensor& A,
@@ -549,20 +557,11 @@ std::string fused_cpu_unsupported_update(const at::Tensor& state, const at::Tens
                                          const std::optional<at::Tensor>& D,
                                          const std::optional<at::Tensor>& z,
                                          const std::optional<at::Tensor>& dt_bias) {
-  std::vector<std::pair<const char*, const at::Tensor*>> all = {
-      {"state", &state}, {"x", &x}, {"dt", &dt}, {"A", &A}, {"B", &B}, {"C", &C}};
+  NamedTensors all = {{"state", &state}, {"x", &x}, {"dt", &dt}, {"A", &A}, {"B", &B}, {"C", &C}};
   if (D) all.push_back({"D", &*D});
   if (z) all.push_back({"z", &*z});
   if (dt_bias) all.push_back({"dt_bias", &*dt_bias});
-  for (auto& [name, t] : all) {
-    if (!t->device().is_cpu())
-      return mambavl::detail::cat(name, " is on ", t->device().str(),
-                                  " (the fused kernel runs on CPU only)");
-    if (!fused_dtype(*t))
-      return mambavl::detail::cat(name, " has dtype ", c10::toString(t->scalar_type()),
-                                  " (the fused kernel takes float32 or bfloat16)");
-  }
-  return {};
+  return first_unsupported(all);
 }
 
 SelectiveScanResult selective_scan_fused_cpu(const SelectiveScanArgs& a) {
