@@ -1,0 +1,83 @@
+// Images in: decoding (PNG / JPEG / BMP / GIF first frame via stb_image), RGB conversion,
+// resizing, cropping, normalisation, batching (SPEC §2.1 "Preprocessing").
+// Tensors are channel-first float: one image [3, H, W], a batch [B, 3, H, W].
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <array>
+#include <cstdint>
+#include <filesystem>
+#include <nlohmann/json_fwd.hpp>
+#include <string>
+#include <vector>
+
+namespace mambavl::io {
+
+// An 8-bit RGB image, row-major, interleaved: pixels[(y * width + x) * 3 + c].
+struct Image {
+  int64_t width = 0, height = 0;
+  std::vector<uint8_t> pixels;
+};
+
+struct ImageLimits {
+  // Decompression-bomb guard: images with more pixels are refused before decoding (PIL's default
+  // MAX_IMAGE_PIXELS * 2, about 179 M).
+  int64_t max_pixels = 178956970;
+};
+
+// Decodes a file / a buffer. Grey, grey+alpha, RGBA and palette images become RGB (alpha is
+// dropped, as PIL's convert("RGB") does). Errors (mambavl::Error)
+// name the file and say what is wrong: missing, unreadable, not an image, truncated/corrupt,
+// zero-sized, too many pixels (with the limit and how to raise it).
+Image load_image(const std::filesystem::path& path, const ImageLimits& limits = {});
+Image decode_image(const uint8_t* data, size_t size, const std::string& name,
+                   const ImageLimits& limits = {});
+// Writes an 8-bit RGB PNG atomically (temp file + rename).
+void save_png(const std::filesystem::path& path, const Image& img);
+
+// uint8 RGB -> [3, H, W] float32 in [0, 1] (pixel / 255); and back (rounded, clamped).
+at::Tensor to_tensor(const Image& img);
+Image from_tensor(const at::Tensor& chw);
+
+enum class Resample { Nearest, Bilinear, Bicubic };
+Resample parse_resample(const std::string& s);  // "nearest" | "bilinear" | "bicubic"
+std::string to_string(Resample r);
+
+// [3, H, W] or [B, 3, H, W] float -> same rank at (height, width). Bilinear and bicubic are
+// antialiased when shrinking (PIL's filters, as Hugging Face image processors use).
+at::Tensor resize(const at::Tensor& img, int64_t height, int64_t width, Resample mode);
+// Resizes so that the shorter side is `size` (aspect ratio kept, PIL rounding).
+at::Tensor resize_shorter(const at::Tensor& img, int64_t size, Resample mode);
+// The central (height, width) window; Error if the image is smaller.
+at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width);
+// (img - mean[c]) / std[c] per channel.
+at::Tensor normalize(const at::Tensor& img, const std::array<double, 3>& mean,
+                     const std::array<double, 3>& std);
+
+// How an encoder wants its input (part of a model folder's config).
+struct ImagePreprocess {
+  int64_t size = 224;  // square input size
+  Resample resample = Resample::Bicubic;
+  // "squash": resize straight to size x size (SigLIP, Shaking-Up); "crop": shorter side to size,
+  // then center crop (CLIP).
+  std::string mode = "crop";
+  std::array<double, 3> mean{0.48145466, 0.4578275, 0.40821073};
+  std::array<double, 3> std{0.26862954, 0.26130258, 0.27577711};
+
+  static ImagePreprocess clip(int64_t size = 224);      // bicubic, crop, CLIP mean/std
+  static ImagePreprocess siglip(int64_t size = 224);    // bicubic, squash, mean = std = 0.5
+  static ImagePreprocess imagenet(int64_t size = 224);  // bicubic, crop, ImageNet mean/std
+  // {"size", "resample", "mode", "mean", "std"}; unknown keys / bad values are errors naming
+  // `file`.
+  static ImagePreprocess from_json(const nlohmann::json& j, const std::string& file);
+  nlohmann::json to_json() const;
+
+  // One image -> [3, size, size] normalised float32.
+  at::Tensor operator()(const Image& img) const;
+};
+
+// Loads and preprocesses each file -> [B, 3, size, size].
+at::Tensor load_batch(const std::vector<std::filesystem::path>& files, const ImagePreprocess& pp,
+                      const ImageLimits& limits = {});
+
+}  // namespace mambavl::io

@@ -1,0 +1,109 @@
+// The vision registry (vision.h): dispatch on config.json to the family constructors.
+#include <torch/nn/module.h>
+
+#include "common/error.h"
+#include "io/checkpoint.h"
+#include "models/vision_factories.h"
+
+namespace mambavl::models {
+
+namespace fs = std::filesystem;
+
+FeatureSelect FeatureSelect::parse(int64_t layer, const std::string& feature) {
+  FeatureSelect s;
+  s.layer = layer;
+  if (feature == "patch")
+    s.keep_prefix = false;
+  else if (feature == "cls_patch")
+    s.keep_prefix = true;
+  else
+    MVL_FAIL("unknown vision feature '", feature, "': use 'patch' or 'cls_patch'");
+  return s;
+}
+
+namespace {
+
+std::string architecture_of(const nlohmann::json& cfg, const std::string& file) {
+  MVL_CHECK(cfg.is_object(), file, ": must be a JSON object");
+  if (cfg.contains("architecture")) {
+    MVL_CHECK(cfg.at("architecture").is_string(), file, ": key 'architecture' must be a string");
+    return cfg.at("architecture").get<std::string>();
+  }
+  return "";
+}
+
+bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p, 0) == 0; }
+
+nlohmann::json read_config(const fs::path& dir) {
+  MVL_CHECK(fs::is_directory(dir), dir.string(), ": not a folder (expected a model folder with ",
+            "config.json and model.safetensors)");
+  nlohmann::json cfg = io::read_json_file(dir / "config.json");
+  MVL_CHECK(cfg.is_object(), (dir / "config.json").string(), ": must be a JSON object");
+  return cfg;
+}
+
+}  // namespace
+
+std::unique_ptr<ImageClassifier> make_classifier(const nlohmann::json& cfg_in, uint64_t seed,
+                                                 const std::string& file) {
+  nlohmann::json cfg = cfg_in;
+  const std::string arch = architecture_of(cfg, file);
+  cfg.erase("classes");
+  if (arch == "mambaout" || arch == "mambaout_ssm" || starts_with(arch, "mambaout_"))
+    return make_mambaout_classifier(cfg, seed, file);
+  if (arch == "vit") return make_vit_classifier(cfg, seed, file);
+  MVL_FAIL(file, ": unknown classifier architecture '", arch,
+           "' (expected 'mambaout', 'mambaout_ssm' or 'vit')");
+}
+
+std::unique_ptr<ImageClassifier> load_classifier(const fs::path& dir) {
+  nlohmann::json cfg = read_config(dir);
+  const std::string file = (dir / "config.json").string();
+  const std::string arch = architecture_of(cfg, file);
+  cfg.erase("classes");
+  if (starts_with(arch, "mambaout")) return load_mambaout_classifier(dir, cfg);
+  if (arch == "vit") return load_vit_classifier(dir, cfg);
+  MVL_FAIL(file, ": not an image classifier folder (architecture '", arch,
+           "'; expected 'mambaout', 'mambaout_ssm', 'vit' or a timm 'mambaout_*' model)");
+}
+
+void save_classifier(ImageClassifier& clf, const std::vector<std::string>& classes,
+                     const fs::path& dir) {
+  MVL_CHECK(static_cast<int64_t>(classes.size()) == clf.num_classes(), "save_classifier: ",
+            classes.size(), " class names for a model with ", clf.num_classes(), " classes");
+  nlohmann::json cfg = clf.config_json();
+  cfg["classes"] = classes;
+  fs::create_directories(dir);
+  io::save_module(clf.module(), dir,
+                  [&clf](const std::string& name) { return clf.checkpoint_key(name); });
+  io::write_json_file(dir / "config.json", cfg);
+}
+
+std::vector<std::string> classifier_classes(const fs::path& dir) {
+  const nlohmann::json cfg = read_config(dir);
+  const std::string file = (dir / "config.json").string();
+  std::vector<std::string> out;
+  if (cfg.contains("classes")) {
+    const auto& c = cfg.at("classes");
+    MVL_CHECK(c.is_array(), file, ": key 'classes' must be a list of names");
+    for (const auto& v : c) {
+      MVL_CHECK(v.is_string(), file, ": key 'classes' must be a list of names");
+      out.push_back(v.get<std::string>());
+    }
+    return out;
+  }
+  int64_t n = 0;
+  if (cfg.contains("num_classes") && cfg.at("num_classes").is_number_integer())
+    n = cfg.at("num_classes").get<int64_t>();
+  for (int64_t i = 0; i < n; ++i) out.push_back("class_" + std::to_string(i));
+  return out;
+}
+
+std::unique_ptr<VisionEncoder> load_vision_encoder(const fs::path& dir) {
+  nlohmann::json cfg = read_config(dir);
+  const std::string arch = architecture_of(cfg, (dir / "config.json").string());
+  if (starts_with(arch, "mambaout")) return load_mambaout_encoder(dir, cfg);
+  return load_vit_encoder(dir, cfg);
+}
+
+}  // namespace mambavl::models
