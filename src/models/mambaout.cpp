@@ -108,6 +108,9 @@ MambaOutConfig from_timm_json(const nlohmann::json& j, const std::string& file,
   }
   if (j.contains("pretrained_cfg")) {
     // Only the preprocessing entries matter; the rest is descriptive (tag, license, ...).
+    // crop_pct is not represented (ImagePreprocess has none): "center" becomes "crop" (shorter
+    // side to size, center crop), which is timm's transform for crop_pct 1.0, the value of all
+    // five supported MambaOut sizes.
     const auto& pc = j.at("pretrained_cfg");
     MVL_CHECK(pc.is_object(), file, ": key 'pretrained_cfg' must be a JSON object");
     io::ImagePreprocess& pp = c.preprocess;
