@@ -3,6 +3,7 @@
 // token mixer and the VisionEncoder view.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
+#include <torch/nn/module.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -681,6 +682,18 @@ TEST(MambaOutSsm, InitAndConfigRoundTrip) {
   auto again = make_classifier(ssm_json(), 9, "ssm.json");
   const auto s1 = state(clf->module()), s2 = state(again->module());
   for (const auto& [k, v] : s1) EXPECT_TRUE(at::equal(v, s2.at(k))) << k;
+}
+
+TEST(MambaOutSsm, ParameterCountIsMambaOutPlusTwoSsmCoresPerBlock) {
+  // per block and direction (d_inner = C, N = 16, R = ceil(C / 16)):
+  //   x_proj (R + 2N) C + dt_proj (R C + C) + A_log C N + D C
+  // femto: 7,304,536 + 456,192 = 7,760,728 (base: 84,813,092 -> 88,856,356)
+  MambaOutConfig c = MambaOutConfig::preset("femto");
+  c.ssm = true;
+  MambaOutImpl m(c, /*initialize=*/false);
+  EXPECT_EQ(m.num_parameters(), 7760728);
+  c.ssm_cfg.bidirectional = false;
+  EXPECT_EQ(MambaOutImpl(c, false).num_parameters(), 7304536 + 456192 / 2);
 }
 
 TEST(MambaOutSsm, SaveLoadRoundTrip) {
