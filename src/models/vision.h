@@ -71,7 +71,8 @@ class ImageClassifier {
 // object whose "architecture" selects the family:
 //   "mambaout"     : MambaOut, {"variant": "femto"|"kobe"|"tiny"|"small"|"base"} or explicit
 //                    {"depths", "dims"}, "num_classes", "drop_path_rate", "image_size", ...
-//   "mambaout_ssm" : MambaOut with a (bidirectional) Mamba token mixer instead of the 7x7 conv
+//   "mambaout_ssm" : MambaOut whose token mixer adds a (bidirectional) selective SSM after the 7x7
+//                    depthwise conv (the Mamba block = Gated CNN + SSM; see mambaout.h)
 //   "vit"          : a ViT (CLIP layout) + classification head, {"causal": bool, "pool", ...}
 // Unknown architecture or keys: Error naming `file`.
 std::unique_ptr<ImageClassifier> make_classifier(const nlohmann::json& cfg, uint64_t seed,
