@@ -2,6 +2,7 @@
 #include "models/connector.h"
 
 #include <ATen/ATen.h>
+#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/options/normalization.h>
 
 #include <optional>

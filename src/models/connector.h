@@ -34,7 +34,6 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/normalization.h>
 
 #include <cstdint>
