@@ -355,6 +355,11 @@ TEST(Connector, BadFeaturesAreAnErrorNamingTheProblem) {
               c.forward(at::zeros({15, kDv}), 3, 5);
             }).find("[B, gh*gw, d_vision]"),
             std::string::npos);
+  // The VSS module on its own (width of the mixer, then the grid through scan2d).
+  const std::string e1 = error_of([&] { c.vss->forward(at::zeros({1, 15, kDv}), 3, 5); });
+  EXPECT_NE(e1.find("[B, gh*gw, 20]"), std::string::npos) << e1;
+  const std::string e2 = error_of([&] { c.vss->forward(at::zeros({1, 14, kDlm}), 3, 5); });
+  EXPECT_NE(e2.find("grid is 3x5"), std::string::npos) << e2;
 }
 
 TEST(Connector, SaveLoadRoundTrip) {

@@ -118,6 +118,9 @@ void VssImpl::init_weights() {
 }
 
 at::Tensor VssImpl::forward(const at::Tensor& x, int64_t gh, int64_t gw) {
+  const int64_t width = all_mixers().front()->cfg.d_model;
+  MVL_CHECK(x.defined() && x.dim() == 3 && x.size(2) == width, "VSS module: x must be [B, gh*gw, ",
+            width, "], got ", x.defined() ? shape_str(x.sizes()) : std::string("undefined"));
   if (mixer && hoist_projections) return forward_hoisted(x, gh, gw);
   const int64_t Bn = x.size(0), L = x.size(1), d = x.size(2);
   const int64_t K = static_cast<int64_t>(orders.size());
