@@ -125,6 +125,7 @@ TEST(ImageDecode, DecodeFromMemoryEqualsFile) {
 TEST(ImageDecode, Errors) {
   expect_error([] { load_image(kDir / "no_such.png"); }, {"no_such.png", "not found"});
   expect_error([] { load_image(kDir); }, {"images", "folder"});
+  expect_error([] { load_image("/dev/zero"); }, {"/dev/zero", "not a regular file"});
   expect_error([] { load_image(kDir / "empty.png"); }, {"empty.png", "empty"});
   expect_error([] { load_image(kDir / "not_image.txt"); },
                {"not_image.txt", "not a readable image", "stb_image: "});
@@ -317,6 +318,8 @@ TEST(ImageCrop, CenterCropOffsetsRoundDown) {
   EXPECT_EQ(c[2][3][6].item<float>(), 508.0f);
   EXPECT_EQ(center_crop(grid, 9, 12)[0][8][11].item<float>(), 811.0f);
   EXPECT_EQ(center_crop(grid.unsqueeze(0), 6, 10)[0][0][0][0].item<float>(), 101.0f);
+  // Offsets of 3.5: down to 3 (torchvision's own center_crop would round to 4).
+  EXPECT_EQ(center_crop(grid, 2, 5)[0][0][0].item<float>(), 303.0f);
   expect_error([&] { center_crop(grid, 10, 4); }, {"10 x 4", "9 x 12"});
 }
 

@@ -178,6 +178,12 @@ Image load_image(const std::filesystem::path& path, const ImageLimits& limits) {
   const auto st = std::filesystem::status(path, ec);
   MVL_CHECK(std::filesystem::exists(st), name, ": image file not found");
   MVL_CHECK(!std::filesystem::is_directory(st), name, ": is a folder, not an image file");
+  // A FIFO or device would block or never end.
+  MVL_CHECK(std::filesystem::is_regular_file(st), name, ": not a regular file");
+  const auto file_size = std::filesystem::file_size(path, ec);
+  MVL_CHECK(!ec, name, ": cannot get the file size: ", ec.message());
+  MVL_CHECK(file_size <= static_cast<uintmax_t>(INT_MAX), name, ": ", file_size,
+            " bytes is more than the image decoder accepts (2 GiB)");
   std::ifstream in(path, std::ios::binary);
   MVL_CHECK(in, name, ": cannot open the image file: ", std::strerror(errno));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
