@@ -137,6 +137,19 @@ TEST(ImageDecode, Errors) {
   expect_error([&] { decode_image(garbage, 0, "nothing"); }, {"nothing", "empty"});
 }
 
+TEST(ImageDecode, TruncatedBmpAndGifAreErrors) {
+  // stb_image decodes these without complaint (missing bytes read as 0); we check the length.
+  for (const char* name : {"small_24x17.bmp", "small_24x17.gif"}) {
+    SCOPED_TRACE(name);
+    std::ifstream in(kDir / name, std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+    ASSERT_GT(bytes.size(), 100u);
+    bytes.resize(bytes.size() * 6 / 10);
+    expect_error([&] { decode_image(bytes.data(), bytes.size(), name); }, {name, "truncated"});
+  }
+}
+
 TEST(ImageDecode, PixelLimitCheckedBeforeDecoding) {
   // The header says 30000 x 30000 (900 M pixels, > the default limit); the data is 64 bytes, so
   // only the header check can refuse it this way (decoding would fail differently).
