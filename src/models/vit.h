@@ -43,6 +43,10 @@
 // what timm does with dynamic_img_size=True (resample_abs_pos_embed: bicubic with antialias,
 // and the rotary grid rebuilt for the new size, still scaled to ref_feat_shape).
 //
+// save(): the layout it was read in, vision tower only -- CLIP / SigLIP as CLIPVisionModel /
+// SiglipVisionModel with "vision_model."-prefixed keys (what older transformers wrote; transformers
+// 5 loads it too), EVA-02 as timm's state dict without head.* with a timm hub config.json.
+//
 // Preprocessing (preprocess()): CLIP -> ImagePreprocess::clip(image_size); SigLIP ->
 // ImagePreprocess::siglip(image_size); EVA-02 -> bilinear squash to image_size (what Shaking-Up
 // uses) with the checkpoint's pretrained_cfg mean / std (OpenAI CLIP mean / std for timm's eva02
@@ -50,7 +54,6 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
-#include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/modules/normalization.h>
 #include <torch/nn/pimpl.h>
 

@@ -1,9 +1,7 @@
 // The "vit" image classifier (CLIP-layout trunk + head, trained from scratch) and the
 // real-size random-weight encoder presets for benchmarks.
 #include <ATen/ATen.h>
-#include <ATen/CPUGeneratorImpl.h>
 
-#include <cmath>
 #include <set>
 
 #include "common/error.h"

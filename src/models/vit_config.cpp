@@ -1,6 +1,5 @@
 // ViT config.json parsing and writing: Hugging Face CLIP / SigLIP (vision-only or full model)
 // and timm's hub format for EVA-02 (see vit.h for the unknown-key policy).
-#include <cmath>
 #include <set>
 
 #include "common/error.h"
