@@ -1,7 +1,7 @@
 // `mambavl bench vision`: images/s of each connector type x scan mode on realistic patch grids
 // (random weights, forward only, inference mode), in one table with the matmul FLOPs per image and
 // the achieved GFLOP/s (compare with the fp32 GEMM rate measured in the same run). Encoders get
-// their own table once the presets exist (see encoder_bench_entries below).
+// their own table: images/s of each encoder preset at each size (see encoder_bench_entries).
 #include "bench_vision.h"
 
 #include <ATen/ATen.h>
@@ -16,6 +16,8 @@
 #include "cli_common.h"
 #include "common/error.h"
 #include "models/connector.h"
+#include "models/mambaout.h"
+#include "models/vit.h"
 #include "models/vision.h"
 #include "sysinfo.h"
 
@@ -25,6 +27,14 @@ namespace {
 
 using clock = std::chrono::steady_clock;
 
+const std::vector<std::string>& encoder_names() {
+  static const std::vector<std::string> names = {
+      "clip-vit-b16",     "clip-vit-l14",     "siglip-so400m-14", "eva02-l14",
+      "mambaout-femto",   "mambaout-kobe",    "mambaout-tiny",    "mambaout-small",
+      "mambaout-base"};
+  return names;
+}
+
 struct VisionBenchOptions {
   cli::RuntimeOptions rt;
   int64_t iters = 3;
@@ -33,6 +43,8 @@ struct VisionBenchOptions {
   std::vector<std::string> scans{"bsm", "csm"};
   std::vector<std::string> cases{"clip-l-336>mamba-2.8b", "16x16-768"};
   bool plain = false;  // also time the shared mixer without hoisted projections
+  std::vector<std::string> encoders = encoder_names();
+  std::vector<int64_t> sizes{224, 384};
 };
 
 // A patch grid and the widths on both sides of the connector.
@@ -132,16 +144,29 @@ void bench_connectors(const VisionBenchOptions& o, double gemm_gflops) {
 }
 
 // =============================================================================================
-// ENCODERS — the lead adds the ViT (CLIP / SigLIP / EVA-02) and MambaOut presets here, e.g.
-//   {"clip-vit-l/14-336", [] { return models::make_vision_encoder(...); }, 336},
-// The timing loop below is ready; with no entries the encoder table is skipped.
-std::vector<EncoderBenchEntry> encoder_bench_entries() { return {}; }
+// ENCODERS: every vision encoder of the three seed systems at its paper size (random weights),
+// timed at each of --sizes: ViTs interpolate their position embeddings to the grid, MambaOut is
+// fully convolutional.
+std::unique_ptr<models::VisionEncoder> make_encoder(const std::string& name, int64_t size) {
+  const std::string mo = "mambaout-";
+  if (name.rfind(mo, 0) == 0) return models::make_mambaout_encoder_preset(name.substr(mo.size()), 1);
+  return models::make_vit_encoder_preset(name, size, 1);
+}
+
+std::vector<EncoderBenchEntry> encoder_bench_entries(const std::vector<std::string>& names,
+                                                     const std::vector<int64_t>& sizes) {
+  std::vector<EncoderBenchEntry> out;
+  for (const auto& n : names)
+    for (int64_t s : sizes)
+      out.push_back({n + "@" + std::to_string(s), [n, s] { return make_encoder(n, s); }, s});
+  return out;
+}
 // =============================================================================================
 
 void bench_encoders(const std::vector<EncoderBenchEntry>& entries, const VisionBenchOptions& o) {
   if (entries.empty()) {
     std::printf(
-        "\nencoders: none registered yet (bench/bench_vision.cpp: encoder_bench_entries)\n");
+        "\nencoders: none selected (--encoders)\n");
     return;
   }
   std::printf("\nencoders: batch %lld, %lld timed iterations, forward only\n",
@@ -171,7 +196,7 @@ void run(const VisionBenchOptions& o) {
       "GFLOP/s / that\n",
       gemm);
   bench_connectors(o, gemm);
-  bench_encoders(encoder_bench_entries(), o);
+  bench_encoders(encoder_bench_entries(o.encoders, o.sizes), o);
 }
 
 }  // namespace
@@ -200,8 +225,18 @@ void add_vision_bench(CLI::App& bench) {
   c->add_flag("--plain", o->plain,
               "Also time each VSS connector with the plain shared mixer (in_proj / out_proj run "
               "per order instead of hoisted)");
+  c->add_option("--encoders", o->encoders,
+                 "Encoders to time (empty string: none): " + join(encoder_names()))
+      ->delimiter(',')
+      ->check(CLI::IsMember(encoder_names()) | CLI::IsMember(std::vector<std::string>{""}));
+  c->add_option("--sizes", o->sizes, "Square image sizes for the encoders")
+      ->delimiter(',')
+      ->check(CLI::PositiveNumber);
   cli::add_runtime_options(*c, o->rt);
-  c->callback([o]() { run(*o); });
+  c->callback([o]() {
+    std::erase(o->encoders, std::string());
+    run(*o);
+  });
 }
 
 }  // namespace mambavl::bench

@@ -1,4 +1,4 @@
-// `mambavl bench vision`: images/s of the vision side (connectors now; encoders to be added).
+// `mambavl bench vision`: images/s of the vision side: each connector and each encoder preset, in one run.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>

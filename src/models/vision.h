@@ -42,8 +42,8 @@ class VisionEncoder {
   virtual int64_t feature_dim() const = 0;
   // The input this encoder was trained for (size, resample, mean / std).
   virtual io::ImagePreprocess preprocess() const = 0;
-  // images [B, 3, H, W] normalised (any H, W divisible by the patch size; ViTs interpolate their
-  // position embeddings) -> selected features.
+  // images [B, 3, H, W] normalised, any H, W (ViTs interpolate their position embeddings to the
+  // new grid and drop a remainder smaller than a patch, as the patch conv does) -> features.
   virtual VisionFeatures encode(const at::Tensor& images, const FeatureSelect& sel = {}) = 0;
   virtual torch::nn::Module& module() = 0;
   // config.json + model.safetensors, in the layout it loads.
