@@ -25,6 +25,10 @@ struct FeatureSelect {
   int64_t layer = -1;
   // false: "patch" (prefix tokens such as CLS dropped); true: "cls_patch" (kept, first).
   bool keep_prefix = false;
+  // Apply the encoder's final norm to the selected hidden state (CLIP / SigLIP post_layernorm,
+  // EVA-02 timm `norm` as in timm's forward_features, which Shaking-Up uses). Only with the last
+  // layer (-1); Error otherwise or when the encoder has no final norm.
+  bool final_norm = false;
   static FeatureSelect parse(int64_t layer, const std::string& feature);  // "patch"|"cls_patch"
 };
 
@@ -46,6 +50,9 @@ class VisionEncoder {
   // new grid and drop a remainder smaller than a patch, as the patch conv does) -> features.
   virtual VisionFeatures encode(const at::Tensor& images, const FeatureSelect& sel = {}) = 0;
   virtual torch::nn::Module& module() = 0;
+  // Casts the weights to the compute dtype (kFloat, kBFloat16; SSM A_log / D and normalisation
+  // statistics stay fp32); encode() then returns features in that dtype. Error for others.
+  virtual void to_dtype(at::ScalarType dtype) = 0;
   // config.json + model.safetensors, in the layout it loads.
   virtual void save(const std::filesystem::path& dir) const = 0;
 };
