@@ -551,13 +551,36 @@ TEST(VitClassifier, PoolingModesAndCausal) {
     m->module().eval();
     EXPECT_EQ(m->forward(x).sizes(), (std::vector<int64_t>{2, 5})) << pool;
   }
-  // Causal + "last": the last token sees every patch, so changing the first patch changes the
-  // logits.
-  auto m = make_classifier(tiny_classifier(true, "last"), 1);
-  m->module().eval();
+  // Perturb a LATER patch: (row 2, col 1) of the 4 x 4 grid = patch 9 = token 10 (after CLS).
   at::Tensor y = x.clone();
-  y.narrow(2, 0, 8).narrow(3, 0, 8).add_(1.0);
-  EXPECT_GT(max_diff(m->forward(x), m->forward(y)), 0.0);
+  y.narrow(2, 16, 8).narrow(3, 8, 8).add_(1.0);
+  const int64_t tok = 10, T = 17;
+  for (bool causal : {true, false}) {
+    SCOPED_TRACE(causal ? "causal" : "full attention");
+    auto m = make_classifier(tiny_classifier(causal, "last"), 1);
+    auto* vit = dynamic_cast<ViTClassifier*>(m.get());
+    ASSERT_NE(vit, nullptr);
+    m->module().eval();
+    at::Tensor hx = vit->trunk().hidden_state(x, 2), hy = vit->trunk().hidden_state(y, 2);
+    ASSERT_EQ(hx.sizes(), (std::vector<int64_t>{2, T, 32}));
+    const double earlier = max_diff(hx.narrow(1, 0, tok), hy.narrow(1, 0, tok));
+    const double later = max_diff(hx.narrow(1, tok, T - tok), hy.narrow(1, tok, T - tok));
+    if (causal)
+      EXPECT_LE(earlier, 1e-6);  // tokens before the changed patch do not see it
+    else
+      EXPECT_GT(earlier, 1e-3);  // full attention: they do
+    EXPECT_GT(later, 1e-3);
+    // forward() is computed from these hidden states: logits = head(post_layernorm(last token)).
+    at::Tensor w, b;
+    for (const auto& p : m->module().named_parameters()) {
+      if (p.key() == "head.weight") w = p.value();
+      if (p.key() == "head.bias") b = p.value();
+    }
+    ASSERT_TRUE(w.defined() && b.defined());
+    at::Tensor want = at::linear(vit->trunk().final_norm->forward(hx.select(1, T - 1)), w, b);
+    EXPECT_LE(max_diff(m->forward(x), want), 1e-5);
+    EXPECT_GT(max_diff(m->forward(x), m->forward(y)), 1e-4);
+  }
   const std::string e = error_of([] { make_classifier(tiny_classifier(true, "cls"), 1); });
   EXPECT_NE(e.find("causal"), std::string::npos) << e;
 }
