@@ -44,11 +44,16 @@ Resample parse_resample(const std::string& s);  // "nearest" | "bilinear" | "bic
 std::string to_string(Resample r);
 
 // [3, H, W] or [B, 3, H, W] float -> same rank at (height, width). Bilinear and bicubic are
-// antialiased when shrinking (PIL's filters, as Hugging Face image processors use).
+// antialiased when shrinking (PIL's filters, as Hugging Face image processors use); nearest picks
+// the pixels PIL's NEAREST picks. Also takes uint8 (0..255): then computed in 8 bits as Pillow and
+// torchvision do (within one level of PIL; float input differs from PIL's 8-bit result by one
+// level, more next to hard edges with bicubic, where PIL clips its intermediate pass).
 at::Tensor resize(const at::Tensor& img, int64_t height, int64_t width, Resample mode);
-// Resizes so that the shorter side is `size` (aspect ratio kept, PIL rounding).
+// Resizes so that the shorter side is `size`, the longer int(size * long / short) (truncated, as
+// transformers' get_resize_output_image_size).
 at::Tensor resize_shorter(const at::Tensor& img, int64_t size, Resample mode);
-// The central (height, width) window; Error if the image is smaller.
+// The central (height, width) window, offsets rounded down as transformers' center_crop; Error if
+// the image is smaller.
 at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width);
 // (img - mean[c]) / std[c] per channel.
 at::Tensor normalize(const at::Tensor& img, const std::array<double, 3>& mean,
@@ -72,7 +77,8 @@ struct ImagePreprocess {
   static ImagePreprocess from_json(const nlohmann::json& j, const std::string& file);
   nlohmann::json to_json() const;
 
-  // One image -> [3, size, size] normalised float32.
+  // One image -> [3, size, size] normalised float32. Resized in 8 bits (as transformers'
+  // processors: CLIPImageProcessor gives the same values).
   at::Tensor operator()(const Image& img) const;
 };
 

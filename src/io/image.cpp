@@ -1,0 +1,438 @@
+#include "io/image.h"
+
+#include <ATen/ATen.h>
+#include <stb/stb_image.h>
+#include <stb/stb_image_write.h>
+
+#include <cerrno>
+#include <climits>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <optional>
+#include <system_error>
+#include <utility>
+
+#include "common/error.h"
+#include "common/shape.h"
+#include "io/atomic_file.h"
+#include "models/config_util.h"
+
+namespace mambavl::io {
+
+namespace {
+
+// stb_image decodes a JPEG that ends early without an error (missing data reads as zeros, the
+// bottom of the picture turns grey); PIL refuses such a file. Walks the marker segments (skipping
+// APPn payloads, so an embedded EXIF thumbnail's EOI does not count) and the entropy-coded data
+// after each SOS, and reports whether the stream reaches its EOI marker.
+bool jpeg_reaches_eoi(const uint8_t* p, size_t n) {
+  size_t i = 2;  // after SOI (FF D8)
+  while (true) {
+    while (i < n && p[i] != 0xFF) ++i;  // garbage between segments: libjpeg skips it too
+    while (i < n && p[i] == 0xFF) ++i;  // fill bytes
+    if (i >= n) return false;
+    const uint8_t m = p[i++];
+    if (m == 0xD9) return true;                                        // EOI
+    if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // markers without length
+    if (i + 2 > n) return false;
+    const size_t len = (size_t{p[i]} << 8) | p[i + 1];
+    if (len < 2) return true;  // corrupt, not truncated: stb_image reports it
+    i += len;
+    if (i > n) return false;
+    if (m != 0xDA) continue;
+    // SOS: entropy-coded data up to the next marker other than a stuffed 00 or a restart.
+    while (true) {
+      while (i < n && p[i] != 0xFF) ++i;
+      if (i + 1 >= n) return false;
+      const uint8_t b = p[i + 1];
+      if (b == 0xFF) {
+        ++i;
+      } else if (b == 0x00 || (b >= 0xD0 && b <= 0xD7)) {
+        i += 2;
+      } else {
+        break;  // p[i] starts the next marker
+      }
+    }
+  }
+}
+
+uint32_t be16(const uint8_t* p) { return (uint32_t{p[0]} << 8) | p[1]; }
+uint32_t be32(const uint8_t* p) { return (be16(p) << 16) | be16(p + 2); }
+uint32_t le16(const uint8_t* p) { return (uint32_t{p[1]} << 8) | p[0]; }
+uint32_t le32(const uint8_t* p) { return (le16(p + 2) << 16) | le16(p); }
+
+// (width, height) from the header of a PNG, GIF, BMP or JPEG, read here rather than by
+// stb_image, which refuses (as "unknown image type") headers whose RGB buffer would pass 1 GiB:
+// the pixel limit must still be reported as such. nullopt for other or unparsable data.
+std::optional<std::pair<int64_t, int64_t>> header_size(const uint8_t* p, size_t n) {
+  if (n >= 24 && std::memcmp(p, "\x89PNG\r\n\x1a\n", 8) == 0 && std::memcmp(p + 12, "IHDR", 4) == 0)
+    return std::pair<int64_t, int64_t>{be32(p + 16), be32(p + 20)};
+  if (n >= 10 && (std::memcmp(p, "GIF87a", 6) == 0 || std::memcmp(p, "GIF89a", 6) == 0))
+    return std::pair<int64_t, int64_t>{le16(p + 6), le16(p + 8)};
+  if (n >= 26 && p[0] == 'B' && p[1] == 'M') {
+    if (le32(p + 14) == 12) return std::pair<int64_t, int64_t>{le16(p + 18), le16(p + 20)};
+    const auto w = static_cast<int32_t>(le32(p + 18)), h = static_cast<int32_t>(le32(p + 22));
+    return std::pair<int64_t, int64_t>{std::llabs(w), std::llabs(h)};
+  }
+  if (n >= 4 && p[0] == 0xFF && p[1] == 0xD8) {
+    size_t i = 2;
+    while (i + 4 <= n) {
+      if (p[i] != 0xFF) return std::nullopt;
+      const uint8_t m = p[i + 1];
+      if (m == 0xFF) {
+        ++i;
+        continue;
+      }
+      const bool sof = m >= 0xC0 && m <= 0xCF && m != 0xC4 && m != 0xC8 && m != 0xCC;
+      if (sof) {
+        if (i + 9 > n) return std::nullopt;
+        return std::pair<int64_t, int64_t>{be16(p + i + 7), be16(p + i + 5)};
+      }
+      if (m == 0xDA || m == 0xD9) return std::nullopt;  // scan before any frame header
+      i += 2 + be16(p + i + 2);
+    }
+  }
+  return std::nullopt;
+}
+
+std::string stb_reason() {
+  const char* r = stbi_failure_reason();
+  return r ? r : "unknown reason";
+}
+
+void check_image(const Image& img, const char* what) {
+  MVL_CHECK(img.width > 0 && img.height > 0, what, ": image has zero size (", img.width, " x ",
+            img.height, ")");
+  MVL_CHECK(img.pixels.size() == static_cast<size_t>(img.width * img.height * 3), what,
+            ": image of ", img.width, " x ", img.height, " has ", img.pixels.size(),
+            " bytes of pixels, expected width * height * 3 = ", img.width * img.height * 3);
+}
+
+// PIL's NEAREST resize (an affine transform sampling pixel centres): source index of each output
+// index, accumulated in double exactly as Pillow does, so ties round the same way.
+at::Tensor nearest_indices(int64_t in, int64_t out) {
+  std::vector<int64_t> idx(static_cast<size_t>(out));
+  const double scale = static_cast<double>(in) / static_cast<double>(out);
+  double x = scale * 0.5;
+  for (int64_t i = 0; i < out; ++i, x += scale)
+    idx[static_cast<size_t>(i)] = std::min<int64_t>(static_cast<int64_t>(x), in - 1);
+  return at::tensor(idx, at::kLong);
+}
+
+const std::array<double, 3> kClipMean{0.48145466, 0.4578275, 0.40821073};
+const std::array<double, 3> kClipStd{0.26862954, 0.26130258, 0.27577711};
+
+}  // namespace
+
+Image decode_image(const uint8_t* data, size_t size, const std::string& name,
+                   const ImageLimits& limits) {
+  MVL_CHECK(size > 0, name, ": empty file (0 bytes), not an image");
+  MVL_CHECK(size <= static_cast<size_t>(INT_MAX), name, ": ", size,
+            " bytes is more than the image decoder accepts (2 GiB)");
+  const int len = static_cast<int>(size);
+  auto check_pixels = [&](int64_t w, int64_t h) {
+    MVL_CHECK(w > 0 && h > 0, name, ": image has zero size (", w, " x ", h, ")");
+    const int64_t pixels = w * h;
+    MVL_CHECK(pixels <= limits.max_pixels, name, ": image is ", w, " x ", h, " = ", pixels,
+              " pixels, more than the limit of ", limits.max_pixels,
+              " (a guard against decompression bombs); if the file is trusted, raise "
+              "ImageLimits::max_pixels");
+  };
+  const auto dims = header_size(data, size);
+  if (dims) check_pixels(dims->first, dims->second);
+  int w = 0, h = 0, comp = 0;
+  if (!stbi_info_from_memory(data, len, &w, &h, &comp)) {
+    if (dims)
+      MVL_FAIL(
+          name, ": cannot read the ", dims->first, " x ", dims->second,
+          " image's header (corrupt, or too large for the decoder?): stb_image: ", stb_reason());
+    MVL_FAIL(name,
+             ": not a readable image (PNG, JPEG, BMP or GIF expected): stb_image: ", stb_reason());
+  }
+  check_pixels(w, h);
+  if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8)
+    MVL_CHECK(jpeg_reaches_eoi(data, size), name,
+              ": truncated JPEG (the data ends before the end-of-image marker)");
+
+  int dw = 0, dh = 0, dcomp = 0;
+  // 16-bit PNGs are reduced to 8 bits (value >> 8); 1, 2 and 4 channels become RGB (alpha dropped).
+  uint8_t* rgb = stbi_load_from_memory(data, len, &dw, &dh, &dcomp, 3);
+  if (!rgb)
+    MVL_FAIL(name, ": cannot decode the ", w, " x ", h,
+             " image (truncated or corrupt data?): stb_image: ", stb_reason());
+  Image img;
+  img.width = dw;
+  img.height = dh;
+  const size_t bytes = static_cast<size_t>(dw) * static_cast<size_t>(dh) * 3;
+  img.pixels.assign(rgb, rgb + bytes);
+  stbi_image_free(rgb);
+  return img;
+}
+
+Image load_image(const std::filesystem::path& path, const ImageLimits& limits) {
+  const std::string name = path.string();
+  std::error_code ec;
+  const auto st = std::filesystem::status(path, ec);
+  MVL_CHECK(std::filesystem::exists(st), name, ": image file not found");
+  MVL_CHECK(!std::filesystem::is_directory(st), name, ": is a folder, not an image file");
+  std::ifstream in(path, std::ios::binary);
+  MVL_CHECK(in, name, ": cannot open the image file: ", std::strerror(errno));
+  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                             std::istreambuf_iterator<char>());
+  MVL_CHECK(!in.bad(), name, ": error while reading the image file: ", std::strerror(errno));
+  return decode_image(bytes.data(), bytes.size(), name, limits);
+}
+
+void save_png(const std::filesystem::path& path, const Image& img) {
+  const std::string name = path.string();
+  check_image(img, name.c_str());
+  MVL_CHECK(img.width <= INT_MAX / 3 && img.height <= INT_MAX, name, ": image of ", img.width,
+            " x ", img.height, " is too large for the PNG writer");
+  std::vector<uint8_t> png;
+  auto sink = [](void* ctx, void* data, int n) {
+    auto* out = static_cast<std::vector<uint8_t>*>(ctx);
+    const auto* b = static_cast<const uint8_t*>(data);
+    out->insert(out->end(), b, b + n);
+  };
+  const int ok =
+      stbi_write_png_to_func(sink, &png, static_cast<int>(img.width), static_cast<int>(img.height),
+                             3, img.pixels.data(), static_cast<int>(img.width * 3));
+  MVL_CHECK(ok && !png.empty(), name, ": PNG encoding failed (out of memory?)");
+  AtomicFileWriter out(path);
+  out.write(png.data(), png.size());
+  out.commit();
+}
+
+at::Tensor to_tensor(const Image& img) {
+  check_image(img, "to_tensor");
+  // [H, W, 3] uint8 view of the pixels -> [3, H, W] float32 copy.
+  auto hwc =
+      at::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, 3}, at::kByte);
+  return hwc.permute({2, 0, 1}).to(at::kFloat).div_(255.0).contiguous();
+}
+
+Image from_tensor(const at::Tensor& chw) {
+  MVL_CHECK(chw.defined() && chw.dim() == 3 && chw.size(0) == 3,
+            "from_tensor: expected an image tensor [3, H, W], got ",
+            chw.defined() ? shape_str(chw.sizes()) : std::string("an undefined tensor"));
+  MVL_CHECK(at::isFloatingType(chw.scalar_type()),
+            "from_tensor: expected a floating-point tensor in [0, 1], got ", chw.scalar_type());
+  MVL_CHECK(chw.size(1) > 0 && chw.size(2) > 0, "from_tensor: image has zero size ",
+            shape_str(chw.sizes()));
+  // [3, H, W] -> [H, W, 3] uint8; NaN becomes 0.
+  auto u8 = at::nan_to_num(chw.detach().to(at::kCPU, at::kFloat), 0.0, 1.0, 0.0)
+                .mul(255.0)
+                .round()
+                .clamp(0.0, 255.0)
+                .to(at::kByte)
+                .permute({1, 2, 0})
+                .contiguous();
+  Image img;
+  img.height = chw.size(1);
+  img.width = chw.size(2);
+  const auto* p = u8.data_ptr<uint8_t>();
+  img.pixels.assign(p, p + u8.numel());
+  return img;
+}
+
+Resample parse_resample(const std::string& s) {
+  if (s == "nearest") return Resample::Nearest;
+  if (s == "bilinear") return Resample::Bilinear;
+  if (s == "bicubic") return Resample::Bicubic;
+  MVL_FAIL("unknown resample filter '", s, "' (expected nearest, bilinear or bicubic)");
+}
+
+std::string to_string(Resample r) {
+  switch (r) {
+    case Resample::Nearest:
+      return "nearest";
+    case Resample::Bilinear:
+      return "bilinear";
+    case Resample::Bicubic:
+      return "bicubic";
+  }
+  return "?";
+}
+
+at::Tensor resize(const at::Tensor& img, int64_t height, int64_t width, Resample mode) {
+  MVL_CHECK(img.defined() && (img.dim() == 3 || img.dim() == 4),
+            "resize: expected [C, H, W] or [B, C, H, W], got ",
+            img.defined() ? shape_str(img.sizes()) : std::string("an undefined tensor"));
+  const auto in_type = img.scalar_type();
+  MVL_CHECK(at::isFloatingType(in_type) || in_type == at::kByte,
+            "resize: expected a floating-point or uint8 tensor, got ", in_type);
+  MVL_CHECK(img.size(-1) > 0 && img.size(-2) > 0, "resize: input has zero size ",
+            shape_str(img.sizes()));
+  MVL_CHECK(height > 0 && width > 0, "resize: target size must be positive, got ", height, " x ",
+            width);
+  const bool batched = img.dim() == 4;
+  at::Tensor x = batched ? img : img.unsqueeze(0);  // [B, C, H, W]
+  at::Tensor y;
+  if (x.size(2) == height && x.size(3) == width) {
+    y = x.clone();
+  } else if (mode == Resample::Nearest) {
+    y = x.index_select(2, nearest_indices(x.size(2), height).to(x.device()))
+            .index_select(3, nearest_indices(x.size(3), width).to(x.device()));
+  } else {
+    // Antialiased filters widened by the scale when shrinking: triangle = PIL's BILINEAR, cubic
+    // with a = -0.5 = PIL's BICUBIC. uint8 on the CPU has its own kernel (separable, 8-bit
+    // intermediate, like Pillow's); elsewhere uint8 goes through float and is rounded back, as
+    // torchvision does.
+    const bool native = in_type == at::kFloat || in_type == at::kDouble ||
+                        (in_type == at::kByte && x.device().is_cpu());
+    at::Tensor in = native ? x : x.to(at::kFloat);
+    y = mode == Resample::Bilinear
+            ? at::_upsample_bilinear2d_aa(in, {height, width}, /*align_corners=*/false)
+            : at::_upsample_bicubic2d_aa(in, {height, width}, /*align_corners=*/false);
+    if (y.scalar_type() != in_type) {
+      if (in_type == at::kByte) y = y.clamp(0.0, 255.0).round();
+      y = y.to(in_type);
+    }
+  }
+  y = y.contiguous();
+  return batched ? y : y.squeeze(0);
+}
+
+at::Tensor resize_shorter(const at::Tensor& img, int64_t size, Resample mode) {
+  MVL_CHECK(img.defined() && (img.dim() == 3 || img.dim() == 4),
+            "resize_shorter: expected [C, H, W] or [B, C, H, W], got ",
+            img.defined() ? shape_str(img.sizes()) : std::string("an undefined tensor"));
+  MVL_CHECK(size > 0, "resize_shorter: size must be positive, got ", size);
+  const int64_t h = img.size(-2), w = img.size(-1);
+  MVL_CHECK(h > 0 && w > 0, "resize_shorter: input has zero size ", shape_str(img.sizes()));
+  // transformers' get_resize_output_image_size(default_to_square=False): the shorter side becomes
+  // `size`, the longer int(size * long / short) (truncated; Python's float division).
+  const bool w_short = w <= h;
+  const int64_t short_side = w_short ? w : h, long_side = w_short ? h : w;
+  const auto new_long =
+      static_cast<int64_t>(static_cast<double>(size * long_side) / static_cast<double>(short_side));
+  return w_short ? resize(img, new_long, size, mode) : resize(img, size, new_long, mode);
+}
+
+at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width) {
+  MVL_CHECK(img.defined() && img.dim() >= 2, "center_crop: expected [..., H, W], got ",
+            img.defined() ? shape_str(img.sizes()) : std::string("an undefined tensor"));
+  const int64_t h = img.size(-2), w = img.size(-1);
+  MVL_CHECK(height > 0 && width > 0, "center_crop: crop size must be positive, got ", height, " x ",
+            width);
+  MVL_CHECK(height <= h && width <= w, "center_crop: cannot take a ", height, " x ", width,
+            " crop from an image of ", h, " x ", w);
+  // Offsets rounded down, as transformers' center_crop (torchvision's own rounds half to even).
+  const int64_t top = (h - height) / 2, left = (w - width) / 2;
+  return img.narrow(-2, top, height).narrow(-1, left, width).contiguous();
+}
+
+at::Tensor normalize(const at::Tensor& img, const std::array<double, 3>& mean,
+                     const std::array<double, 3>& std) {
+  MVL_CHECK(img.defined() && (img.dim() == 3 || img.dim() == 4) && img.size(-3) == 3,
+            "normalize: expected [3, H, W] or [B, 3, H, W], got ",
+            img.defined() ? shape_str(img.sizes()) : std::string("an undefined tensor"));
+  for (double s : std)
+    MVL_CHECK(std::isfinite(s) && s != 0.0, "normalize: std must be finite and non-zero, got ", s);
+  const auto opts = at::TensorOptions().dtype(img.scalar_type()).device(img.device());
+  // [3, 1, 1], broadcasting over [.., 3, H, W].
+  auto m = at::tensor(std::vector<double>(mean.begin(), mean.end()), opts).view({3, 1, 1});
+  auto s = at::tensor(std::vector<double>(std.begin(), std.end()), opts).view({3, 1, 1});
+  return (img - m) / s;
+}
+
+ImagePreprocess ImagePreprocess::clip(int64_t size) {
+  ImagePreprocess p;
+  p.size = size;
+  p.resample = Resample::Bicubic;
+  p.mode = "crop";
+  p.mean = kClipMean;
+  p.std = kClipStd;
+  return p;
+}
+
+ImagePreprocess ImagePreprocess::siglip(int64_t size) {
+  ImagePreprocess p;
+  p.size = size;
+  p.resample = Resample::Bicubic;
+  p.mode = "squash";
+  p.mean = {0.5, 0.5, 0.5};
+  p.std = {0.5, 0.5, 0.5};
+  return p;
+}
+
+ImagePreprocess ImagePreprocess::imagenet(int64_t size) {
+  ImagePreprocess p;
+  p.size = size;
+  p.resample = Resample::Bicubic;
+  p.mode = "crop";
+  p.mean = {0.485, 0.456, 0.406};
+  p.std = {0.229, 0.224, 0.225};
+  return p;
+}
+
+ImagePreprocess ImagePreprocess::from_json(const nlohmann::json& j, const std::string& file) {
+  namespace cfg = models::cfg;
+  const std::string where = "image preprocessing";
+  cfg::check_known_keys(j, {"size", "resample", "mode", "mean", "std"}, file, where);
+  ImagePreprocess p;
+  p.size = cfg::get_int(j, "size", file, p.size);
+  MVL_CHECK(p.size > 0 && p.size <= 16384, file, ": key 'size' must be in [1, 16384], got ",
+            p.size);
+  try {
+    p.resample = parse_resample(cfg::get_string(j, "resample", file, to_string(p.resample)));
+  } catch (const Error& e) {
+    MVL_FAIL(file, ": key 'resample': ", e.what());
+  }
+  p.mode = cfg::get_string(j, "mode", file, p.mode);
+  MVL_CHECK(p.mode == "crop" || p.mode == "squash", file, ": key 'mode' must be \"crop\" or ",
+            "\"squash\", got \"", p.mode, "\"");
+  auto triple = [&](const char* key, std::array<double, 3>& out, bool positive) {
+    if (!j.contains(key) || j.at(key).is_null()) return;
+    const auto& v = j.at(key);
+    MVL_CHECK(v.is_array() && v.size() == 3, file, ": key '", key,
+              "' must be an array of 3 numbers (R, G, B), got ", v.dump());
+    for (size_t c = 0; c < 3; ++c) {
+      MVL_CHECK(v[c].is_number(), file, ": key '", key, "' must hold numbers, got ", v.dump());
+      out[c] = v[c].get<double>();
+      MVL_CHECK(std::isfinite(out[c]) && (!positive || out[c] > 0), file, ": key '", key, "'[", c,
+                "] must be ", positive ? "a positive number" : "finite", ", got ", v[c].dump());
+    }
+  };
+  triple("mean", p.mean, false);
+  triple("std", p.std, true);
+  return p;
+}
+
+nlohmann::json ImagePreprocess::to_json() const {
+  return {{"size", size},
+          {"resample", to_string(resample)},
+          {"mode", mode},
+          {"mean", {mean[0], mean[1], mean[2]}},
+          {"std", {std[0], std[1], std[2]}}};
+}
+
+at::Tensor ImagePreprocess::operator()(const Image& img) const {
+  MVL_CHECK(mode == "crop" || mode == "squash", "image preprocessing: unknown mode '", mode,
+            "' (expected crop or squash)");
+  MVL_CHECK(size > 0, "image preprocessing: size must be positive, got ", size);
+  check_image(img, "image preprocessing");
+  // Resized in 8 bits, as transformers' processors do (their torchvision backend calls the same
+  // uint8 kernel; PIL's filters agree within one level): [3, H, W] uint8 view of the pixels.
+  at::Tensor x =
+      at::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, 3}, at::kByte)
+          .permute({2, 0, 1});
+  x = mode == "squash" ? resize(x, size, size, resample) : resize_shorter(x, size, resample);
+  if (mode == "crop") x = center_crop(x, size, size);
+  // [3, size, size] float in [0, 1], normalised.
+  return normalize(x.to(at::kFloat).div_(255.0), mean, std).contiguous();
+}
+
+at::Tensor load_batch(const std::vector<std::filesystem::path>& files, const ImagePreprocess& pp,
+                      const ImageLimits& limits) {
+  if (files.empty()) return at::empty({0, 3, pp.size, pp.size}, at::kFloat);
+  std::vector<at::Tensor> items;
+  items.reserve(files.size());
+  for (const auto& f : files) items.push_back(pp(load_image(f, limits)));
+  return at::stack(items);  // [B, 3, size, size]
+}
+
+}  // namespace mambavl::io
