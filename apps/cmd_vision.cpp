@@ -6,6 +6,7 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -90,7 +91,8 @@ class RelabeledDataset : public data::ImageDataset {
 // ---- train-classifier ----
 
 struct TrainOpts {
-  std::string arch = "mambaout", variant, dims, depths, data, out;
+  std::string arch = "mambaout", variant, dims, depths, data, out, pool;
+  int64_t heads = 0, patch_size = 0;
   bool causal = false, no_augment = false, no_progress = false;
   int64_t synthetic = 0, num_classes = 10, image_size = 0, epochs = 5, steps = 0, batch = 32;
   int64_t warmup_steps = 0, save_every = 1, eval_batch = 64;
@@ -109,18 +111,53 @@ nlohmann::json model_config(const TrainOpts& o, int64_t num_classes, int64_t ima
                         {"image_size", image_size},
                         {"drop_path_rate", o.drop_path}};
   const bool explicit_shape = !o.dims.empty() || !o.depths.empty();
-  if (!o.variant.empty()) {
+  if (!o.variant.empty() && o.arch != "vit") {
     MVL_CHECK(std::find(kVariants.begin(), kVariants.end(), o.variant) != kVariants.end(),
               "--variant: unknown size '", o.variant, "' (expected ", join(kVariants), ")");
-    MVL_CHECK(!explicit_shape, "--variant cannot be combined with --dims / --depths");
   }
+  MVL_CHECK(o.variant.empty() || !explicit_shape,
+            "--variant cannot be combined with --dims / --depths");
   if (o.arch == "vit") {
-    MVL_CHECK(o.variant.empty() && !explicit_shape,
-              "--variant / --dims / --depths describe MambaOut stages; the vit classifier "
-              "uses its defaults");
+    // ViT sizes: DeiT's tiny / small / base (patch 16), or --dims WIDTH --depths LAYERS; the
+    // default is a laptop-sized 4-layer, 64-wide ViT.
+    int64_t width = 64, layers = 4, heads = o.heads > 0 ? o.heads : 0;
+    if (!o.variant.empty()) {
+      const std::map<std::string, std::array<int64_t, 3>> sizes = {
+          {"tiny", {192, 12, 3}}, {"small", {384, 12, 6}}, {"base", {768, 12, 12}}};
+      auto it = sizes.find(o.variant);
+      MVL_CHECK(it != sizes.end(), "--variant '", o.variant,
+                "' is a MambaOut size; ViT sizes are tiny, small, base");
+      width = it->second[0];
+      layers = it->second[1];
+      if (heads == 0) heads = it->second[2];
+    }
+    if (!o.dims.empty()) {
+      const auto d = parse_int_list(o.dims, "--dims");
+      MVL_CHECK(d.size() == 1, "--dims: a ViT has one width, e.g. --dims 192");
+      width = d[0];
+    }
+    if (!o.depths.empty()) {
+      const auto d = parse_int_list(o.depths, "--depths");
+      MVL_CHECK(d.size() == 1, "--depths: a ViT has one depth (layers), e.g. --depths 12");
+      layers = d[0];
+    }
+    // Head width 64 as DeiT; narrow laptop models use heads of 16.
+    if (heads == 0) heads = width >= 128 ? width / 64 : std::max<int64_t>(1, width / 16);
+    if (o.heads == 0 && width % heads != 0) heads = 1;
+    MVL_CHECK(width % heads == 0, "--heads ", heads, " does not divide the ViT width ", width);
+    const int64_t patch = o.patch_size > 0 ? o.patch_size : (image_size <= 64 ? 4 : 16);
+    MVL_CHECK(image_size % patch == 0, "--image-size ", image_size,
+              " is not a multiple of the patch size ", patch);
+    cfg["hidden_size"] = width;
+    cfg["num_layers"] = layers;
+    cfg["num_heads"] = heads;
+    cfg["patch_size"] = patch;
     cfg["causal"] = o.causal;
+    cfg["pool"] = o.pool.empty() ? (o.causal ? "last" : "mean") : o.pool;
     return cfg;
   }
+  MVL_CHECK(o.heads == 0 && o.patch_size == 0 && o.pool.empty(),
+            "--heads / --patch-size / --pool are ViT options (use them with --arch vit)");
   MVL_CHECK(!o.causal, "--causal is a ViT option (use it with --arch vit)");
   if (!o.variant.empty()) {
     cfg["variant"] = o.variant;
@@ -147,11 +184,19 @@ void add_train_classifier(CLI::App& app) {
   c->add_option("--arch", o->arch, "Architecture: mambaout, mambaout_ssm or vit")
       ->capture_default_str();
   c->add_option("--variant", o->variant,
-                "MambaOut size: femto, kobe, tiny, small, base (default: a small laptop-sized "
-                "model, dims 16,32,64,96, depths 1,1,2,1)");
-  c->add_option("--dims", o->dims, "MambaOut stage widths, 4 values, e.g. 48,96,192,288");
-  c->add_option("--depths", o->depths, "MambaOut blocks per stage, 4 values, e.g. 3,3,9,3");
+                "Size. MambaOut: femto, kobe, tiny, small, base (default: a laptop-sized model, "
+                "dims 16,32,64,96, depths 1,1,2,1). ViT: tiny, small, base (DeiT sizes; "
+                "default: width 64, 4 layers)");
+  c->add_option("--dims", o->dims,
+                "MambaOut stage widths, 4 values, e.g. 48,96,192,288; ViT: the width, e.g. 192");
+  c->add_option("--depths", o->depths,
+                "MambaOut blocks per stage, 4 values, e.g. 3,3,9,3; ViT: the layers, e.g. 12");
   c->add_flag("--causal", o->causal, "ViT: causal instead of fully visible self-attention");
+  c->add_option("--heads", o->heads,
+                "ViT: attention heads (default: width / 64; width / 16 below 128)");
+  c->add_option("--patch-size", o->patch_size,
+                "ViT: patch size (default: 4 for images up to 64 px, else 16)");
+  c->add_option("--pool", o->pool, "ViT: mean, cls or last (default: mean; last with --causal)");
   auto* d = c->add_option("--data", o->data, "Image folder: DIR/<class>/*.png|jpg|jpeg");
   auto* s = c->add_option("--synthetic", o->synthetic,
                           "Use N built-in synthetic images (coloured shapes) instead of --data");
