@@ -6,21 +6,6 @@
 
 namespace mambavl::models {
 
-// ---- MambaOut block (delete when models/mambaout.cpp defines these) ----
-std::unique_ptr<ImageClassifier> make_mambaout_classifier(const nlohmann::json&, uint64_t,
-                                                          const std::string& file) {
-  MVL_FAIL(file, ": MambaOut is not built yet");
-}
-std::unique_ptr<ImageClassifier> load_mambaout_classifier(const std::filesystem::path& dir,
-                                                          const nlohmann::json&) {
-  MVL_FAIL(dir.string(), ": MambaOut is not built yet");
-}
-std::unique_ptr<VisionEncoder> load_mambaout_encoder(const std::filesystem::path& dir,
-                                                     const nlohmann::json&) {
-  MVL_FAIL(dir.string(), ": MambaOut is not built yet");
-}
-// ---- end of MambaOut block ----
-
 // (separator: keep the two blocks apart so that deleting either merges cleanly)
 
 // ---- ViT block (delete when models/vit.cpp defines these) ----
