@@ -8,19 +8,5 @@ namespace mambavl::models {
 
 // (separator: keep the two blocks apart so that deleting either merges cleanly)
 
-// ---- ViT block (delete when models/vit.cpp defines these) ----
-std::unique_ptr<ImageClassifier> make_vit_classifier(const nlohmann::json&, uint64_t,
-                                                     const std::string& file) {
-  MVL_FAIL(file, ": ViT is not built yet");
-}
-std::unique_ptr<ImageClassifier> load_vit_classifier(const std::filesystem::path& dir,
-                                                     const nlohmann::json&) {
-  MVL_FAIL(dir.string(), ": ViT is not built yet");
-}
-std::unique_ptr<VisionEncoder> load_vit_encoder(const std::filesystem::path& dir,
-                                                const nlohmann::json&) {
-  MVL_FAIL(dir.string(), ": ViT is not built yet");
-}
-// ---- end of ViT block ----
 
 }  // namespace mambavl::models

@@ -1,0 +1,174 @@
+"""Tiny random-weight ViT encoders and their reference outputs, for tests/test_vit.cpp.
+
+Run with the dev venv (torch 2.11, transformers 5.23, timm 1.0.31, safetensors):
+    .venv-dev/bin/python dev/make_vit_fixtures.py
+
+Writes tests/fixtures/vision/<name>/ with the model folder as the reference library saves it
+(config.json + model.safetensors) and golden.safetensors:
+    pixels            [2, 3, 32, 32]   input at the trained size
+    hidden_{i}        [2, T, C]        hidden_states[i] (0 = embeddings, i = after block i),
+                                        prefix tokens (CLS) included
+    causal_hidden_{L} [2, T, C]        last hidden state with causal self-attention
+    pixels_interp     [1, 3, 48, 40]   input at another size (grid 6 x 5)
+    interp_hidden_{i} [1, T', C]       hidden states for it (i = L and L - 1), position embeddings
+                                        interpolated as the reference does
+Folders:
+    clip-tiny         transformers CLIPVisionModel (quick_gelu, pre-LN, class token)
+    clip-full-tiny    transformers CLIPModel (vision_config + text tower; golden = vision tower)
+    siglip-tiny       transformers SiglipVisionModel with the attention-pooling head
+    siglip-full-tiny  transformers SiglipModel
+    eva02-tiny        timm eva02_base_patch14_224 layout shrunk through model_args (timm's hub
+                      config.json format: architecture + model_args + pretrained_cfg)
+Weights are random (N(0, 0.2) for matrices, 1 + N(0, 0.1) for norm scales) so that attention is
+far from uniform and every term matters.
+"""
+import json
+import os
+import shutil
+
+import torch
+from safetensors.torch import save_file
+
+ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "vision")
+IMG, PATCH, HID, LAYERS, HEADS = 32, 8, 32, 3, 4
+
+
+def randomize(model, seed):
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() == 1 and ("norm" in name or "layernorm" in name or "layrnorm" in name) and name.endswith(
+                    "weight"):
+                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+            else:
+                p.copy_(0.2 * torch.randn(p.shape, generator=g))
+
+
+def inputs(seed):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(2, 3, IMG, IMG, generator=g), torch.randn(1, 3, 48, 40, generator=g)
+
+
+def causal_mask(t):
+    m = torch.full((t, t), torch.finfo(torch.float32).min).triu(1)
+    return m.view(1, 1, t, t)
+
+
+def hf_golden(vm, pixels, pixels_interp, pre_norm):
+    """vm: the vision tower (transformers 5: CLIPVisionModel itself, or CLIPModel.vision_model)."""
+    out = {"pixels": pixels.contiguous(), "pixels_interp": pixels_interp.contiguous()}
+    with torch.no_grad():
+        r = vm(pixel_values=pixels, output_hidden_states=True)
+        hs = r.hidden_states
+        for i, h in enumerate(hs):
+            out[f"hidden_{i}"] = h.contiguous()
+        L = len(hs) - 1
+        ri = vm(pixel_values=pixels_interp, output_hidden_states=True, interpolate_pos_encoding=True)
+        for i in (L - 1, L):
+            out[f"interp_hidden_{i}"] = ri.hidden_states[i].contiguous()
+        # Causal: the same layers with an additive causal mask (eager attention adds it).
+        h = vm.embeddings(pixels)
+        if pre_norm:
+            h = vm.pre_layrnorm(h)
+        mask = causal_mask(h.shape[1])
+        for layer in vm.encoder.layers:
+            h = layer(h, mask)
+            if isinstance(h, tuple):
+                h = h[0]
+        out[f"causal_hidden_{L}"] = h.contiguous()
+    return out
+
+
+def save_hf(model, name, golden):
+    # transformers 5 always writes safetensors.
+    d = os.path.join(ROOT, name)
+    shutil.rmtree(d, ignore_errors=True)
+    model.save_pretrained(d)
+    save_file(golden, os.path.join(d, "golden.safetensors"))
+    print(name, sorted(os.listdir(d)), sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)))
+
+
+def clip():
+    from transformers import CLIPConfig, CLIPModel, CLIPTextConfig, CLIPVisionConfig, CLIPVisionModel
+    vc = dict(hidden_size=HID, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+              image_size=IMG, patch_size=PATCH, hidden_act="quick_gelu", layer_norm_eps=1e-5, projection_dim=16)
+    torch.manual_seed(0)
+    m = CLIPVisionModel(CLIPVisionConfig(**vc), ).eval()
+    m.config._attn_implementation = "eager"
+    randomize(m, 1)
+    px, pxi = inputs(2)
+    save_hf(m, "clip-tiny", hf_golden(m, px, pxi, True))
+
+    tc = CLIPTextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, max_position_embeddings=8, projection_dim=16)
+    full = CLIPModel(CLIPConfig(text_config=tc.to_dict(), vision_config=vc, projection_dim=16)).eval()
+    full.config._attn_implementation = "eager"
+    randomize(full, 3)
+    save_hf(full, "clip-full-tiny", hf_golden(full.vision_model, px, pxi, True))
+
+
+def siglip():
+    from transformers import SiglipConfig, SiglipModel, SiglipTextConfig, SiglipVisionConfig, SiglipVisionModel
+    vc = dict(hidden_size=HID, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
+              image_size=IMG, patch_size=PATCH, hidden_act="gelu_pytorch_tanh", layer_norm_eps=1e-6,
+              vision_use_head=True)
+    torch.manual_seed(0)
+    m = SiglipVisionModel(SiglipVisionConfig(**vc)).eval()
+    m.config._attn_implementation = "eager"
+    randomize(m, 4)
+    px, pxi = inputs(5)
+    save_hf(m, "siglip-tiny", hf_golden(m, px, pxi, False))
+
+    tc = SiglipTextConfig(vocab_size=64, hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                          num_attention_heads=2, max_position_embeddings=8)
+    full = SiglipModel(SiglipConfig(text_config=tc.to_dict(), vision_config=vc)).eval()
+    full.config._attn_implementation = "eager"
+    randomize(full, 6)
+    save_hf(full, "siglip-full-tiny", hf_golden(full.vision_model, px, pxi, False))
+
+
+def eva02():
+    import timm
+    from timm.models._hub import save_for_hf
+    args = dict(img_size=IMG, patch_size=PATCH, embed_dim=HID, depth=LAYERS, num_heads=2,
+                ref_feat_shape=(3, 3), num_classes=0)
+    torch.manual_seed(0)
+    m = timm.create_model("eva02_base_patch14_224", pretrained=False, **args).eval()
+    randomize(m, 7)
+    # Same weights, dynamic input size (resampled abs pos embed + rope for the new grid).
+    md = timm.create_model("eva02_base_patch14_224", pretrained=False, dynamic_img_size=True, **args).eval()
+    md.load_state_dict(m.state_dict())
+    px, pxi = inputs(8)
+    g = {"pixels": px.contiguous(), "pixels_interp": pxi.contiguous()}
+    with torch.no_grad():
+        x = m.patch_embed(px)
+        x, _ = m._pos_embed(x)
+        g["hidden_0"] = m.norm_pre(x).contiguous()
+
+        def blocks(model, pixels, is_causal=False):
+            inter = model.forward_intermediates(pixels, indices=list(range(LAYERS)), return_prefix_tokens=True,
+                                                output_fmt="NLC", intermediates_only=True, is_causal=is_causal)
+            return [torch.cat([pre, sp], 1).contiguous() for sp, pre in inter]
+
+        for i, h in enumerate(blocks(m, px)):
+            g[f"hidden_{i + 1}"] = h
+        g[f"causal_hidden_{LAYERS}"] = blocks(m, px, True)[-1]
+        hi = blocks(md, pxi)
+        g[f"interp_hidden_{LAYERS - 1}"] = hi[-2]
+        g[f"interp_hidden_{LAYERS}"] = hi[-1]
+        # forward_intermediates agrees with forward_features (norm is Identity with avg pooling)
+        assert torch.allclose(m.forward_features(px), g[f"hidden_{LAYERS}"])
+    d = os.path.join(ROOT, "eva02-tiny")
+    shutil.rmtree(d, ignore_errors=True)
+    save_for_hf(m, d, model_args=dict(args, ref_feat_shape=[3, 3]), safe_serialization=True)
+    save_file(g, os.path.join(d, "golden.safetensors"))
+    print("eva02-tiny", sorted(os.listdir(d)), json.load(open(os.path.join(d, "config.json"))))
+
+
+if __name__ == "__main__":
+    torch.set_grad_enabled(False)
+    torch.set_num_threads(1)
+    torch.use_deterministic_algorithms(True)
+    clip()
+    siglip()
+    eva02()
