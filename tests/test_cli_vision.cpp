@@ -8,11 +8,13 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <string>
 
 #include "data/image_dataset.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
+#include "models/vision.h"
 
 using namespace mambavl;
 namespace fs = std::filesystem;
@@ -108,6 +110,30 @@ TEST_F(CliVision, TrainingIsDeterministic) {
   EXPECT_EQ(ja.at("train_loss"), jb.at("train_loss"));
 }
 
+TEST_F(CliVision, OtherArchitectures) {
+  // A causal ViT and MambaOut with the SSM token mixer train and load back.
+  const std::string common =
+      "--synthetic 16 --num-classes 2 --image-size 16 --batch 8 --steps 2 --val-fraction 0 "
+      "--threads 1 --no-progress ";
+  for (const std::string& arch :
+       {std::string("--arch vit --dims 32 --depths 2 --causal"),
+        std::string("--arch mambaout_ssm --dims 8,16,24,32 --depths 1,1,1,1")}) {
+    const fs::path out = dir / std::to_string(std::hash<std::string>{}(arch));
+    CliRun r = run("train-classifier " + arch + " " + common + "--out " + out.string());
+    ASSERT_EQ(r.code, 0) << arch << "\n" << r.out;
+    const auto cfg = io::read_json_file(out / "last" / "config.json");
+    EXPECT_EQ(cfg.at("architecture"), arch.substr(7, arch.find(' ', 7) - 7)) << cfg.dump();
+    r = run("eval-classifier --model " + (out / "last").string() +
+            " --synthetic 6 --threads 1 --no-progress");
+    ASSERT_EQ(r.code, 0) << arch << "\n" << r.out;
+    EXPECT_NE(r.out.find("n: 6"), std::string::npos) << r.out;
+  }
+  const auto vit = io::read_json_file(
+      dir / std::to_string(std::hash<std::string>{}("--arch vit --dims 32 --depths 2 --causal")) /
+      "last" / "config.json");
+  EXPECT_EQ(vit.at("causal"), true) << vit.dump();
+}
+
 TEST_F(CliVision, ImageFolderData) {
   // root/<class>/*.png from the synthetic generator: train, then eval on the same folder.
   data::SyntheticDataset ds(12, 3, 32, 1);
@@ -128,7 +154,7 @@ TEST_F(CliVision, ImageFolderData) {
   EXPECT_NE(r.out.find("n: 12"), std::string::npos) << r.out;
 }
 
-TEST_F(CliVision, BadInputGivesOneErrorLine) {
+TEST_F(CliVision, BadDataAndOptionsGiveOneErrorLine) {
   const fs::path missing = dir / "no_such_folder";
   expect_error(
       run("train-classifier --data " + missing.string() + " --out " + (dir / "o").string()),
@@ -137,23 +163,29 @@ TEST_F(CliVision, BadInputGivesOneErrorLine) {
                {"--arch", "resnet"});
   expect_error(run("train-classifier --dims 8,16 --synthetic 8 --out " + (dir / "o").string()),
                {"--dims"});
+  expect_error(run("train-classifier --causal --synthetic 8 --out " + (dir / "o").string()),
+               {"--causal"});
   expect_error(run("eval-classifier --model " + missing.string() + " --synthetic 4"),
                {missing.string()});
+}
 
-  // A trained model, then an unreadable image.
-  const fs::path out = dir / "run";
-  ASSERT_EQ(
-      run("train-classifier " + kTiny + "--steps 1 --val-fraction 0 --out " + out.string()).code,
-      0);
+TEST_F(CliVision, BadImagesAndConfigGiveOneErrorLine) {
+  // A model folder made in-process (no training needed for these checks).
+  const fs::path model = dir / "model";
+  auto clf = models::make_classifier({{"architecture", "mambaout"},
+                                      {"dims", {8, 16, 24, 32}},
+                                      {"depths", {1, 1, 1, 1}},
+                                      {"num_classes", 2},
+                                      {"image_size", 32}},
+                                     0);
+  models::save_classifier(*clf, {"a", "b"}, model);
   const fs::path junk = dir / "junk.png";
   std::ofstream(junk) << "this is not a PNG";
-  expect_error(run("classify --model " + (out / "last").string() + " " + junk.string()),
-               {junk.string()});
+  expect_error(run("classify --model " + model.string() + " " + junk.string()), {junk.string()});
   const fs::path nofile = dir / "missing.png";
-  expect_error(run("classify --model " + (out / "last").string() + " " + nofile.string()),
+  expect_error(run("classify --model " + model.string() + " " + nofile.string()),
                {nofile.string()});
   // A malformed config.json.
-  std::ofstream(out / "last" / "config.json") << "{ not json";
-  expect_error(run("classify --model " + (out / "last").string() + " " + junk.string()),
-               {"config.json"});
+  std::ofstream(model / "config.json") << "{ not json";
+  expect_error(run("classify --model " + model.string() + " " + junk.string()), {"config.json"});
 }
