@@ -426,3 +426,26 @@ TEST(ClassifierTrain, BuiltInSyntheticDataWithAugmentation) {
     EXPECT_EQ(l, run(augment).step_losses) << "augment " << augment;
   }
 }
+
+TEST(ClassifierTrain, WeightDecaySkipsBiases) {
+  // One AdamW step with a huge decay: decayed weights shrink by (1 - lr * wd) = 0.5 (plus an
+  // Adam update of at most ~lr per element); the 1-D biases get no decay, so they move by <= lr.
+  TinyClassifier clf(3, 4);
+  {
+    at::NoGradGuard ng;
+    clf.net().conv_bias.fill_(1.0);  // non-zero, so that a decay would show
+  }
+  const at::Tensor w0 = clf.net().fc_weight.detach().clone();
+  const at::Tensor b0 = clf.net().conv_bias.detach().clone();
+  FakeDataset ds(8);
+  auto cfg = quick_config();
+  cfg.lr = 0.005;
+  cfg.weight_decay = 100;
+  cfg.warmup_steps = 0;
+  cfg.max_steps = 1;
+  train::train_classifier(clf, ds, nullptr, cfg);
+  const double lr_bound = cfg.lr * 1.01;
+  EXPECT_LE((clf.net().fc_weight.detach() - w0 * 0.5).abs().max().item<double>(), lr_bound);
+  EXPECT_LE((clf.net().conv_bias.detach() - b0).abs().max().item<double>(), lr_bound);
+  EXPECT_GT((clf.net().fc_weight.detach() - w0).abs().max().item<double>(), 10 * cfg.lr);
+}
