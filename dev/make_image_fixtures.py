@@ -19,6 +19,9 @@ reference libraries make of them, for tests/test_image.cpp.
                          siglip_s32: SiglipImageProcessor (squash to 32 x 32)
 
 Usage (dev only): .venv-dev/bin/python dev/make_image_fixtures.py
+Needs Pillow and torchvision besides dev/requirements.txt. Made with Python 3.11, Pillow 13.0.0,
+torch 2.11.0 (CPU, AVX2: its 8-bit resize kernel is what CLIPImageProcessor uses),
+torchvision 0.26.0, transformers 5.23.0. A second run rewrites identical bytes.
 """
 import pathlib
 import struct

@@ -125,6 +125,7 @@ TEST(ImageDecode, DecodeFromMemoryEqualsFile) {
 TEST(ImageDecode, Errors) {
   expect_error([] { load_image(kDir / "no_such.png"); }, {"no_such.png", "not found"});
   expect_error([] { load_image(kDir); }, {"images", "folder"});
+  expect_error([] { load_image("/dev/zero"); }, {"/dev/zero", "not a regular file"});
   expect_error([] { load_image(kDir / "empty.png"); }, {"empty.png", "empty"});
   expect_error([] { load_image(kDir / "not_image.txt"); },
                {"not_image.txt", "not a readable image", "stb_image: "});
@@ -134,6 +135,19 @@ TEST(ImageDecode, Errors) {
   const uint8_t garbage[] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3, 4, 5, 6, 7};
   expect_error([&] { decode_image(garbage, sizeof garbage, "mem.png"); }, {"mem.png"});
   expect_error([&] { decode_image(garbage, 0, "nothing"); }, {"nothing", "empty"});
+}
+
+TEST(ImageDecode, TruncatedBmpAndGifAreErrors) {
+  // stb_image decodes these without complaint (missing bytes read as 0); we check the length.
+  for (const char* name : {"small_24x17.bmp", "small_24x17.gif"}) {
+    SCOPED_TRACE(name);
+    std::ifstream in(kDir / name, std::ios::binary);
+    std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
+                               std::istreambuf_iterator<char>());
+    ASSERT_GT(bytes.size(), 100u);
+    bytes.resize(bytes.size() * 6 / 10);
+    expect_error([&] { decode_image(bytes.data(), bytes.size(), name); }, {name, "truncated"});
+  }
 }
 
 TEST(ImageDecode, PixelLimitCheckedBeforeDecoding) {
@@ -317,6 +331,8 @@ TEST(ImageCrop, CenterCropOffsetsRoundDown) {
   EXPECT_EQ(c[2][3][6].item<float>(), 508.0f);
   EXPECT_EQ(center_crop(grid, 9, 12)[0][8][11].item<float>(), 811.0f);
   EXPECT_EQ(center_crop(grid.unsqueeze(0), 6, 10)[0][0][0][0].item<float>(), 101.0f);
+  // Offsets of 3.5: down to 3 (torchvision's own center_crop would round to 4).
+  EXPECT_EQ(center_crop(grid, 2, 5)[0][0][0].item<float>(), 303.0f);
   expect_error([&] { center_crop(grid, 10, 4); }, {"10 x 4", "9 x 12"});
 }
 

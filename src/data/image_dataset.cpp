@@ -98,19 +98,11 @@ void check_index(int64_t i, int64_t n, const char* what) {
   MVL_CHECK(i >= 0 && i < n, what, ": index ", i, " out of range for a dataset of ", n, " images");
 }
 
-}  // namespace
-
-// ---------------------------------------------------------------- ImageFolderDataset
-
-ImageFolderDataset::ImageFolderDataset(const std::filesystem::path& root,
-                                       const io::ImageLimits& limits)
-    : limits_(limits) {
+// root/<class>/<image files> -> sorted classes, files and their labels.
+void scan_folder(const std::filesystem::path& root, std::vector<std::string>& classes,
+                 std::vector<std::filesystem::path>& files_out, std::vector<int64_t>& labels) {
   namespace fs = std::filesystem;
   const std::string name = root.string();
-  std::error_code ec;
-  MVL_CHECK(fs::exists(root, ec), name, ": image folder not found");
-  MVL_CHECK(fs::is_directory(root, ec), name,
-            ": not a folder (expected root/<class>/<image files>)");
   std::vector<fs::path> class_dirs;
   for (const auto& e : fs::directory_iterator(root)) {
     if (!e.is_directory()) continue;
@@ -128,12 +120,32 @@ ImageFolderDataset::ImageFolderDataset(const std::filesystem::path& root,
     MVL_CHECK(!files.empty(), dir.string(),
               ": class folder has no images (.png, .jpg or .jpeg files)");
     std::sort(files.begin(), files.end());
-    const auto label = static_cast<int64_t>(classes_.size());
-    classes_.push_back(dir.filename().string());
+    const auto label = static_cast<int64_t>(classes.size());
+    classes.push_back(dir.filename().string());
     for (auto& f : files) {
-      files_.push_back(std::move(f));
-      labels_.push_back(label);
+      files_out.push_back(std::move(f));
+      labels.push_back(label);
     }
+  }
+}
+
+}  // namespace
+
+// ---------------------------------------------------------------- ImageFolderDataset
+
+ImageFolderDataset::ImageFolderDataset(const std::filesystem::path& root,
+                                       const io::ImageLimits& limits)
+    : limits_(limits) {
+  namespace fs = std::filesystem;
+  const std::string name = root.string();
+  std::error_code ec;
+  MVL_CHECK(fs::exists(root, ec), name, ": image folder not found");
+  MVL_CHECK(fs::is_directory(root, ec), name,
+            ": not a folder (expected root/<class>/<image files>)");
+  try {
+    scan_folder(root, classes_, files_, labels_);
+  } catch (const fs::filesystem_error& e) {
+    MVL_FAIL(name, ": cannot list the image folder: ", e.what());
   }
 }
 

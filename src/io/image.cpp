@@ -98,6 +98,59 @@ std::optional<std::pair<int64_t, int64_t>> header_size(const uint8_t* p, size_t 
   return std::nullopt;
 }
 
+// stb_image also decodes truncated BMP and GIF data without an error (missing bytes read as 0).
+// BMP: uncompressed pixel rows must all be there (RLE-compressed files are left to stb_image).
+// Returns the byte count the header implies, or 0 when it cannot tell.
+uint64_t bmp_needed_bytes(const uint8_t* p, size_t n) {
+  if (n < 30) return 0;
+  const uint32_t offset = le32(p + 10), header = le32(p + 14);
+  uint64_t w = 0, h = 0, bpp = 0;
+  if (header == 12) {
+    w = le16(p + 18);
+    h = le16(p + 20);
+    bpp = le16(p + 24);
+  } else if (header >= 40 && n >= 34) {
+    const uint32_t compression = le32(p + 30);
+    if (compression != 0 && compression != 3 && compression != 6) return 0;  // RLE, JPEG, PNG
+    w = static_cast<uint64_t>(std::llabs(static_cast<int32_t>(le32(p + 18))));
+    h = static_cast<uint64_t>(std::llabs(static_cast<int32_t>(le32(p + 22))));
+    bpp = le16(p + 28);
+  } else {
+    return 0;
+  }
+  const uint64_t stride = (w * bpp + 31) / 32 * 4;
+  return offset + stride * h;
+}
+
+// GIF: the first frame's data (the one stb_image decodes) must end with its 0-length sub-block.
+bool gif_first_frame_complete(const uint8_t* p, size_t n) {
+  if (n < 13) return false;
+  size_t i = 13;
+  if (p[10] & 0x80) i += 3u << ((p[10] & 7) + 1);  // global colour table
+  auto skip_sub_blocks = [&]() {
+    while (i < n && p[i] != 0) i += 1 + size_t{p[i]};
+    if (i >= n) return false;
+    ++i;  // the terminator
+    return true;
+  };
+  while (i < n) {
+    const uint8_t b = p[i++];
+    if (b == 0x21) {  // extension: label, sub-blocks
+      if (++i > n || !skip_sub_blocks()) return false;
+    } else if (b == 0x2C) {  // image descriptor: 9 more bytes, local colour table, LZW data
+      if (i + 9 > n) return false;
+      const uint8_t flags = p[i + 8];
+      i += 9;
+      if (flags & 0x80) i += 3u << ((flags & 7) + 1);
+      if (++i > n) return false;  // LZW minimum code size
+      return skip_sub_blocks();
+    } else {
+      return true;  // trailer before any image, or garbage: stb_image reports it
+    }
+  }
+  return false;
+}
+
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
   return r ? r : "unknown reason";
@@ -156,6 +209,14 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8)
     MVL_CHECK(jpeg_reaches_eoi(data, size), name,
               ": truncated JPEG (the data ends before the end-of-image marker)");
+  if (size >= 2 && data[0] == 'B' && data[1] == 'M') {
+    const uint64_t need = bmp_needed_bytes(data, size);
+    MVL_CHECK(need == 0 || size >= need, name, ": truncated BMP (", size,
+              " bytes, the header needs ", need, ")");
+  }
+  if (size >= 6 && std::memcmp(data, "GIF8", 4) == 0)
+    MVL_CHECK(gif_first_frame_complete(data, size), name,
+              ": truncated GIF (the data ends inside the first frame)");
 
   int dw = 0, dh = 0, dcomp = 0;
   // 16-bit PNGs are reduced to 8 bits (value >> 8); 1, 2 and 4 channels become RGB (alpha dropped).
@@ -178,6 +239,12 @@ Image load_image(const std::filesystem::path& path, const ImageLimits& limits) {
   const auto st = std::filesystem::status(path, ec);
   MVL_CHECK(std::filesystem::exists(st), name, ": image file not found");
   MVL_CHECK(!std::filesystem::is_directory(st), name, ": is a folder, not an image file");
+  // A FIFO or device would block or never end.
+  MVL_CHECK(std::filesystem::is_regular_file(st), name, ": not a regular file");
+  const auto file_size = std::filesystem::file_size(path, ec);
+  MVL_CHECK(!ec, name, ": cannot get the file size: ", ec.message());
+  MVL_CHECK(file_size <= static_cast<uintmax_t>(INT_MAX), name, ": ", file_size,
+            " bytes is more than the image decoder accepts (2 GiB)");
   std::ifstream in(path, std::ios::binary);
   MVL_CHECK(in, name, ": cannot open the image file: ", std::strerror(errno));
   std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
