@@ -99,9 +99,14 @@ void ProgressBar::draw(bool final) {
   if (tty_) {
     std::string bar;
     if (total_ > 0) {
-      const int filled =
-          static_cast<int>(static_cast<double>(std::min(done_, total_)) / total_ * opt_.width);
-      bar = "[" + std::string(filled, '#') + std::string(opt_.width - filled, '.') + "] ";
+      const size_t width = static_cast<size_t>(std::max(opt_.width, 0));
+      const size_t filled = std::min(
+          width, static_cast<size_t>(static_cast<double>(std::clamp<int64_t>(done_, 0, total_)) /
+                                     static_cast<double>(total_) * static_cast<double>(width)));
+      bar.push_back('[');
+      bar.append(filled, '#');
+      bar.append(width - filled, '.');
+      bar.append("] ");
     }
     // \r, the line, erase to the end of the line.
     std::fprintf(opt_.out, "\r%s%s\x1b[K%s", bar.c_str(), line.c_str(), final ? "\n" : "");
