@@ -27,7 +27,7 @@ import os
 import shutil
 
 import torch
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
 ROOT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "fixtures", "vision")
 IMG, PATCH, HID, LAYERS, HEADS = 32, 8, 32, 3, 4
@@ -85,6 +85,11 @@ def save_hf(model, name, golden):
     shutil.rmtree(d, ignore_errors=True)
     model.save_pretrained(d)
     save_file(golden, os.path.join(d, "golden.safetensors"))
+    # Self-check: the saved folder reproduces the golden hidden states.
+    back = type(model).from_pretrained(d, dtype=torch.float32, attn_implementation="eager").eval()
+    tower = getattr(back, "vision_model", back)  # full CLIPModel / SiglipModel: the vision tower
+    hs = tower(pixel_values=golden["pixels"], output_hidden_states=True).hidden_states
+    assert all(torch.allclose(h, golden[f"hidden_{i}"], atol=1e-5) for i, h in enumerate(hs)), name
     print(name, sorted(os.listdir(d)), sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)))
 
 
@@ -162,6 +167,11 @@ def eva02():
     shutil.rmtree(d, ignore_errors=True)
     save_for_hf(m, d, model_args=dict(args, ref_feat_shape=[3, 3]), safe_serialization=True)
     save_file(g, os.path.join(d, "golden.safetensors"))
+    # Self-check: timm rebuilds the model from the saved config.json (architecture + model_args).
+    cfg = json.load(open(os.path.join(d, "config.json")))
+    back = timm.create_model(cfg["architecture"], pretrained=False, **cfg["model_args"]).eval()
+    back.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
+    assert torch.equal(back.forward_features(px), g[f"hidden_{LAYERS}"])
     print("eva02-tiny", sorted(os.listdir(d)), json.load(open(os.path.join(d, "config.json"))))
 
 

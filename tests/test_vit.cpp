@@ -276,8 +276,34 @@ TEST(VitErrors, GenericHFKeysAreAccepted) {
     j["vision_config"]["use_bfloat16"] = false;
     j["torch_dtype"] = "float32";
     j["text_config"]["made_up_text_key"] = 1;  // the text tower is not read
+    // Legacy CLIPConfig: vision_config_dict overrides vision_config.
+    j["vision_config"]["intermediate_size"] = 48;
+    j["vision_config_dict"] = {{"intermediate_size", 64}};
   });
   EXPECT_EQ(error_of([&] { load_vision_encoder(dir); }), "");
+  fs::remove_all(dir);
+}
+
+TEST(VitErrors, LegacyBuffersAreIgnored) {
+  // Older CLIP / SigLIP checkpoints store the position_ids buffer (int64).
+  const fs::path dir = temp_dir("position_ids");
+  fs::copy_file(kFixtures / "clip-full-tiny" / "config.json", dir / "config.json");
+  io::CheckpointFolder src(kFixtures / "clip-full-tiny");
+  std::vector<std::pair<std::string, at::Tensor>> all;
+  for (const auto& n : src.names()) all.emplace_back(n, src.tensor(n));
+  all.emplace_back("vision_model.embeddings.position_ids", at::arange(17).unsqueeze(0));
+  all.emplace_back("text_model.embeddings.position_ids", at::arange(8).unsqueeze(0));
+  io::save_safetensors(dir / "model.safetensors", all, {{"format", "pt"}});
+  auto enc = load_vision_encoder(dir);
+  Golden g("clip-full-tiny");
+  at::NoGradGuard ng;
+  EXPECT_LE(max_diff(enc->encode(g["pixels"]).tokens, g["hidden_3"].narrow(1, 1, 16)), 1e-4);
+  // An unexpected tensor inside the vision tower is still an error.
+  all.emplace_back("vision_model.encoder.layers.7.mlp.fc1.weight", at::zeros({2, 2}));
+  io::save_safetensors(dir / "model.safetensors", all, {{"format", "pt"}});
+  const std::string e = error_of([&] { load_vision_encoder(dir); });
+  EXPECT_NE(e.find("unexpected"), std::string::npos) << e;
+  EXPECT_NE(e.find("layers.7"), std::string::npos) << e;
   fs::remove_all(dir);
 }
 

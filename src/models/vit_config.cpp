@@ -45,6 +45,7 @@ const std::set<std::string> kHFGeneric = {"_attn_implementation_autoset",
                                           "finetuning_task",
                                           "forced_bos_token_id",
                                           "forced_eos_token_id",
+                                          "gradient_checkpointing",
                                           "id2label",
                                           "is_decoder",
                                           "is_encoder_decoder",
@@ -81,7 +82,8 @@ const std::set<std::string> kHFGeneric = {"_attn_implementation_autoset",
                                           "torchscript",
                                           "transformers_version",
                                           "typical_p",
-                                          "use_bfloat16"};
+                                          "use_bfloat16",
+                                          "use_cache"};
 
 // CLIPVisionConfig / SiglipVisionConfig fields (plus our "causal"). Dropouts and initialisers do
 // not change inference.
