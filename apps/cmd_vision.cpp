@@ -327,10 +327,15 @@ void add_classify(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand("classify",
                                "Print the most likely classes, with probabilities, of each image");
-  c->add_option("--model", o->model, "Classifier folder (from train-classifier, or MambaOut)")
+  c->add_option("--model", o->model,
+                "Classifier folder: from train-classifier, or an official / timm MambaOut folder")
       ->required();
   c->add_option("images", o->images, "Image files (PNG / JPEG / BMP / GIF)")->required();
   c->add_option("--top", o->top, "Classes shown per image")->capture_default_str();
+  c->footer(
+      "Output: per image its path, then one line per class, best first: rank, class name, "
+      "softmax probability.\nExample:\n  mambavl classify --model runs/mo/best cat.png dog.jpg "
+      "--top 3\n");
   c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
   c->callback([o]() {
     set_threads(o->threads);
