@@ -185,6 +185,13 @@ TEST_F(CliVision, BadImagesAndConfigGiveOneErrorLine) {
   const fs::path nofile = dir / "missing.png";
   expect_error(run("classify --model " + model.string() + " " + nofile.string()),
                {nofile.string()});
+  // eval-classifier on a folder whose class the model does not know.
+  data::SyntheticDataset ds(1, 1, 32, 0);
+  fs::create_directories(dir / "imgs" / "zebra");
+  io::save_png(dir / "imgs" / "zebra" / "0.png", ds.image(0));
+  expect_error(run("eval-classifier --model " + model.string() + " --data " +
+                   (dir / "imgs").string() + " --no-progress"),
+               {"zebra", "not one of the model's classes"});
   // A malformed config.json.
   std::ofstream(model / "config.json") << "{ not json";
   expect_error(run("classify --model " + model.string() + " " + junk.string()), {"config.json"});
