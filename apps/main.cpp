@@ -11,6 +11,7 @@
 #include "bench/bench.h"
 #include "bench/bench_lm.h"
 #include "bench/bench_tokenizer.h"
+#include "bench/bench_vision.h"
 #include "cli_common.h"
 #include "cmd_vision.h"
 #include "common/error.h"
@@ -295,6 +296,7 @@ int main(int argc, char** argv) {
   bench::add_scan_bench(*bench);
   bench::add_lm_bench(*bench);
   bench::add_tokenizer_bench(*bench);
+  bench::add_vision_bench(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <climits>
+#include <cmath>
 #include <cstdint>
 #include <filesystem>
 #include <fstream>
@@ -163,6 +165,37 @@ TEST(ImageDecode, PixelLimitCheckedBeforeDecoding) {
   EXPECT_EQ(load_image(kDir / "src_64x48.png", small).width, 64);
 }
 
+TEST(ImageDecode, HugeHeaderSizesDoNotOverflowThePixelCheck) {
+  // A PNG signature and IHDR chunk only (the size check comes before anything else is read).
+  auto png_header = [](uint32_t w, uint32_t h) {
+    std::vector<uint8_t> b{0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a,
+                           0,    0,   0,   13,  'I',  'H',  'D',  'R'};
+    for (uint32_t v : {w, h})
+      for (int shift = 24; shift >= 0; shift -= 8) b.push_back(static_cast<uint8_t>(v >> shift));
+    b.insert(b.end(), {8, 2, 0, 0, 0, 0, 0, 0, 0});  // 8-bit RGB, a (wrong) CRC
+    return b;
+  };
+  // (2^32 - 1)^2 overflows int64 and read as a negative pixel count, under any limit: it must be
+  // refused as too many pixels (the product printed in full).
+  const auto huge = png_header(0xFFFFFFFFu, 0xFFFFFFFFu);
+  expect_error([&] { decode_image(huge.data(), huge.size(), "huge.png"); },
+               {"huge.png", "4294967295 x 4294967295", "18446744065119617025",
+                "more than the limit of 178956970", "max_pixels"});
+  // 2^31 x 2^31 = 2^62 does fit; 2^32 - 1 x 1 is only long.
+  for (auto [w, h] :
+       std::vector<std::pair<uint32_t, uint32_t>>{{1u << 31, 1u << 31}, {0xFFFFFFFFu, 1u}}) {
+    const auto b = png_header(w, h);
+    expect_error(
+        [&] { decode_image(b.data(), b.size(), "long.png"); },
+        {"long.png", std::to_string(w) + " x " + std::to_string(h), "more than the limit"});
+  }
+  for (auto [w, h] : std::vector<std::pair<uint32_t, uint32_t>>{{0u, 5u}, {5u, 0u}, {0u, 0u}}) {
+    const auto b = png_header(w, h);
+    expect_error([&] { decode_image(b.data(), b.size(), "flat.png"); },
+                 {"flat.png", "zero size", std::to_string(w) + " x " + std::to_string(h)});
+  }
+}
+
 // ---------------------------------------------------------------- writing
 
 TEST_F(ImageFiles, SavePngRoundTripsAndLeavesNoTempFile) {
@@ -210,6 +243,22 @@ TEST(ImageTensor, ToTensorLayoutAndRoundTrip) {
   EXPECT_EQ(v.pixels, (std::vector<uint8_t>{255, 128, 0, 128, 0, 128}));  // 127.5 -> 128
   expect_error([] { from_tensor(at::zeros({4, 2, 2})); }, {"[3, H, W]", "[4, 2, 2]"});
   expect_error([] { from_tensor(at::zeros({3, 2, 2}, at::kInt)); }, {"floating"});
+}
+
+TEST(ImageTensor, AbsurdSizesAreRefusedNotWrappedAround) {
+  // width * height * 3 = 3 * 2^64 wraps around to 0 in 64 bits, the size of the empty pixel
+  // vector: such an Image must still be refused before anything reads its "pixels".
+  Image absurd;
+  absurd.width = absurd.height = int64_t{1} << 32;
+  expect_error([&] { to_tensor(absurd); },
+               {"to_tensor", "4294967296 x 4294967296", "0 bytes", "more than 2^64"});
+  expect_error([&] { ImagePreprocess::clip(8)(absurd); },
+               {"image preprocessing", "4294967296 x 4294967296"});
+  expect_error([&] { check_image(absurd, "mine"); }, {"mine", "4294967296 x 4294967296"});
+  Image short_rows = test_pattern(4, 3);
+  short_rows.pixels.pop_back();
+  expect_error([&] { check_image(short_rows, "mine"); }, {"mine", "35 bytes", "= 36"});
+  check_image(test_pattern(4, 3), "mine");
 }
 
 // ---------------------------------------------------------------- resizing
@@ -320,6 +369,25 @@ TEST(ImageResize, ResizeShorterTruncatesTheLongerSide) {
             (std::vector<int64_t>{3, 6, 14}));  // 6 * 7 / 3 = 14 exactly
 }
 
+TEST(ImageResize, ResizeShorterRefusesHugeOutputsBeforeAllocating) {
+  // 1 x 1,000,000 passes the decoder's pixel limit; with its shorter side at 224 it would be
+  // 224 x 224,000,000 (150 GB in uint8): refused from the computed size, nothing allocated.
+  const auto thin = at::zeros({3, 1, 1000000}, at::kByte);
+  expect_error([&] { resize_shorter(thin, 224, Resample::Bicubic); },
+               {"resize_shorter", "1 x 1000000", "224 x 224000000", "limit of 178956970"});
+  expect_error([&] { resize_shorter(thin.transpose(1, 2), 224, Resample::Nearest); },
+               {"1000000 x 1", "224000000 x 224"});
+  // The limit is on one output image: 32 x 42 = 1344.
+  const auto land = at::rand({2, 3, 48, 64});
+  EXPECT_EQ(resize_shorter(land, 32, Resample::Bilinear, 32 * 42).sizes(),
+            (std::vector<int64_t>{2, 3, 32, 42}));
+  expect_error([&] { resize_shorter(land, 32, Resample::Bilinear, 32 * 42 - 1); },
+               {"48 x 64", "32 x 42", "1343"});
+  // A size whose product with the longer side leaves 64 bits.
+  expect_error([&] { resize_shorter(thin, int64_t{1} << 50, Resample::Bicubic); },
+               {"resize_shorter", "64 bits"});
+}
+
 TEST(ImageCrop, CenterCropOffsetsRoundDown) {
   // Value = y * 100 + x, so the crop's corner tells the offsets.
   const auto grid = (at::arange(9).view({9, 1}) * 100 + at::arange(12).view({1, 12}))
@@ -344,6 +412,23 @@ TEST(ImageNormalize, PerChannel) {
   EXPECT_FLOAT_EQ(y[1][2][0][1].item<float>(), 0.5f);
   expect_error([&] { normalize(x, {0, 0, 0}, {1, 0, 1}); }, {"std"});
   expect_error([&] { normalize(at::ones({4, 2, 2}), {0, 0, 0}, {1, 1, 1}); }, {"[4, 2, 2]"});
+}
+
+TEST(ImageNormalize, RefusesIntegerInput) {
+  // In uint8, mean and std would truncate (0.5 -> 0) and the arithmetic wrap: silent garbage.
+  expect_error(
+      [] {
+        normalize(at::full({3, 2, 2}, 128, at::kByte), {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5});
+      },
+      {"normalize", "floating-point", "Byte"});
+  expect_error(
+      [] {
+        normalize(at::ones({1, 3, 2, 2}, at::kInt), {0, 0, 0}, {1, 1, 1});
+      },
+      {"floating-point", "Int"});
+  const auto d = normalize(at::full({3, 1, 1}, 0.75, at::kDouble), {0.5, 0.5, 0.5}, {0.25, 0.5, 1});
+  EXPECT_EQ(d.scalar_type(), at::kDouble);
+  EXPECT_DOUBLE_EQ(d[1][0][0].item<double>(), 0.5);
 }
 
 // ---------------------------------------------------------------- preprocessing
@@ -391,6 +476,70 @@ TEST(ImagePreprocessGolden, ClipCloseToPilBackend) {
   const auto pp = ImagePreprocess::clip(32);
   const auto ours = pp(load_image(kDir / "src_64x48.png"));
   EXPECT_LE(max_level_diff(ours, hf.tensor("clip_pil_s32"), pp), 1.0001);
+}
+
+// An image whose value changes smoothly but visibly from one pixel to the next.
+Image wavy(int64_t w, int64_t h) {
+  Image img;
+  img.width = w;
+  img.height = h;
+  img.pixels.resize(static_cast<size_t>(w * h * 3));
+  for (int64_t y = 0; y < h; ++y)
+    for (int64_t x = 0; x < w; ++x)
+      for (int64_t c = 0; c < 3; ++c)
+        img.pixels[static_cast<size_t>((y * w + x) * 3 + c)] = static_cast<uint8_t>(
+            std::lround(128 + 60 * std::sin(0.3 * static_cast<double>(x + y) + 2.0 * c)));
+  return img;
+}
+
+Image transposed(const Image& src) {
+  Image t = src;
+  std::swap(t.width, t.height);
+  for (int64_t y = 0; y < src.height; ++y)
+    for (int64_t x = 0; x < src.width; ++x)
+      for (int64_t c = 0; c < 3; ++c)
+        t.pixels[static_cast<size_t>((x * t.width + y) * 3 + c)] =
+            src.pixels[static_cast<size_t>((y * src.width + x) * 3 + c)];
+  return t;
+}
+
+TEST(ImagePreprocessCrop, ExtremeAspectRatiosAreBoundedAndCloseToTheExactCrop) {
+  // "crop" resizes the whole image to shorter side = size, then crops. For 80000 x 3 at 32 that
+  // is 32 x 853333 (27 M pixels, over ImagePreprocess::kExactCropPixels but still affordable
+  // here): the bounded path, which resizes only the span under the crop, stays within one
+  // output pixel's shift of the exact result.
+  const auto pp = ImagePreprocess::clip(32);
+  const Image wide = wavy(80000, 3);
+  ASSERT_GT(int64_t{32} * (32 * 80000 / 3), ImagePreprocess::kExactCropPixels);
+  const Image tall = transposed(wide);
+  for (const Image* img : {&wide, &tall}) {
+    SCOPED_TRACE(std::to_string(img->width) + " x " + std::to_string(img->height));
+    const auto x =
+        hwc(*img).permute({2, 0, 1});  // [3, H, W] uint8, resized whole below (the exact way)
+    const auto exact = normalize(
+        center_crop(resize_shorter(x, 32, pp.resample, INT64_MAX), 32, 32).to(at::kFloat) / 255.0,
+        pp.mean, pp.std);
+    const auto ours = pp(*img);
+    ASSERT_EQ(ours.sizes(), (std::vector<int64_t>{3, 32, 32}));
+    const double diff = max_level_diff(ours, exact.unsqueeze(0), pp);
+    EXPECT_LE(diff, 3.0);
+  }
+  // 1 x 1,000,000 and 1,000,000 x 1 pass the decoder's pixel limit; resized whole at 224 they
+  // would take 224 x 224,000,000 pixels (150 GB). A plain colour must come out as that colour.
+  const auto pp224 = ImagePreprocess::clip(224);
+  for (auto [w, h] : std::vector<std::pair<int64_t, int64_t>>{{1, 1000000}, {1000000, 1}}) {
+    SCOPED_TRACE(std::to_string(w) + " x " + std::to_string(h));
+    Image plain;
+    plain.width = w;
+    plain.height = h;
+    for (int64_t i = 0; i < w * h; ++i) plain.pixels.insert(plain.pixels.end(), {7, 100, 250});
+    const auto out = pp224(plain);
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, 224, 224}));
+    const auto want =
+        normalize(at::tensor({7.0f, 100.0f, 250.0f}).view({3, 1, 1}).expand({3, 224, 224}) / 255.0,
+                  pp224.mean, pp224.std);
+    EXPECT_LE(max_level_diff(out, want.unsqueeze(0), pp224), 1.0001);
+  }
 }
 
 TEST(ImagePreprocessConfig, PresetsAndJson) {
@@ -475,6 +624,16 @@ TEST(ImagePreprocessBatch, LoadBatch) {
         load_batch({kDir / "src_64x48.png", kDir / "gone.png"}, pp);
       },
       {"gone.png", "not found"});
+}
+
+TEST_F(ImageFiles, LoadBatchOfAVeryTallImageIsBounded) {
+  // Through the file path: 2 x 300,000 would be 224 x 33,600,000 resized whole.
+  Image tall = test_pattern(2, 300000);
+  save_png(dir_ / "tall.png", tall);
+  const auto pp = ImagePreprocess::clip(224);
+  const auto b = load_batch({dir_ / "tall.png"}, pp);
+  ASSERT_EQ(b.sizes(), (std::vector<int64_t>{1, 3, 224, 224}));
+  EXPECT_TRUE(at::isfinite(b).all().item<bool>());
 }
 
 }  // namespace

@@ -104,6 +104,28 @@ TEST_F(ImageFolder, Errors) {
   expect_error([&] { ImageFolderDataset{root_ / "a" / "1.png"}; }, {"1.png", "not a folder"});
 }
 
+TEST_F(ImageFolder, SkipsHiddenFilesAndFolders) {
+  // macOS writes "._name" AppleDouble files (resource forks, not images) beside each file it
+  // copies to a non-Apple file system; they must not become samples that fail to decode.
+  png("cat/a.png", 1);
+  std::ofstream(root_ / "cat" / "._a.png", std::ios::binary) << std::string("\0\5\26\7\0\2", 6);
+  std::ofstream(root_ / "cat" / "._b.JPG", std::ios::binary) << "Mac OS X        ";
+  png("cat/.thumb.png", 2);  // a valid image, but hidden: skipped too
+  fs::create_directories(root_ / "cat" / ".Trashes");
+  png("dog/._1.jpg", 3);  // only hidden files: the class has no images
+  std::ofstream(root_ / "dog" / ".DS_Store") << "x";
+  png(".hidden/x.png", 4);
+  expect_error([&] { ImageFolderDataset{root_}; }, {(root_ / "dog").string(), "no images"});
+  png("dog/1.png", 5);
+  ImageFolderDataset ds(root_);
+  EXPECT_EQ(ds.classes(), (std::vector<std::string>{"cat", "dog"}));
+  ASSERT_EQ(ds.size(), 2);
+  EXPECT_EQ(ds.name(0), (root_ / "cat" / "a.png").string());
+  EXPECT_EQ(ds.name(1), (root_ / "dog" / "1.png").string());
+  EXPECT_EQ(ds.image(0).pixels[0], 1);
+  EXPECT_EQ(ds.image(1).pixels[0], 5);
+}
+
 // ---------------------------------------------------------------- synthetic
 
 TEST(SyntheticDataset, DeterministicFromSeedAndIndexOnly) {
@@ -270,6 +292,23 @@ TEST(TrainAugment, FullCropWithoutFlipIsThePlainResize) {
         TrainAugment{io::ImagePreprocess::siglip(8), 0.0}(wide, rng);
       },
       {"scale_min"});
+}
+
+TEST(TrainAugment, ExtremeAndAbsurdImages) {
+  // width * height * 3 = 3 * 2^64 wraps around to 0, the size of the empty pixel vector: refused.
+  TrainAugment aug{io::ImagePreprocess::clip(16)};
+  std::mt19937_64 rng(3);
+  io::Image absurd;
+  absurd.width = absurd.height = int64_t{1} << 32;
+  expect_error([&] { aug(absurd, rng); }, {"TrainAugment", "4294967296 x 4294967296"});
+  expect_error([&] { aug(io::Image{}, rng); }, {"TrainAugment", "zero size"});
+  // 1 x 1,000,000 and back: the crop is taken from the source, then resized to 16 x 16, so
+  // nothing larger than the input or output is made.
+  for (auto [w, h] : std::vector<std::pair<int64_t, int64_t>>{{1, 1000000}, {1000000, 1}}) {
+    const auto out = aug(solid(w, h, 7, 100, 250), rng);
+    ASSERT_EQ(out.sizes(), (std::vector<int64_t>{3, 16, 16}));
+    EXPECT_NEAR(out[0][3][5].item<double>(), (7 / 255.0 - aug.pp.mean[0]) / aug.pp.std[0], 1e-5);
+  }
 }
 
 TEST(MakeBatch, PlainAndAugmented) {

@@ -27,51 +27,6 @@ using namespace mambavl;
 using namespace mambavl::models;
 namespace fs = std::filesystem;
 
-// ---- TEMPORARY stand-in for src/io/image.cpp (being written in parallel) ----
-// Weak definitions of the ImagePreprocess functions MambaOut's config uses, so this test links
-// before image.cpp lands; once it does, its (strong) definitions win. Delete this block then.
-namespace mambavl::io {
-__attribute__((weak)) ImagePreprocess ImagePreprocess::imagenet(int64_t size) {
-  ImagePreprocess p;
-  p.size = size;
-  p.mean = {0.485, 0.456, 0.406};
-  p.std = {0.229, 0.224, 0.225};
-  return p;
-}
-__attribute__((weak)) Resample parse_resample(const std::string& s) {
-  if (s == "nearest") return Resample::Nearest;
-  if (s == "bilinear") return Resample::Bilinear;
-  MVL_CHECK(s == "bicubic", "unknown resample '", s, "'");
-  return Resample::Bicubic;
-}
-__attribute__((weak)) std::string to_string(Resample r) {
-  return r == Resample::Nearest ? "nearest" : r == Resample::Bilinear ? "bilinear" : "bicubic";
-}
-__attribute__((weak)) nlohmann::json ImagePreprocess::to_json() const {
-  return {{"size", size},
-          {"resample", to_string(resample)},
-          {"mode", mode},
-          {"mean", mean},
-          {"std", std}};
-}
-__attribute__((weak)) ImagePreprocess ImagePreprocess::from_json(const nlohmann::json& j,
-                                                                 const std::string& file) {
-  ImagePreprocess p;
-  MVL_CHECK(j.is_object(), file, ": preprocess must be an object");
-  for (auto it = j.begin(); it != j.end(); ++it)
-    MVL_CHECK(it.key() == "size" || it.key() == "resample" || it.key() == "mode" ||
-                  it.key() == "mean" || it.key() == "std",
-              file, ": unknown key '", it.key(), "' in preprocess");
-  if (j.contains("size")) p.size = j.at("size").get<int64_t>();
-  if (j.contains("resample")) p.resample = parse_resample(j.at("resample").get<std::string>());
-  if (j.contains("mode")) p.mode = j.at("mode").get<std::string>();
-  if (j.contains("mean")) p.mean = j.at("mean").get<std::array<double, 3>>();
-  if (j.contains("std")) p.std = j.at("std").get<std::array<double, 3>>();
-  return p;
-}
-}  // namespace mambavl::io
-// ---- end of the TEMPORARY block ----
-
 namespace {
 
 const fs::path kFixtures = fs::path(MAMBAVL_FIXTURES_DIR) / "vision";

@@ -429,8 +429,8 @@ TEST(VitClassifier, PoolingModesAndCausal) {
     m->module().eval();
     EXPECT_EQ(m->forward(x).sizes(), (std::vector<int64_t>{2, 5})) << pool;
   }
-  // Causal + last token: logits change when the last patch changes, not when ... every patch is
-  // seen by the last token, so perturbing the first patch changes them too.
+  // Causal + "last": the last token sees every patch, so changing the first patch changes the
+  // logits.
   auto m = make_classifier(tiny_classifier(true, "last"), 1);
   m->module().eval();
   at::Tensor y = x.clone();

@@ -94,6 +94,9 @@ bool has_image_extension(const std::filesystem::path& p) {
   return e == ".png" || e == ".jpg" || e == ".jpeg";
 }
 
+// A name starting with "." (files and folders alike).
+bool is_hidden(const std::filesystem::path& p) { return p.filename().string().starts_with("."); }
+
 void check_index(int64_t i, int64_t n, const char* what) {
   MVL_CHECK(i >= 0 && i < n, what, ": index ", i, " out of range for a dataset of ", n, " images");
 }
@@ -106,7 +109,7 @@ void scan_folder(const std::filesystem::path& root, std::vector<std::string>& cl
   std::vector<fs::path> class_dirs;
   for (const auto& e : fs::directory_iterator(root)) {
     if (!e.is_directory()) continue;
-    if (e.path().filename().string().starts_with(".")) continue;  // .git, .cache...
+    if (is_hidden(e.path())) continue;  // .git, .cache...
     class_dirs.push_back(e.path());
   }
   MVL_CHECK(!class_dirs.empty(), name,
@@ -115,8 +118,12 @@ void scan_folder(const std::filesystem::path& root, std::vector<std::string>& cl
             [](const fs::path& a, const fs::path& b) { return a.filename() < b.filename(); });
   for (const auto& dir : class_dirs) {
     std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(dir))
+    for (const auto& e : fs::directory_iterator(dir)) {
+      // Hidden files are no images of the class: macOS leaves "._x.jpg" (AppleDouble metadata)
+      // beside x.jpg on non-Apple file systems, and ".x.png" is an editor's or a sync tool's.
+      if (is_hidden(e.path())) continue;
       if (e.is_regular_file() && has_image_extension(e.path())) files.push_back(e.path());
+    }
     MVL_CHECK(!files.empty(), dir.string(),
               ": class folder has no images (.png, .jpg or .jpeg files)");
     std::sort(files.begin(), files.end());
@@ -288,10 +295,8 @@ at::Tensor TrainAugment::operator()(const io::Image& img, std::mt19937_64& rng) 
             "TrainAugment: need 0 < ratio_min <= ", "ratio_max, got [", ratio_min, ", ", ratio_max,
             "]");
   MVL_CHECK(pp.size > 0, "TrainAugment: size must be positive, got ", pp.size);
-  MVL_CHECK(img.width > 0 && img.height > 0 &&
-                img.pixels.size() == static_cast<size_t>(img.width * img.height * 3),
-            "TrainAugment: malformed image (", img.width, " x ", img.height, ", ",
-            img.pixels.size(), " bytes)");
+  // Without overflow: width * height * 3 could wrap around to the pixel vector's size.
+  io::check_image(img, "TrainAugment");
   // [3, H, W] uint8 view of the pixels: cropped and resized in 8 bits, like ImagePreprocess.
   const at::Tensor x =
       at::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, 3}, at::kByte)

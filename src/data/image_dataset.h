@@ -28,8 +28,9 @@ class ImageDataset {
 };
 
 // root/<class>/<file> with extensions .png .jpg .jpeg (case-insensitive); classes are the
-// sub-folder names, sorted; files sorted. Error if root is missing, has no class folders, or a
-// class has no images.
+// sub-folder names, sorted; files sorted. Names starting with "." are skipped, folders and files
+// (.git, .DS_Store, macOS' AppleDouble "._x.jpg"). Error if root is missing, has no class
+// folders, or a class has no images.
 class ImageFolderDataset : public ImageDataset {
  public:
   explicit ImageFolderDataset(const std::filesystem::path& root, const io::ImageLimits& limits = {});

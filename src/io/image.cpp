@@ -4,6 +4,7 @@
 #include <stb/stb_image.h>
 #include <stb/stb_image_write.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <climits>
 #include <cmath>
@@ -156,14 +157,6 @@ std::string stb_reason() {
   return r ? r : "unknown reason";
 }
 
-void check_image(const Image& img, const char* what) {
-  MVL_CHECK(img.width > 0 && img.height > 0, what, ": image has zero size (", img.width, " x ",
-            img.height, ")");
-  MVL_CHECK(img.pixels.size() == static_cast<size_t>(img.width * img.height * 3), what,
-            ": image of ", img.width, " x ", img.height, " has ", img.pixels.size(),
-            " bytes of pixels, expected width * height * 3 = ", img.width * img.height * 3);
-}
-
 // PIL's NEAREST resize (an affine transform sampling pixel centres): source index of each output
 // index, accumulated in double exactly as Pillow does, so ties round the same way.
 at::Tensor nearest_indices(int64_t in, int64_t out) {
@@ -175,10 +168,39 @@ at::Tensor nearest_indices(int64_t in, int64_t out) {
   return at::tensor(idx, at::kLong);
 }
 
+// resize_shorter's output (height, width): the shorter side `size`, the longer
+// int(size * long / short), as transformers' get_resize_output_image_size(default_to_square=False)
+// (truncated; Python's float division of the exact product). Error if it cannot be represented.
+std::pair<int64_t, int64_t> shorter_side_dims(int64_t h, int64_t w, int64_t size,
+                                              const char* what) {
+  const bool w_short = w <= h;
+  const int64_t short_side = w_short ? w : h, long_side = w_short ? h : w;
+  // size * long_side below 2^61: exact in int64, and the quotient's cast back cannot overflow.
+  MVL_CHECK(size <= (int64_t{1} << 61) / long_side, what, ": resizing a ", h, " x ", w,
+            " image so that its shorter side is ", size,
+            " gives a size that does not fit in 64 bits");
+  const auto new_long =
+      static_cast<int64_t>(static_cast<double>(size * long_side) / static_cast<double>(short_side));
+  return w_short ? std::pair<int64_t, int64_t>{new_long, size}
+                 : std::pair<int64_t, int64_t>{size, new_long};
+}
+
 const std::array<double, 3> kClipMean{0.48145466, 0.4578275, 0.40821073};
 const std::array<double, 3> kClipStd{0.26862954, 0.26130258, 0.27577711};
 
 }  // namespace
+
+void check_image(const Image& img, const std::string& what) {
+  MVL_CHECK(img.width > 0 && img.height > 0, what, ": image has zero size (", img.width, " x ",
+            img.height, ")");
+  // width * height * 3 as uint64 would wrap around for absurd sizes (2^32 x 2^32 x 3 = 3 * 2^64
+  // reads as 0, the size of an empty pixel vector): compare by division first.
+  const auto w = static_cast<uint64_t>(img.width), h = static_cast<uint64_t>(img.height);
+  const bool fits = w <= UINT64_MAX / 3 / h;
+  MVL_CHECK(fits && img.pixels.size() == w * h * 3, what, ": image of ", img.width, " x ",
+            img.height, " has ", img.pixels.size(), " bytes of pixels, expected width * height * 3",
+            fits ? " = " + std::to_string(w * h * 3) : std::string(" (more than 2^64)"));
+}
 
 Image decode_image(const uint8_t* data, size_t size, const std::string& name,
                    const ImageLimits& limits) {
@@ -188,8 +210,11 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   const int len = static_cast<int>(size);
   auto check_pixels = [&](int64_t w, int64_t h) {
     MVL_CHECK(w > 0 && h > 0, name, ": image has zero size (", w, " x ", h, ")");
-    const int64_t pixels = w * h;
-    MVL_CHECK(pixels <= limits.max_pixels, name, ": image is ", w, " x ", h, " = ", pixels,
+    // By division: a PNG header's width and height go up to 2^32 - 1 each, whose product
+    // overflows int64 (and would read as negative, passing a plain pixels <= limit test). The
+    // product is printed as uint64, where (2^32 - 1)^2 fits.
+    MVL_CHECK(w <= limits.max_pixels / h, name, ": image is ", w, " x ", h, " = ",
+              static_cast<uint64_t>(w) * static_cast<uint64_t>(h),
               " pixels, more than the limit of ", limits.max_pixels,
               " (a guard against decompression bombs); if the file is trusted, raise "
               "ImageLimits::max_pixels");
@@ -337,6 +362,10 @@ at::Tensor resize(const at::Tensor& img, int64_t height, int64_t width, Resample
             width);
   const bool batched = img.dim() == 4;
   at::Tensor x = batched ? img : img.unsqueeze(0);  // [B, C, H, W]
+  const int64_t planes = x.size(0) * x.size(1);     // B * C: at most the input's element count
+  MVL_CHECK(planes == 0 || (height <= INT64_MAX / width && height * width <= INT64_MAX / planes),
+            "resize: ", shape_str(img.sizes()), " at ", height, " x ", width,
+            " would have more elements than fit in 64 bits");
   at::Tensor y;
   if (x.size(2) == height && x.size(3) == width) {
     y = x.clone();
@@ -363,20 +392,21 @@ at::Tensor resize(const at::Tensor& img, int64_t height, int64_t width, Resample
   return batched ? y : y.squeeze(0);
 }
 
-at::Tensor resize_shorter(const at::Tensor& img, int64_t size, Resample mode) {
+at::Tensor resize_shorter(const at::Tensor& img, int64_t size, Resample mode, int64_t max_pixels) {
   MVL_CHECK(img.defined() && (img.dim() == 3 || img.dim() == 4),
             "resize_shorter: expected [C, H, W] or [B, C, H, W], got ",
             img.defined() ? shape_str(img.sizes()) : std::string("an undefined tensor"));
   MVL_CHECK(size > 0, "resize_shorter: size must be positive, got ", size);
   const int64_t h = img.size(-2), w = img.size(-1);
   MVL_CHECK(h > 0 && w > 0, "resize_shorter: input has zero size ", shape_str(img.sizes()));
-  // transformers' get_resize_output_image_size(default_to_square=False): the shorter side becomes
-  // `size`, the longer int(size * long / short) (truncated; Python's float division).
-  const bool w_short = w <= h;
-  const int64_t short_side = w_short ? w : h, long_side = w_short ? h : w;
-  const auto new_long =
-      static_cast<int64_t>(static_cast<double>(size * long_side) / static_cast<double>(short_side));
-  return w_short ? resize(img, new_long, size, mode) : resize(img, size, new_long, mode);
+  // The output size first: an extreme aspect ratio makes it enormous (1 x 1,000,000 at 224 is
+  // 224 x 224,000,000), refused here rather than allocated.
+  const auto [nh, nw] = shorter_side_dims(h, w, size, "resize_shorter");
+  MVL_CHECK(nh <= max_pixels / nw, "resize_shorter: resizing a ", h, " x ", w,
+            " image so that its shorter side is ", size, " would make it ", nh, " x ", nw,
+            " pixels, more than the limit of ", max_pixels,
+            " (an extreme aspect ratio: crop first, as ImagePreprocess does, or raise max_pixels)");
+  return resize(img, nh, nw, mode);
 }
 
 at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width) {
@@ -397,6 +427,11 @@ at::Tensor normalize(const at::Tensor& img, const std::array<double, 3>& mean,
   MVL_CHECK(img.defined() && (img.dim() == 3 || img.dim() == 4) && img.size(-3) == 3,
             "normalize: expected [3, H, W] or [B, 3, H, W], got ",
             img.defined() ? shape_str(img.sizes()) : std::string("an undefined tensor"));
+  // mean / std are built in img's type: in uint8 they would truncate to 0 and the arithmetic
+  // wrap around, a silent garbage result.
+  MVL_CHECK(at::isFloatingType(img.scalar_type()),
+            "normalize: expected a floating-point tensor (pixel values scaled to [0, 1]), got ",
+            img.scalar_type(), "; convert first, e.g. x.to(at::kFloat) / 255");
   for (double s : std)
     MVL_CHECK(std::isfinite(s) && s != 0.0, "normalize: std must be finite and non-zero, got ", s);
   const auto opts = at::TensorOptions().dtype(img.scalar_type()).device(img.device());
@@ -487,8 +522,43 @@ at::Tensor ImagePreprocess::operator()(const Image& img) const {
   at::Tensor x =
       at::from_blob(const_cast<uint8_t*>(img.pixels.data()), {img.height, img.width, 3}, at::kByte)
           .permute({2, 0, 1});
-  x = mode == "squash" ? resize(x, size, size, resample) : resize_shorter(x, size, resample);
-  if (mode == "crop") x = center_crop(x, size, size);
+  if (mode == "squash") {
+    x = resize(x, size, size, resample);
+  } else {
+    const int64_t H = img.height, W = img.width;
+    const auto [nh, nw] = shorter_side_dims(H, W, size, "image preprocessing");
+    const int64_t new_long = std::max(nh, nw);  // the other side is `size`
+    // nh * nw <= max(kExactCropPixels, 4 * size * size), compared without overflow.
+    if (new_long <= kExactCropPixels / size || new_long / 4 <= size) {
+      // As transformers: resize the whole image, then take the central size x size.
+      x = center_crop(resize(x, nh, nw, resample), size, size);
+    } else {
+      // Too large to resize whole. The crop keeps resized pixels [off, off + size) along the
+      // longer side, which come from source [off * r, (off + size) * r), r = long / new_long
+      // source pixels per resized pixel (the shorter side is resized whole, as above). Take that
+      // span plus the filter's reach (bicubic: 2 pixels, 2 r when shrinking) and one pixel, resize
+      // it at nearly the same scale (n resized pixels for hi - lo source ones) and crop there:
+      // within one output pixel of transformers' result, in O(size * size) memory (n is at most
+      // about 9 size, as 1 / r <= size / short).
+      const int dim = nh > nw ? 1 : 2;  // the longer side of x = [3, H, W]
+      const int64_t long_side = dim == 1 ? H : W;
+      const int64_t off = (new_long - size) / 2;
+      const double r = static_cast<double>(long_side) / static_cast<double>(new_long);
+      const auto reach = static_cast<int64_t>(std::ceil(2.0 * std::max(r, 1.0))) + 1;
+      const auto first = static_cast<double>(off) * r;
+      const int64_t lo =
+          std::clamp<int64_t>(static_cast<int64_t>(std::floor(first)) - reach, 0, long_side - 1);
+      const int64_t hi = std::clamp<int64_t>(
+          static_cast<int64_t>(std::ceil(static_cast<double>(off + size) * r)) + reach, lo + 1,
+          long_side);
+      const int64_t n =
+          std::max<int64_t>(size, std::llround(static_cast<double>(hi - lo) / r));  // ~ 1/r each
+      const int64_t k =
+          std::clamp<int64_t>(std::llround((first - static_cast<double>(lo)) / r), 0, n - size);
+      x = resize(x.narrow(dim, lo, hi - lo), dim == 1 ? n : size, dim == 1 ? size : n, resample)
+              .narrow(dim, k, size);
+    }
+  }
   // [3, size, size] float in [0, 1], normalised.
   return normalize(x.to(at::kFloat).div_(255.0), mean, std).contiguous();
 }

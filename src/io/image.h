@@ -26,12 +26,19 @@ struct ImageLimits {
 };
 
 // Decodes a file / a buffer. Grey, grey+alpha, RGBA and palette images become RGB (alpha is
-// dropped, as PIL's convert("RGB") does). Errors (mambavl::Error)
-// name the file and say what is wrong: missing, unreadable, not an image, truncated/corrupt,
-// zero-sized, too many pixels (with the limit and how to raise it).
+// dropped, as PIL's convert("RGB") does). 16-bit PNG samples keep their high byte (value >> 8).
+// PIL does the same for 16-bit RGB(A), but not for 16-bit greyscale: it opens those in mode
+// "I;16", whose convert("RGB") clips (min(value, 255)) instead, so there PIL gives 255 for every
+// value above 255 where we give value >> 8 (PIL's result is mostly white, ours the picture).
+// Errors (mambavl::Error) name the file and say what is wrong: missing, unreadable, not an image,
+// truncated/corrupt, zero-sized, too many pixels (with the limit and how to raise it; checked on
+// the header's width and height before decoding, without overflow for any 32-bit sizes).
 Image load_image(const std::filesystem::path& path, const ImageLimits& limits = {});
 Image decode_image(const uint8_t* data, size_t size, const std::string& name,
                    const ImageLimits& limits = {});
+// Error (naming `what`) unless img has a positive size and exactly width * height * 3 bytes of
+// pixels (compared without overflow, so absurd sizes are refused, not wrapped around).
+void check_image(const Image& img, const std::string& what);
 // Writes an 8-bit RGB PNG atomically (temp file + rename).
 void save_png(const std::filesystem::path& path, const Image& img);
 
@@ -50,12 +57,16 @@ std::string to_string(Resample r);
 // level, more next to hard edges with bicubic, where PIL clips its intermediate pass).
 at::Tensor resize(const at::Tensor& img, int64_t height, int64_t width, Resample mode);
 // Resizes so that the shorter side is `size`, the longer int(size * long / short) (truncated, as
-// transformers' get_resize_output_image_size).
-at::Tensor resize_shorter(const at::Tensor& img, int64_t size, Resample mode);
+// transformers' get_resize_output_image_size). The output size is computed first: Error (with
+// the input and output sizes) when one output image would have more than `max_pixels` pixels,
+// as an extreme aspect ratio gives (1 x 1,000,000 -> 224 x 224,000,000), instead of allocating it.
+at::Tensor resize_shorter(const at::Tensor& img, int64_t size, Resample mode,
+                          int64_t max_pixels = ImageLimits{}.max_pixels);
 // The central (height, width) window, offsets rounded down as transformers' center_crop; Error if
 // the image is smaller.
 at::Tensor center_crop(const at::Tensor& img, int64_t height, int64_t width);
-// (img - mean[c]) / std[c] per channel.
+// (img - mean[c]) / std[c] per channel, in img's floating-point type; Error for integer input
+// (uint8 0..255 must be converted and scaled first: to(kFloat) / 255).
 at::Tensor normalize(const at::Tensor& img, const std::array<double, 3>& mean,
                      const std::array<double, 3>& std);
 
@@ -78,8 +89,14 @@ struct ImagePreprocess {
   nlohmann::json to_json() const;
 
   // One image -> [3, size, size] normalised float32. Resized in 8 bits (as transformers'
-  // processors: CLIPImageProcessor gives the same values).
+  // processors: CLIPImageProcessor gives the same values). "crop" resizes the whole image and
+  // crops it, exactly as transformers, while the resized image has at most
+  // max(kExactCropPixels, 4 * size * size) pixels; beyond (extreme aspect ratios: 1 x 1,000,000
+  // would need 224 x 224,000,000) it resizes only the source span under the center crop (plus
+  // the filter's reach) at nearly the same scale and crops that: within one output pixel of the
+  // exact result, in O(size * size) memory.
   at::Tensor operator()(const Image& img) const;
+  static constexpr int64_t kExactCropPixels = int64_t{1} << 24;
 };
 
 // Loads and preprocesses each file -> [B, 3, size, size].

@@ -25,6 +25,10 @@ struct FeatureSelect {
   int64_t layer = -1;
   // false: "patch" (prefix tokens such as CLS dropped); true: "cls_patch" (kept, first).
   bool keep_prefix = false;
+  // Apply the encoder's final norm to the selected hidden state (CLIP / SigLIP post_layernorm,
+  // EVA-02 timm `norm` as in timm's forward_features, which Shaking-Up uses). Only with the last
+  // layer (-1); Error otherwise or when the encoder has no final norm.
+  bool final_norm = false;
   static FeatureSelect parse(int64_t layer, const std::string& feature);  // "patch"|"cls_patch"
 };
 
@@ -42,10 +46,13 @@ class VisionEncoder {
   virtual int64_t feature_dim() const = 0;
   // The input this encoder was trained for (size, resample, mean / std).
   virtual io::ImagePreprocess preprocess() const = 0;
-  // images [B, 3, H, W] normalised (any H, W divisible by the patch size; ViTs interpolate their
-  // position embeddings) -> selected features.
+  // images [B, 3, H, W] normalised, any H, W (ViTs interpolate their position embeddings to the
+  // new grid and drop a remainder smaller than a patch, as the patch conv does) -> features.
   virtual VisionFeatures encode(const at::Tensor& images, const FeatureSelect& sel = {}) = 0;
   virtual torch::nn::Module& module() = 0;
+  // Casts the weights to the compute dtype (kFloat, kBFloat16; SSM A_log / D and normalisation
+  // statistics stay fp32); encode() then returns features in that dtype. Error for others.
+  virtual void to_dtype(at::ScalarType dtype) = 0;
   // config.json + model.safetensors, in the layout it loads.
   virtual void save(const std::filesystem::path& dir) const = 0;
 };
@@ -71,7 +78,8 @@ class ImageClassifier {
 // object whose "architecture" selects the family:
 //   "mambaout"     : MambaOut, {"variant": "femto"|"kobe"|"tiny"|"small"|"base"} or explicit
 //                    {"depths", "dims"}, "num_classes", "drop_path_rate", "image_size", ...
-//   "mambaout_ssm" : MambaOut with a (bidirectional) Mamba token mixer instead of the 7x7 conv
+//   "mambaout_ssm" : MambaOut whose token mixer adds a (bidirectional) selective SSM after the 7x7
+//                    depthwise conv (the Mamba block = Gated CNN + SSM; see mambaout.h)
 //   "vit"          : a ViT (CLIP layout) + classification head, {"causal": bool, "pool", ...}
 // Unknown architecture or keys: Error naming `file`.
 std::unique_ptr<ImageClassifier> make_classifier(const nlohmann::json& cfg, uint64_t seed,
