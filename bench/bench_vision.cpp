@@ -92,6 +92,11 @@ double time_per_iter(const std::function<void()>& f, int64_t iters) {
   return std::chrono::duration<double>(clock::now() - t0).count() / static_cast<double>(iters);
 }
 
+// The compute dtype of --dtype (the runtime option), for connectors and encoders alike.
+at::ScalarType runtime_dtype(const VisionBenchOptions& o) {
+  return o.rt.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+}
+
 void cast_connector(models::ConnectorImpl& c, at::ScalarType dt) {
   at::NoGradGuard ng;
   for (auto& p : c.named_parameters()) {
@@ -106,7 +111,7 @@ void bench_connectors(const VisionBenchOptions& o, double gemm_gflops) {
               static_cast<long long>(o.batch), static_cast<long long>(o.iters), o.rt.dtype.c_str());
   std::printf("%-22s %-8s %-4s %-8s %8s %10s %10s %12s %8s\n", "case", "type", "scan", "mixer",
               "grid", "ms/batch", "images/s", "GFLOP/image", "% GEMM");
-  const at::ScalarType dt = o.rt.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
+  const at::ScalarType dt = runtime_dtype(o);
   for (const auto& case_name : o.cases) {
     const GridCase& gc = find_case(case_name);
     const int64_t L = gc.gh * gc.gw;
@@ -169,20 +174,23 @@ void bench_encoders(const std::vector<EncoderBenchEntry>& entries, const VisionB
         "\nencoders: none selected (--encoders)\n");
     return;
   }
-  std::printf("\nencoders: batch %lld, %lld timed iterations, forward only\n",
-              static_cast<long long>(o.batch), static_cast<long long>(o.iters));
-  std::printf("%-22s %8s %8s %10s %10s\n", "encoder", "image", "grid", "ms/batch", "images/s");
+  std::printf("\nencoders: batch %lld, %lld timed iterations, forward only, dtype %s\n",
+              static_cast<long long>(o.batch), static_cast<long long>(o.iters), o.rt.dtype.c_str());
+  const at::ScalarType dt = runtime_dtype(o);
+  std::printf("%-22s %8s %8s %9s %10s %10s\n", "encoder", "image", "grid", "features", "ms/batch",
+              "images/s");
   for (const auto& e : entries) {
     auto enc = e.make();
+    enc->to_dtype(dt);  // weights in the compute dtype (SSM A_log / D stay fp32)
     c10::InferenceMode guard;
     at::manual_seed(2);
-    const at::Tensor images = at::randn({o.batch, 3, e.image_size, e.image_size});
+    const at::Tensor images = at::randn({o.batch, 3, e.image_size, e.image_size}).to(dt);
     models::VisionFeatures f;
     const double s = time_per_iter([&] { f = enc->encode(images); }, o.iters);
-    std::printf("%-22s %8lld %8s %10.1f %10.2f\n", e.name.c_str(),
+    std::printf("%-22s %8lld %8s %9s %10.1f %10.2f\n", e.name.c_str(),
                 static_cast<long long>(e.image_size),
-                (std::to_string(f.grid_h) + "x" + std::to_string(f.grid_w)).c_str(), s * 1e3,
-                static_cast<double>(o.batch) / s);
+                (std::to_string(f.grid_h) + "x" + std::to_string(f.grid_w)).c_str(),
+                c10::toString(f.tokens.scalar_type()), s * 1e3, static_cast<double>(o.batch) / s);
     std::fflush(stdout);
   }
 }

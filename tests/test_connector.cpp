@@ -10,6 +10,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -391,4 +392,100 @@ TEST(Connector, SaveLoadRoundTrip) {
       error_of([&] { io::load_module(shared, io::CheckpointFolder(dir / "vss_mlp_per_order")); });
   EXPECT_NE(e.find("vss.mixer"), std::string::npos) << e;
   fs::remove_all(dir);
+}
+
+TEST(Connector, InitLeavesTheGlobalRngAlone) {
+  // Building (and so initialising) a connector must not reseed or consume the process-wide
+  // generator: the draws after it equal those without it.
+  auto draw_after = [](const std::function<void()>& fn) {
+    at::manual_seed(123);
+    fn();
+    return at::rand({16});
+  };
+  const at::Tensor want = draw_after([] {});
+  for (const auto& type : kTypes)
+    for (bool share : {true, false}) {
+      if (type == "mlp" && !share) continue;
+      EXPECT_TRUE(
+          at::equal(draw_after([&] { ConnectorImpl c(small_cfg(type, "csm", share), 7); }), want))
+          << type << (share ? " shared" : " per-order");
+    }
+  const fs::path dir = fs::temp_directory_path() / ("mvl_conn_rng_" + std::to_string(::getpid()));
+  models::save_connector(ConnectorImpl(small_cfg("vss_l2")), dir);
+  EXPECT_TRUE(at::equal(draw_after([&] { models::load_connector(dir); }), want));
+  fs::remove_all(dir);
+  // Deterministic in the seed whatever the global stream's state.
+  at::manual_seed(1);
+  ConnectorImpl a(small_cfg("vss_mlp", "csm", false), 5);
+  at::manual_seed(2);
+  (void)at::rand({100});
+  ConnectorImpl b(small_cfg("vss_mlp", "csm", false), 5);
+  auto pb = b.named_parameters();
+  for (const auto& p : a.named_parameters()) EXPECT_TRUE(at::equal(p.value(), pb[p.key()]));
+}
+
+TEST(Connector, InitEqualsTheMixersOwnInitUnderTheSameSeed) {
+  // The private-generator init draws what the former code drew from the global generator after
+  // at::manual_seed(seed): linear_1 (nn.Linear default), each mixer's MambaMixerImpl::init_weights,
+  // linear_2 — so the values are unchanged and stay in step with mamba.cpp's mixer init.
+  for (bool share : {true, false}) {
+    const auto cfg = small_cfg("vss_mlp", "csm", share);
+    ConnectorImpl c(cfg, 9);
+    at::manual_seed(9);
+    models::Linear l1(kDv, kDlm), l2(kDlm, kDlm);
+    l1->reset_parameters();
+    std::vector<std::shared_ptr<models::MambaMixerImpl>> mixers;
+    for (size_t k = 0; k < (share ? 1u : 4u); ++k) {
+      mixers.push_back(std::make_shared<models::MambaMixerImpl>(cfg.mixer_config(), false));
+      mixers.back()->init_weights();
+    }
+    l2->reset_parameters();
+    EXPECT_TRUE(at::equal(c.linear_1->weight, l1->weight));
+    EXPECT_TRUE(at::equal(c.linear_1->bias, l1->bias));
+    EXPECT_TRUE(at::equal(c.linear_2->weight, l2->weight));
+    EXPECT_TRUE(at::equal(c.linear_2->bias, l2->bias));
+    const auto got = c.vss->all_mixers();
+    ASSERT_EQ(got.size(), mixers.size());
+    for (size_t k = 0; k < got.size(); ++k) {
+      auto want = mixers[k]->named_parameters();
+      for (const auto& p : got[k]->named_parameters())
+        EXPECT_TRUE(at::equal(p.value(), want[p.key()])) << "mixer " << k << " " << p.key();
+    }
+  }
+}
+
+TEST(Connector, AbsurdSizesAreErrorsBeforeAllocating) {
+  auto err = [](const std::string& key, nlohmann::json value) {
+    nlohmann::json j = small_cfg("vss_l2").to_json();
+    if (key.starts_with("mamba."))
+      j["mamba"][key.substr(6)] = std::move(value);
+    else
+      j[key] = std::move(value);
+    return error_of([&] { ConnectorConfig::from_json(j, "big.json"); });
+  };
+  for (const auto& [key, part] :
+       std::vector<std::pair<std::string, std::string>>{{"d_vision", "'d_vision'"},
+                                                        {"d_lm", "'d_lm'"},
+                                                        {"mamba.d_state", "'mamba.d_state'"},
+                                                        {"mamba.d_conv", "'mamba.d_conv'"},
+                                                        {"mamba.expand", "'mamba.expand'"}}) {
+    const std::string e = err(key, 1000000000);
+    EXPECT_NE(e.find(part), std::string::npos) << key << ": " << e;
+    EXPECT_NE(e.find("big.json"), std::string::npos) << e;
+    EXPECT_NE(e.find("1000000000"), std::string::npos) << e;
+  }
+  // Each within its bound, the whole too large.
+  ConnectorConfig c = small_cfg("vss_l2", "csm", /*share=*/false);
+  c.d_vision = c.d_lm = 65536;
+  c.expand = 64;
+  const std::string e = error_of([&] { ConnectorImpl x(c); });
+  EXPECT_NE(e.find("parameters"), std::string::npos) << e;
+  // The count is the modules' own.
+  for (const auto& type : kTypes)
+    for (bool share : {true, false}) {
+      const auto cfg = small_cfg(type, "csm", share);
+      int64_t n = 0;
+      for (const auto& p : ConnectorImpl(cfg, 0, false).parameters()) n += p.numel();
+      EXPECT_EQ(cfg.num_parameters(), static_cast<double>(n)) << type << " " << share;
+    }
 }

@@ -2,6 +2,7 @@
 // save / load, golden parity with timm (fixtures from dev/make_mambaout_fixtures.py), the SSM
 // token mixer and the VisionEncoder view.
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <gtest/gtest.h>
 #include <torch/nn/module.h>
 #include <unistd.h>
@@ -67,6 +68,30 @@ double max_abs(const at::Tensor& t) { return t.abs().max().item<double>(); }
 // max |a - b| / max |b|
 double rel_err(const at::Tensor& a, const at::Tensor& b) {
   return max_abs(a - b) / std::max(max_abs(b), 1e-30);
+}
+
+// The next draws of the process-wide generator after at::manual_seed(seed) and `fn`: equal to
+// those without `fn` iff fn neither reseeds nor consumes the global random stream.
+at::Tensor global_draw_after(uint64_t seed, const std::function<void()>& fn) {
+  at::manual_seed(seed);
+  fn();
+  return at::rand({16});
+}
+
+// A timm hub config.json for `arch` (mambaout_<size>).
+nlohmann::json timm_hub_json(const std::string& arch, int64_t num_classes, int64_t features) {
+  return {{"architecture", arch},
+          {"num_classes", num_classes},
+          {"num_features", features},
+          {"global_pool", "avg"},
+          {"pretrained_cfg",
+           {{"input_size", {3, 224, 224}},
+            {"interpolation", "bicubic"},
+            {"crop_pct", 1.0},
+            {"crop_mode", "center"},
+            {"mean", {0.485, 0.456, 0.406}},
+            {"std", {0.229, 0.224, 0.225}},
+            {"num_classes", num_classes}}}};
 }
 
 class TempDir {
@@ -281,6 +306,7 @@ TEST(MambaOut, ConfigJsonRoundTripsAndVariantsExpand) {
                        {{"input_size", {3, 288, 288}},
                         {"interpolation", "bilinear"},
                         {"crop_mode", "squash"},
+                        {"crop_pct", 1.0},
                         {"mean", {0.5, 0.5, 0.5}},
                         {"std", {0.25, 0.25, 0.25}},
                         {"license", "apache-2.0"}}}};
@@ -738,4 +764,268 @@ TEST(MambaOutEncoder, PresetsAreSeededRandomEncoders) {
   EXPECT_TRUE(at::equal(fa.tokens, b->encode(x).tokens));
   EXPECT_EQ(make_mambaout_encoder_preset("base", 0)->feature_dim(), 768);
   expect_error([] { make_mambaout_encoder_preset("giant", 0); }, {"'giant'", "femto"});
+}
+
+// ---------------------------------------------------------------------------------------------
+// Encoder dtype and feature selection
+
+TEST(MambaOutEncoder, ToDtypeCastsWeightsButKeepsSsmALogAndDInFp32) {
+  for (const auto& arch : {std::string("mambaout"), std::string("mambaout_ssm")}) {
+    nlohmann::json j = arch == "mambaout" ? tiny_json() : ssm_json();
+    auto m = std::make_shared<MambaOutImpl>(MambaOutConfig::from_json(j, "enc.json"), false);
+    m->init_weights(21);
+    MambaOutEncoder enc(m);
+    enc.module().eval();
+    at::NoGradGuard ng;
+    const at::Tensor x = at::randn({2, 3, 64, 48});
+    const at::Tensor f32 = enc.encode(x).tokens;  // [2, 4, 32]
+    EXPECT_EQ(f32.scalar_type(), at::kFloat) << arch;
+
+    enc.to_dtype(at::kBFloat16);
+    int64_t kept = 0;
+    for (const auto& p : enc.module().named_parameters()) {
+      const bool fp32 = p.key().ends_with(".A_log") || p.key().ends_with(".D");
+      EXPECT_EQ(p.value().scalar_type(), fp32 ? at::kFloat : at::kBFloat16)
+          << arch << " " << p.key();
+      kept += fp32;
+    }
+    EXPECT_EQ(kept, arch == "mambaout" ? 0 : 4 * 2 * 2) << arch;  // 4 blocks x 2 cores x {A_log, D}
+    const VisionFeatures f = enc.encode(x);  // fp32 images: cast to the weights' dtype
+    EXPECT_EQ(f.tokens.scalar_type(), at::kBFloat16) << arch;
+    EXPECT_EQ(f.tokens.sizes(), f32.sizes()) << arch;
+    EXPECT_LE(rel_err(f.tokens.to(at::kFloat), f32), 0.1) << arch;
+    EXPECT_EQ(enc.encode(x.to(at::kBFloat16)).tokens.scalar_type(), at::kBFloat16) << arch;
+
+    enc.to_dtype(at::kFloat);  // back: every parameter fp32, features fp32
+    for (const auto& p : enc.module().parameters()) EXPECT_EQ(p.scalar_type(), at::kFloat);
+    EXPECT_EQ(enc.encode(x).tokens.scalar_type(), at::kFloat) << arch;
+    expect_error([&] { enc.to_dtype(at::kHalf); }, {"MambaOut", "float32 or bfloat16", "Half"});
+  }
+  // Through the VisionEncoder interface, on a loaded encoder.
+  auto enc = load_vision_encoder(kFixtures / "mambaout-tiny");
+  enc->to_dtype(at::kBFloat16);
+  at::NoGradGuard ng;
+  EXPECT_EQ(enc->encode(at::randn({1, 3, 64, 64})).tokens.scalar_type(), at::kBFloat16);
+}
+
+TEST(MambaOutEncoder, FinalNormIsAnErrorNamingTheReason) {
+  auto enc = load_vision_encoder(kFixtures / "mambaout-tiny");
+  FeatureSelect sel;
+  sel.final_norm = true;
+  at::NoGradGuard ng;
+  expect_error(
+      [&] {
+        enc->encode(at::randn({1, 3, 64, 64}), sel);
+      },
+      {"final_norm", "no final norm", "pooled"});
+  sel.final_norm = false;
+  EXPECT_EQ(enc->encode(at::randn({1, 3, 64, 64}), sel).tokens.sizes(),
+            at::IntArrayRef({1, 4, 32}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The process-wide random stream
+
+TEST(MambaOut, BuildingOrLoadingLeavesTheGlobalRngAlone) {
+  const at::Tensor want = global_draw_after(77, [] {});
+  auto same = [&](const std::string& what, const std::function<void()>& fn) {
+    EXPECT_TRUE(at::equal(global_draw_after(77, fn), want)) << what << " touched the global RNG";
+  };
+  same("make_classifier", [] { make_classifier(tiny_json(), 5, "tiny.json"); });
+  same("make_classifier (ssm)", [] { make_classifier(ssm_json(), 5, "ssm.json"); });
+  same("MambaOutImpl()", [] { MambaOutImpl m(MambaOutConfig::from_json(tiny_json(), "t")); });
+  same("make_mambaout_encoder_preset", [] { make_mambaout_encoder_preset("femto", 1); });
+  // A headless folder: load_vision_encoder initialises the (absent) head before loading.
+  TempDir tmp("rng");
+  auto src = make_classifier(ssm_json(), 6, "ssm.json");
+  io::save_module(src->module(), tmp.path, [](const std::string& n) {
+    return n.starts_with("head.") || n.starts_with("norm.") ? std::string() : n;
+  });
+  io::write_json_file(tmp.path / "config.json", src->config_json());
+  same("load_vision_encoder (no head)", [&] { load_vision_encoder(tmp.path); });
+  save_classifier(*src, {"a", "b", "c", "d", "e"}, tmp.path);
+  same("load_classifier", [&] { load_classifier(tmp.path); });
+
+  // Still deterministic in the seed, and independent of the global stream's state.
+  at::manual_seed(1);
+  auto a = make_classifier(ssm_json(), 9, "ssm.json");
+  at::manual_seed(2);
+  (void)at::rand({100});
+  auto b = make_classifier(ssm_json(), 9, "ssm.json");
+  const auto sa = state(a->module()), sb = state(b->module());
+  for (const auto& [k, v] : sa) EXPECT_TRUE(at::equal(v, sb.at(k))) << k;
+}
+
+TEST(MambaOutSsm, InitFromAGeneratorEqualsTheGlobalStreamUnderTheSameSeed) {
+  // init_weights(gen) draws exactly what the former global-RNG init drew after manual_seed.
+  MambaOutSsmConfig sc;
+  sc.d_state = 5;
+  MambaOutSsmImpl a(20, sc), b(20, sc);
+  at::manual_seed(31);
+  a.init_weights();
+  b.init_weights(at::make_generator<at::CPUGeneratorImpl>(31));
+  const auto sa = state(a), sb = state(b);
+  for (const auto& [k, v] : sa) EXPECT_TRUE(at::equal(v, sb.at(k))) << k;
+}
+
+// ---------------------------------------------------------------------------------------------
+// timm hub configs: num_classes 0, crop_pct, label_names
+
+TEST(MambaOutEncoder, LoadsTimmEncoderOnlyExportWithNumClasses0) {
+  // timm.create_model("mambaout_femto", num_classes=0): head.fc is Identity, so the checkpoint
+  // has head.norm and head.pre_logits.* but no head.fc.*.
+  TempDir tmp("nc0");
+  auto src = make_classifier(
+      {{"architecture", "mambaout"}, {"variant", "femto"}, {"num_classes", 5}}, 8, "femto.json");
+  io::save_module(src->module(), tmp.path, [](const std::string& n) {
+    return n.starts_with("head.fc2.") ? std::string() : MambaOutImpl::timm_key(n);
+  });
+  nlohmann::json hub = timm_hub_json("mambaout_femto", 0, 288);
+  hub["label_names"] = nlohmann::json::array();
+  io::write_json_file(tmp.path / "config.json", hub);
+  io::SafetensorsFile st(tmp.path / "model.safetensors");
+  ASSERT_FALSE(st.contains("head.fc.weight"));
+  ASSERT_TRUE(st.contains("head.pre_logits.norm.weight"));
+
+  auto enc = load_vision_encoder(tmp.path);
+  EXPECT_EQ(enc->feature_dim(), 288);
+  auto& m = *dynamic_cast<MambaOutEncoder&>(*enc).model;
+  EXPECT_EQ(m.cfg.num_classes, 0);
+  EXPECT_FALSE(m.head->fc2) << "no classifier layer for num_classes 0";
+  const auto s1 = state(src->module()), s2 = state(m);
+  for (const auto& [k, v] : s2) EXPECT_TRUE(at::equal(v, s1.at(k))) << k;
+  at::NoGradGuard ng;
+  src->module().eval();
+  enc->module().eval();
+  const at::Tensor x = at::randn({1, 3, 64, 64});
+  EXPECT_TRUE(at::equal(enc->encode(x).tokens,
+                        as_mambaout(*src).model->forward_features(x).reshape({1, 4, 288})));
+  // timm's forward with fc = Identity: the pre-logits.
+  EXPECT_EQ(m.forward(x).sizes(), at::IntArrayRef({1, 4 * 288}));
+
+  // Not a classifier: an Error pointing to load_vision_encoder.
+  expect_error([&] { load_classifier(tmp.path); },
+               {"config.json", "num_classes = 0", "load_vision_encoder"});
+  expect_error(
+      [&] {
+        make_classifier({{"architecture", "mambaout"}, {"variant", "femto"}, {"num_classes", 0}}, 0,
+                        "zero.json");
+      },
+      {"zero.json", "num_classes = 0"});
+  // Saved by us (num_classes 0 in our config.json) and back.
+  TempDir tmp2("nc0b");
+  enc->save(tmp2.path);
+  EXPECT_FALSE(io::SafetensorsFile(tmp2.path / "model.safetensors").contains("head.fc2.weight"));
+  auto back = load_vision_encoder(tmp2.path);
+  back->module().eval();
+  EXPECT_TRUE(at::equal(back->encode(x).tokens, enc->encode(x).tokens));
+  // Without any head (stage weights only) it loads too.
+  TempDir tmp3("nc0c");
+  io::save_module(src->module(), tmp3.path, [](const std::string& n) {
+    return n.starts_with("head.") || n.starts_with("norm.") ? std::string()
+                                                            : MambaOutImpl::timm_key(n);
+  });
+  io::write_json_file(tmp3.path / "config.json", hub);
+  auto bare = load_vision_encoder(tmp3.path);
+  bare->module().eval();
+  EXPECT_TRUE(at::equal(bare->encode(x).tokens, enc->encode(x).tokens));
+  // A classifier checkpoint with num_classes 0 in its config: head.fc is an extra tensor.
+  TempDir tmp4("nc0d");
+  io::save_module(src->module(), tmp4.path,
+                  [](const std::string& n) { return MambaOutImpl::timm_key(n); });
+  io::write_json_file(tmp4.path / "config.json", hub);
+  expect_error([&] { load_vision_encoder(tmp4.path); }, {"head.fc.weight"});
+}
+
+TEST(MambaOut, TimmCropPctOtherThan1IsAnError) {
+  nlohmann::json hub = timm_hub_json("mambaout_tiny", 1000, 576);
+  EXPECT_EQ(MambaOutConfig::from_json(hub, "hub.json").preprocess.mode, "crop");
+  hub["pretrained_cfg"]["crop_pct"] = 0.95;
+  expect_error([&] { MambaOutConfig::from_json(hub, "hub.json"); },
+               {"hub.json", "crop_pct", "0.95", "not supported"});
+  expect_error([&] { make_classifier(hub, 0, "hub.json"); }, {"hub.json", "crop_pct"});
+  hub["pretrained_cfg"]["crop_mode"] = "squash";  // squash also resizes to size / crop_pct
+  expect_error([&] { MambaOutConfig::from_json(hub, "hub.json"); }, {"crop_pct", "0.95"});
+  hub["pretrained_cfg"].erase("crop_pct");  // timm's default 0.875 would apply
+  expect_error([&] { MambaOutConfig::from_json(hub, "hub.json"); },
+               {"hub.json", "crop_pct", "missing", "0.875"});
+  hub["pretrained_cfg"]["crop_pct"] = "1.0";
+  expect_error([&] { MambaOutConfig::from_json(hub, "hub.json"); }, {"'crop_pct'", "number"});
+  hub["pretrained_cfg"]["crop_pct"] = 1;
+  EXPECT_EQ(MambaOutConfig::from_json(hub, "hub.json").preprocess.mode, "squash");
+}
+
+TEST(MambaOut, ClassifierClassesReadsTimmLabelNames) {
+  TempDir tmp("labels");
+  nlohmann::json hub = timm_hub_json("mambaout_femto", 3, 288);
+  hub["label_names"] = {"tench", "goldfish", "great white shark"};
+  io::write_json_file(tmp.path / "config.json", hub);
+  EXPECT_EQ(classifier_classes(tmp.path),
+            (std::vector<std::string>{"tench", "goldfish", "great white shark"}));
+  hub["classes"] = {"a", "b", "c"};  // ours first
+  io::write_json_file(tmp.path / "config.json", hub);
+  EXPECT_EQ(classifier_classes(tmp.path), (std::vector<std::string>{"a", "b", "c"}));
+  hub.erase("classes");
+  hub["label_names"] = {"tench", 1, "shark"};
+  io::write_json_file(tmp.path / "config.json", hub);
+  expect_error([&] { classifier_classes(tmp.path); }, {"config.json", "'label_names'"});
+  hub["label_names"] = {"tench", "goldfish"};
+  io::write_json_file(tmp.path / "config.json", hub);
+  expect_error([&] { classifier_classes(tmp.path); }, {"'label_names'", "2 names", "3"});
+  hub.erase("label_names");
+  io::write_json_file(tmp.path / "config.json", hub);
+  EXPECT_EQ(classifier_classes(tmp.path),
+            (std::vector<std::string>{"class_0", "class_1", "class_2"}));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bounds
+
+TEST(MambaOut, AbsurdSizesAreErrorsBeforeAllocating) {
+  auto bad = [](const std::string& key, nlohmann::json value,
+                std::initializer_list<std::string> parts, const std::string& arch = "mambaout") {
+    nlohmann::json j = arch == "mambaout" ? tiny_json() : ssm_json();
+    j[key] = std::move(value);
+    expect_error([&] { MambaOutConfig::from_json(j, "big.json"); }, parts);
+  };
+  bad("dims", {1000000000, 16, 24, 32}, {"big.json", "dims[0] = 1000000000"});
+  bad("dims", {8, 16, 24, 16385}, {"big.json", "dims[3]", "16384"});
+  bad("depths", {1, 1000000, 2, 1}, {"big.json", "depths[1] = 1000000"});
+  bad("num_classes", int64_t{1} << 40, {"big.json", "num_classes"});
+  bad("image_size", 1000000000, {"big.json", "image size", "1000000000"});
+  bad("ssm", {{"d_state", 1000000000}}, {"big.json", "d_state"}, "mambaout_ssm");
+  bad("ssm", {{"dt_rank", 1000000000}}, {"big.json", "dt_rank"}, "mambaout_ssm");
+  nlohmann::json j = tiny_json();
+  j["depths"] = std::vector<int64_t>(9, 1);
+  j["dims"] = std::vector<int64_t>(9, 8);
+  expect_error([&] { MambaOutConfig::from_json(j, "big.json"); }, {"big.json", "9 stages"});
+  // Each size within its bound, the whole far too large: the parameter count.
+  j = tiny_json();
+  j["dims"] = {16384, 16384, 16384, 16384};
+  j["depths"] = {1024, 1024, 1024, 1024};
+  expect_error([&] { make_classifier(j, 0, "huge.json"); }, {"huge.json", "parameters"});
+  nlohmann::json hub = timm_hub_json("mambaout_tiny", 1000, 576);
+  hub["pretrained_cfg"]["input_size"] = {3, 1000000, 1000000};
+  expect_error([&] { MambaOutConfig::from_json(hub, "hub.json"); }, {"hub.json", "image size"});
+  hub = timm_hub_json("mambaout_tiny", 1000000000000, 576);
+  expect_error([&] { MambaOutConfig::from_json(hub, "hub.json"); }, {"hub.json", "num_classes"});
+  // Direct construction validates too.
+  MambaOutConfig c = MambaOutConfig::preset("femto");
+  c.dims[2] = 1000000000;
+  expect_error([&] { MambaOutImpl m(c, false); }, {"dims[2]"});
+}
+
+TEST(MambaOut, ConfigParameterCountEqualsTheModules) {
+  std::vector<MambaOutConfig> cfgs;
+  for (const auto& v : MambaOutConfig::variants()) cfgs.push_back(MambaOutConfig::preset(v));
+  cfgs.push_back(MambaOutConfig::from_json(ssm_json(), "ssm.json"));
+  cfgs.push_back(MambaOutConfig::from_json(ssm_json(false), "ssm.json"));
+  MambaOutConfig odd = MambaOutConfig::from_json(tiny_json(), "tiny.json");
+  odd.dims = {9, 17, 25, 33};  // odd stem width (dims[0] / 2 truncates)
+  odd.num_classes = 0;
+  cfgs.push_back(odd);
+  for (const auto& c : cfgs) {
+    MambaOutImpl m(c, /*initialize=*/false);
+    EXPECT_EQ(c.num_parameters(), static_cast<double>(m.num_parameters())) << c.to_json().dump();
+  }
 }

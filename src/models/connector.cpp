@@ -2,9 +2,11 @@
 #include "models/connector.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/modules/container/modulelist.h>
 #include <torch/nn/options/normalization.h>
 
+#include <cmath>
 #include <optional>
 #include <set>
 #include <utility>
@@ -64,16 +66,39 @@ nlohmann::json ConnectorConfig::to_json() const {
 void ConnectorConfig::validate(const std::string& file) const {
   MVL_CHECK(type == "mlp" || type == "vss_mlp" || type == "vss_l2", file,
             ": key 'type' must be mlp, vss_mlp or vss_l2, got '", type, "'");
-  MVL_CHECK(d_vision > 0, file, ": key 'd_vision' must be > 0, got ", d_vision);
-  MVL_CHECK(d_lm > 0, file, ": key 'd_lm' must be > 0, got ", d_lm);
+  MVL_CHECK(d_vision > 0 && d_vision <= kMaxWidth, file, ": key 'd_vision' must be in [1, ",
+            kMaxWidth, "], got ", d_vision);
+  MVL_CHECK(d_lm > 0 && d_lm <= kMaxWidth, file, ": key 'd_lm' must be in [1, ", kMaxWidth,
+            "], got ", d_lm);
   MVL_CHECK(scan == "bsm" || scan == "csm", file, ": key 'scan' must be bsm or csm, got '", scan,
             "'");
   MVL_CHECK(merge == "sum" || merge == "mean", file, ": key 'merge' must be sum or mean, got '",
             merge, "'");
   MVL_CHECK(layer_norm_eps > 0, file, ": key 'layer_norm_eps' must be > 0, got ", layer_norm_eps);
-  MVL_CHECK(d_state > 0, file, ": key 'mamba.d_state' must be > 0, got ", d_state);
-  MVL_CHECK(d_conv > 0, file, ": key 'mamba.d_conv' must be > 0, got ", d_conv);
-  MVL_CHECK(expand > 0, file, ": key 'mamba.expand' must be > 0, got ", expand);
+  MVL_CHECK(d_state > 0 && d_state <= kMaxDState, file, ": key 'mamba.d_state' must be in [1, ",
+            kMaxDState, "], got ", d_state);
+  MVL_CHECK(d_conv > 0 && d_conv <= kMaxDConv, file, ": key 'mamba.d_conv' must be in [1, ",
+            kMaxDConv, "], got ", d_conv);
+  MVL_CHECK(expand > 0 && expand <= kMaxExpand, file, ": key 'mamba.expand' must be in [1, ",
+            kMaxExpand, "], got ", expand);
+  const double n = num_parameters();
+  MVL_CHECK(n <= kMaxParameters, file, ": this connector has ", n, " parameters (d_vision ",
+            d_vision, ", d_lm ", d_lm, "); at most ", kMaxParameters, " are supported");
+}
+
+double ConnectorConfig::num_parameters() const {
+  const double dv = static_cast<double>(d_vision), dl = static_cast<double>(d_lm);
+  double n = (dv * dl + dl) + (dl * dl + dl);  // linear_1, linear_2
+  if (!has_vss()) return n;
+  // The mixer (MambaMixerImpl, no in/out bias, conv bias): sizes derived as mixer_config() does.
+  const double d = static_cast<double>(vss_width()), Di = static_cast<double>(expand) * d;
+  const double R = std::ceil(d / 16.0), N = static_cast<double>(d_state);
+  const double W = static_cast<double>(d_conv);
+  const double mixer =
+      d * 2 * Di + (Di * W + Di) + Di * (R + 2 * N) + (R * Di + Di) + Di * N + Di + Di * d;
+  const double mixers =
+      share_weights ? 1.0 : static_cast<double>(kernels::scan_orders(scan).size());
+  return n + 2 * d + mixers * mixer;  // + norm
 }
 
 MambaConfig ConnectorConfig::mixer_config() const {
@@ -113,8 +138,46 @@ std::vector<std::shared_ptr<MambaMixerImpl>> VssImpl::all_mixers() const {
   return mixers;
 }
 
-void VssImpl::init_weights() {
-  for (auto& m : all_mixers()) m->init_weights();
+namespace {
+
+// PyTorch's nn.Linear default (LinearImpl::reset_parameters), drawing from `gen`.
+void reset_linear(LinearImpl& l, const at::Generator& gen) {
+  const double bound =
+      l.in_features > 0 ? 1.0 / std::sqrt(static_cast<double>(l.in_features)) : 0.0;
+  l.weight.uniform_(-bound, bound, gen);
+  if (l.bias.defined()) l.bias.uniform_(-bound, bound, gen);
+}
+
+// MambaMixerImpl::init_weights() (with reset_ssm_parameters' defaults dt in [1e-3, 0.1], floor
+// 1e-4), drawing from `gen`: the same draws in the same order, so that it gives the same values as
+// that function after at::manual_seed (Connector.InitMatchesTheMixersOwnInit checks it).
+void init_mixer(MambaMixerImpl& m, const at::Generator& gen) {
+  at::NoGradGuard ng;
+  for (auto* lin : {&m.in_proj, &m.x_proj, &m.out_proj}) {
+    reset_linear(**lin, gen);
+    if ((*lin)->bias.defined()) (*lin)->bias.zero_();
+  }
+  const double bound = 1.0 / std::sqrt(static_cast<double>(m.cfg.d_conv));
+  m.conv_weight.uniform_(-bound, bound, gen);
+  if (m.conv_bias.defined()) m.conv_bias.uniform_(-bound, bound, gen);
+  const int64_t Di = m.cfg.d_inner, N = m.cfg.d_state;
+  const double std = std::pow(static_cast<double>(m.cfg.dt_rank), -0.5);
+  m.dt_proj->weight.uniform_(-std, std, gen);
+  const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
+  at::Tensor dt = at::exp(at::rand({Di}, gen, at::TensorOptions(at::kDouble)) *
+                              (std::log(dt_max) - std::log(dt_min)) +
+                          std::log(dt_min))
+                      .clamp_min(dt_floor);                 // [Di]
+  at::Tensor inv_softplus = dt + at::log(-at::expm1(-dt));  // [Di]
+  m.dt_proj->bias.copy_(inv_softplus);
+  m.A_log.copy_(at::log(at::arange(1, N + 1, at::kFloat)).unsqueeze(0).expand({Di, N}));
+  m.D.fill_(1.0);
+}
+
+}  // namespace
+
+void VssImpl::init_weights(const at::Generator& gen) {
+  for (auto& m : all_mixers()) init_mixer(*m, gen);
 }
 
 at::Tensor VssImpl::forward(const at::Tensor& x, int64_t gh, int64_t gw) {
@@ -198,12 +261,13 @@ ConnectorImpl::ConnectorImpl(const ConnectorConfig& c, uint64_t seed, bool initi
 }
 
 void ConnectorImpl::init_weights(uint64_t seed) {
-  at::manual_seed(seed);
+  // A private generator: the process-wide one (data order, dropout, ...) is left untouched.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   at::NoGradGuard ng;
-  linear_1->reset_parameters();
-  if (vss) vss->init_weights();
-  if (norm) norm->reset_parameters();
-  linear_2->reset_parameters();
+  reset_linear(*linear_1, gen);
+  if (vss) vss->init_weights(gen);
+  if (norm) norm->reset_parameters();  // 1 / 0, no random draw
+  reset_linear(*linear_2, gen);
 }
 
 at::Tensor ConnectorImpl::forward(const at::Tensor& v, int64_t gh, int64_t gw) {

@@ -32,6 +32,7 @@
 // A_log and D per order; it also uses a 2-D depthwise conv and an output LayerNorm. That variant
 // is not implemented here.
 #pragma once
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/normalization.h>
@@ -63,11 +64,21 @@ struct ConnectorConfig {
   int64_t d_conv = 4;
   int64_t expand = 2;
 
+  // Bounds checked by validate() before anything is allocated.
+  static constexpr int64_t kMaxWidth = 65536;  // d_vision, d_lm
+  static constexpr int64_t kMaxDState = 1024;
+  static constexpr int64_t kMaxDConv = 1024;
+  static constexpr int64_t kMaxExpand = 64;
+  static constexpr double kMaxParameters = 1e10;
+
   // Unknown keys (also inside "mamba"), wrong types and unsupported values are errors naming
   // `file` and the key. "type", "d_vision" and "d_lm" are required.
   static ConnectorConfig from_json(const nlohmann::json& j, const std::string& file = "connector");
   nlohmann::json to_json() const;
-  void validate(const std::string& file = "connector") const;  // Error on a bad value
+  // Error on a bad value, or absurd sizes (the bounds above; checked before any allocation).
+  void validate(const std::string& file = "connector") const;
+  // The connector's parameter count, from the sizes alone (floating point: cannot overflow).
+  double num_parameters() const;
   bool has_vss() const { return type != "mlp"; }
   int64_t vss_width() const { return type == "vss_mlp" ? d_vision : d_lm; }
   std::vector<kernels::ScanOrder> orders() const { return kernels::scan_orders(scan); }
@@ -83,7 +94,8 @@ class VssImpl : public torch::nn::Module {
   at::Tensor forward(const at::Tensor& x, int64_t gh, int64_t gw);
   // The shared-mixer path with in_proj / out_proj hoisted out of the orders (see above).
   at::Tensor forward_hoisted(const at::Tensor& x, int64_t gh, int64_t gw);
-  void init_weights();  // each mixer's init_weights() (global RNG; see ConnectorImpl)
+  // Each mixer as MambaMixerImpl::init_weights(), drawing from `gen` (see ConnectorImpl).
+  void init_weights(const at::Generator& gen);
   std::vector<std::shared_ptr<MambaMixerImpl>> all_mixers() const;
 
   std::vector<kernels::ScanOrder> orders;
@@ -101,8 +113,10 @@ class ConnectorImpl : public torch::nn::Module {
   // features [B, gh*gw, d_vision] (row-major patch grid) -> [B, gh*gw, d_lm]. Error naming the
   // problem on a shape mismatch.
   at::Tensor forward(const at::Tensor& features, int64_t gh, int64_t gw);
-  // Deterministic in `seed` (reseeds the global LibTorch generator, as MambaLM::init_weights):
-  // linears as PyTorch's nn.Linear, LayerNorm 1 / 0, mixers MambaMixerImpl::init_weights().
+  // Deterministic in `seed`: linears as PyTorch's nn.Linear, LayerNorm 1 / 0, mixers as
+  // MambaMixerImpl::init_weights(); drawn from a private generator seeded with `seed` (the values
+  // at::manual_seed(seed) and the global generator would give), so the process-wide random stream
+  // is left untouched.
   void init_weights(uint64_t seed);
   const ConnectorConfig& config() const { return cfg_; }
 

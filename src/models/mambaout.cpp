@@ -3,6 +3,7 @@
 #include "models/mambaout.h"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <array>
@@ -66,11 +67,12 @@ const std::vector<Preset>& presets() {
 }
 
 // timm's trunc_normal_(t, mean 0, std, a, b) (absolute bounds), as PyTorch draws it: uniform in
-// [cdf(a), cdf(b)] mapped through the inverse normal CDF.
-void trunc_normal_(at::Tensor& t, double std, double a = -2.0, double b = 2.0) {
+// [cdf(a), cdf(b)] mapped through the inverse normal CDF. Draws from `gen`.
+void trunc_normal_(at::Tensor& t, double std, const at::Generator& gen, double a = -2.0,
+                   double b = 2.0) {
   auto cdf = [](double x) { return (1.0 + std::erf(x / std::sqrt(2.0))) / 2.0; };
   const double l = cdf(a / std), u = cdf(b / std);
-  t.uniform_(2 * l - 1, 2 * u - 1);
+  t.uniform_(2 * l - 1, 2 * u - 1, gen);
   t.erfinv_();
   t.mul_(std * std::sqrt(2.0));
   t.clamp_(a, b);
@@ -92,7 +94,7 @@ MambaOutConfig from_timm_json(const nlohmann::json& j, const std::string& file,
        "label_names", "label_descriptions", "model_args", "classes"},
       file);
   MambaOutConfig c = MambaOutConfig::preset(v);
-  c.num_classes = cfg::get_int(j, "num_classes", file, 1000);
+  c.num_classes = cfg::get_int(j, "num_classes", file, 1000);  // 0: no classifier (head.fc)
   if (j.contains("num_features")) {
     const int64_t nf = cfg::get_int(j, "num_features", file, 0);
     MVL_CHECK(nf == c.dims.back(), file, ": num_features = ", nf, " but ", arch,
@@ -108,11 +110,21 @@ MambaOutConfig from_timm_json(const nlohmann::json& j, const std::string& file,
   }
   if (j.contains("pretrained_cfg")) {
     // Only the preprocessing entries matter; the rest is descriptive (tag, license, ...).
-    // crop_pct is not represented (ImagePreprocess has none): "center" becomes "crop" (shorter
-    // side to size, center crop), which is timm's transform for crop_pct 1.0, the value of all
-    // five supported MambaOut sizes.
+    // crop_pct cannot be represented (ImagePreprocess has no such field): timm resizes to
+    // size / crop_pct, then center-crops `size` ("center"; "squash" resizes both sides to
+    // size / crop_pct first). Only crop_pct 1.0 equals our "crop" / "squash" modes; it is the value
+    // of all five MambaOut sizes in timm. Any other value, or none (timm then uses its default
+    // 0.875), is an Error rather than a silently different input.
     const auto& pc = j.at("pretrained_cfg");
     MVL_CHECK(pc.is_object(), file, ": key 'pretrained_cfg' must be a JSON object");
+    MVL_CHECK(pc.contains("crop_pct") && !pc.at("crop_pct").is_null(), file,
+              ": pretrained_cfg.crop_pct is missing (timm would then use its default 0.875); only "
+              "crop_pct 1.0 is supported (our preprocessing resizes straight to the input size)");
+    const double crop_pct = cfg::get_double(pc, "crop_pct", file, 1.0);
+    MVL_CHECK(std::abs(crop_pct - 1.0) <= 1e-9, file, ": pretrained_cfg.crop_pct = ", crop_pct,
+              " is not supported: only 1.0 (timm's value for MambaOut) can be expressed by our "
+              "preprocessing, which has no resize-then-crop ratio (timm would resize to "
+              "input_size / crop_pct and center-crop)");
     io::ImagePreprocess& pp = c.preprocess;
     if (pc.contains("input_size")) {
       std::vector<int64_t> in = get_int_list(pc, "input_size", file);
@@ -166,19 +178,57 @@ void MambaOutConfig::validate(const std::string& file) const {
   MVL_CHECK(!depths.empty() && depths.size() == dims.size(), file,
             ": 'depths' and 'dims' must be non-empty lists of the same length, got ", depths.size(),
             " and ", dims.size());
+  MVL_CHECK(static_cast<int64_t>(depths.size()) <= kMaxStages, file, ": ", depths.size(),
+            " stages (length of 'depths' / 'dims'); at most ", kMaxStages, " are supported");
   for (size_t i = 0; i < depths.size(); ++i) {
-    MVL_CHECK(depths[i] >= 1, file, ": depths[", i, "] = ", depths[i], " must be >= 1");
-    MVL_CHECK(dims[i] >= 2, file, ": dims[", i, "] = ", dims[i], " must be >= 2");
+    MVL_CHECK(depths[i] >= 1 && depths[i] <= kMaxDepth, file, ": depths[", i, "] = ", depths[i],
+              " must be in [1, ", kMaxDepth, "]");
+    MVL_CHECK(dims[i] >= 2 && dims[i] <= kMaxDim, file, ": dims[", i, "] = ", dims[i],
+              " must be in [2, ", kMaxDim, "]");
   }
-  MVL_CHECK(num_classes >= 1, file, ": num_classes = ", num_classes, " must be >= 1");
+  MVL_CHECK(num_classes >= 0 && num_classes <= kMaxClasses, file, ": num_classes = ", num_classes,
+            " must be in [0, ", kMaxClasses, "] (0: no classifier, encoder only)");
   MVL_CHECK(drop_path_rate >= 0.0 && drop_path_rate < 1.0, file,
             ": drop_path_rate = ", drop_path_rate, " must be in [0, 1)");
-  MVL_CHECK(preprocess.size > 0, file, ": the image size must be positive, got ", preprocess.size);
+  MVL_CHECK(preprocess.size > 0 && preprocess.size <= kMaxImageSize, file,
+            ": the image size must be in [1, ", kMaxImageSize, "], got ", preprocess.size);
   if (ssm) {
-    MVL_CHECK(ssm_cfg.d_state >= 1, file, ": ssm.d_state = ", ssm_cfg.d_state, " must be >= 1");
-    MVL_CHECK(ssm_cfg.dt_rank >= 0, file, ": ssm.dt_rank = ", ssm_cfg.dt_rank,
-              " must be >= 1 (or \"auto\")");
+    MVL_CHECK(ssm_cfg.d_state >= 1 && ssm_cfg.d_state <= kMaxDState, file,
+              ": ssm.d_state = ", ssm_cfg.d_state, " must be in [1, ", kMaxDState, "]");
+    MVL_CHECK(ssm_cfg.dt_rank >= 0 && ssm_cfg.dt_rank <= kMaxDim, file,
+              ": ssm.dt_rank = ", ssm_cfg.dt_rank, " must be in [1, ", kMaxDim, "] (or \"auto\")");
   }
+  const double n = num_parameters();
+  MVL_CHECK(n <= kMaxParameters, file, ": this configuration has ", n, " parameters; at most ",
+            kMaxParameters, " are supported");
+}
+
+double MambaOutConfig::num_parameters() const {
+  auto conv = [](double in, double out, double k, double groups) {
+    return out * (in / groups) * k * k + out;  // weight + bias
+  };
+  auto lin = [](double in, double out, bool bias) { return in * out + (bias ? out : 0.0); };
+  auto ln = [](double d) { return 2.0 * d; };
+  const double d0 = static_cast<double>(dims[0]);
+  const double half = static_cast<double>(dims[0] / 2);
+  double n = conv(3, half, 3, 1) + ln(half) + conv(half, d0, 3, 1) + ln(d0);  // stem
+  for (size_t s = 0; s < dims.size(); ++s) {
+    const double C = static_cast<double>(dims[s]);
+    if (s > 0) n += conv(static_cast<double>(dims[s - 1]), C, 3, 1) + ln(C);  // downsample
+    const double h = static_cast<double>(hidden_dim(dims[s]));
+    double block = ln(C) + lin(C, 2 * h, true) + conv(C, C, kKernel, C) + lin(h, C, true);
+    if (ssm) {
+      const double R = static_cast<double>(ssm_cfg.rank_for(dims[s]));
+      const double N = static_cast<double>(ssm_cfg.d_state);
+      const double core = lin(C, R + 2 * N, false) + lin(R, C, true) + C * N + C;
+      block += (ssm_cfg.bidirectional ? 2.0 : 1.0) * core;
+    }
+    n += static_cast<double>(depths[s]) * block;
+  }
+  const double C = static_cast<double>(dims.back()), Hd = kHeadRatio * C;
+  n += ln(C) + lin(C, Hd, true) + ln(Hd);  // norm, head.fc1, head.norm
+  if (num_classes > 0) n += lin(Hd, static_cast<double>(num_classes), true);  // head.fc2
+  return n;
 }
 
 MambaOutConfig MambaOutConfig::from_json(const nlohmann::json& j, const std::string& file) {
@@ -304,13 +354,16 @@ MambaOutSsmImpl::MambaOutSsmImpl(int64_t dim_, const MambaOutSsmConfig& c)
   D = register_parameter("D", at::empty({dim}));
 }
 
-void MambaOutSsmImpl::init_weights() {
+void MambaOutSsmImpl::init_weights(std::optional<at::Generator> gen) {
   at::NoGradGuard ng;
-  x_proj->reset_parameters();
+  // x_proj: PyTorch's nn.Linear default (LinearImpl::reset_parameters), from `gen`.
+  const double xb = 1.0 / std::sqrt(static_cast<double>(x_proj->in_features));
+  x_proj->weight.uniform_(-xb, xb, gen);
   const double std = std::pow(static_cast<double>(dt_rank), -0.5);
-  dt_proj->weight.uniform_(-std, std);
+  dt_proj->weight.uniform_(-std, std, gen);
   const double dt_min = 1e-3, dt_max = 0.1, dt_floor = 1e-4;
-  at::Tensor dt = at::exp(at::rand({dim}, at::kDouble) * (std::log(dt_max) - std::log(dt_min)) +
+  at::Tensor dt = at::exp(at::rand({dim}, gen, at::TensorOptions(at::kDouble)) *
+                              (std::log(dt_max) - std::log(dt_min)) +
                           std::log(dt_min))
                       .clamp_min(dt_floor);            // [C]
   dt_proj->bias.copy_(dt + at::log(-at::expm1(-dt)));  // softplus^-1(dt)
@@ -425,22 +478,26 @@ MambaOutImpl::MambaOutImpl(const MambaOutConfig& c, bool initialize)
   head = std::make_shared<Head>();
   head->fc1 = head->register_module("fc1", Linear(C, Hd));
   head->norm = head->register_module("norm", std::make_shared<LayerNormImpl>(Hd, eps));
-  head->fc2 = head->register_module("fc2", Linear(Hd, cfg.num_classes));
+  if (cfg.num_classes > 0) head->fc2 = head->register_module("fc2", Linear(Hd, cfg.num_classes));
   register_module("head", std::static_pointer_cast<torch::nn::Module>(head));
   if (initialize) init_weights(0);
 }
 
 void MambaOutImpl::init_weights(uint64_t seed) {
-  at::manual_seed(seed);
+  // A private generator: seeding the process-wide one would reset every later random draw of the
+  // program (data shuffling, dropout, ...) whenever a model is built or loaded.
+  at::Generator gen = at::make_generator<at::CPUGeneratorImpl>(seed);
   at::NoGradGuard ng;
-  for (const auto& item : named_modules()) {
+  // include_self false: the root is no Conv / Linear / LayerNorm, and a MambaOutImpl built on the
+  // stack (not in a shared_ptr) cannot hand itself out.
+  for (const auto& item : named_modules(/*name_prefix=*/"", /*include_self=*/false)) {
     if (item.key().find("ssm") != std::string::npos) continue;  // SSM cores: below
     torch::nn::Module& m = *item.value();
     if (auto* conv = m.as<Conv2dImpl>()) {
-      trunc_normal_(conv->weight, 0.02);
+      trunc_normal_(conv->weight, 0.02, gen);
       conv->bias.zero_();
     } else if (auto* lin = m.as<LinearImpl>()) {
-      trunc_normal_(lin->weight, 0.02);
+      trunc_normal_(lin->weight, 0.02, gen);
       if (lin->bias.defined()) lin->bias.zero_();
     } else if (auto* ln = m.as<LayerNormImpl>()) {
       ln->weight.fill_(1.0);
@@ -449,8 +506,8 @@ void MambaOutImpl::init_weights(uint64_t seed) {
   }
   for (auto& stage : blocks)
     for (auto& b : stage) {
-      if (b->ssm) b->ssm->init_weights();
-      if (b->ssm_rev) b->ssm_rev->init_weights();
+      if (b->ssm) b->ssm->init_weights(gen);
+      if (b->ssm_rev) b->ssm_rev->init_weights(gen);
     }
 }
 
@@ -483,6 +540,7 @@ at::Tensor MambaOutImpl::forward_head(const at::Tensor& features) {
   at::Tensor x = norm->forward(features.mean({1, 2}));  // [B, C4]
   x = at::gelu(head->fc1->forward(x));                  // [B, 4 C4]
   x = head->norm->forward(x);                           // [B, 4 C4]
+  if (!head->fc2) return x;                             // num_classes 0: pre-logits
   return head->fc2->forward(x);                         // [B, classes]
 }
 
@@ -543,13 +601,29 @@ std::shared_ptr<MambaOutImpl> load_network(const fs::path& dir, const nlohmann::
 // ---------------------------------------------------------------------------------------------
 // Classifier / encoder
 
-MambaOutClassifier::MambaOutClassifier(const MambaOutConfig& c, bool initialize, uint64_t seed)
-    : model(std::make_shared<MambaOutImpl>(c, /*initialize=*/false)) {
+namespace {
+void check_has_classifier(const MambaOutConfig& c, const std::string& file) {
+  MVL_CHECK(c.num_classes > 0, file, ": num_classes = 0 (no classifier head.fc / head.fc2): ",
+            "this MambaOut is an encoder only; load it with load_vision_encoder, or give "
+            "num_classes >= 1 for a classifier");
+}
+}  // namespace
+
+MambaOutClassifier::MambaOutClassifier(const MambaOutConfig& c, bool initialize, uint64_t seed) {
+  check_has_classifier(c, "MambaOut config");
+  model = std::make_shared<MambaOutImpl>(c, /*initialize=*/false);
   if (initialize) model->init_weights(seed);
+}
+
+MambaOutClassifier::MambaOutClassifier(std::shared_ptr<MambaOutImpl> m) : model(std::move(m)) {
+  MVL_CHECK(model, "MambaOutClassifier: null network");
+  check_has_classifier(model->cfg, "MambaOut config");
 }
 
 std::unique_ptr<MambaOutClassifier> MambaOutClassifier::load(const fs::path& dir,
                                                              const nlohmann::json& cfg) {
+  const std::string file = (dir / "config.json").string();
+  check_has_classifier(MambaOutConfig::from_json(cfg, file), file);  // before reading weights
   return std::make_unique<MambaOutClassifier>(load_network(dir, cfg, /*head_optional=*/false));
 }
 
@@ -565,6 +639,11 @@ std::unique_ptr<MambaOutEncoder> MambaOutEncoder::load(const fs::path& dir,
 VisionFeatures MambaOutEncoder::encode(const at::Tensor& images, const FeatureSelect& sel) {
   MVL_CHECK(sel.layer == -1, "MambaOut encoder: only the last stage's feature map (layer -1) is ",
             "available, not layer ", sel.layer);
+  MVL_CHECK(!sel.final_norm,
+            "MambaOut encoder: final_norm is not available: MambaOut has no final norm over the "
+            "feature map (its 'norm', timm's head.norm, normalises the globally average-pooled "
+            "vector inside the classifier head); the features are the last stage's output, as "
+            "timm's forward_features");
   at::Tensor f = model->forward_features(images);  // [B, gh, gw, C4]
   VisionFeatures out;
   out.grid_h = f.size(1);
@@ -572,6 +651,19 @@ VisionFeatures MambaOutEncoder::encode(const at::Tensor& images, const FeatureSe
   out.num_prefix = 0;
   out.tokens = f.reshape({f.size(0), out.grid_h * out.grid_w, f.size(3)});  // [B, gh*gw, C4]
   return out;
+}
+
+void MambaOutEncoder::to_dtype(at::ScalarType dtype) {
+  MVL_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
+            "MambaOut encoders run in float32 or bfloat16, not ", c10::toString(dtype));
+  at::NoGradGuard ng;
+  for (auto& p : model->named_parameters()) {
+    const std::string& name = p.key();
+    // mambaout_ssm: the SSM cores' A_log and D stay fp32 (SPEC §1.1, as MambaLM::to_dtype).
+    const bool keep_fp32 = name.ends_with(".A_log") || name.ends_with(".D");
+    const at::ScalarType target = keep_fp32 ? at::kFloat : dtype;
+    if (p.value().scalar_type() != target) p.value().set_data(p.value().to(target));
+  }
 }
 
 void MambaOutEncoder::save(const fs::path& dir) const {
@@ -592,8 +684,9 @@ std::unique_ptr<VisionEncoder> make_mambaout_encoder_preset(const std::string& v
 
 std::unique_ptr<ImageClassifier> make_mambaout_classifier(const nlohmann::json& cfg, uint64_t seed,
                                                           const std::string& file) {
-  return std::make_unique<MambaOutClassifier>(MambaOutConfig::from_json(cfg, file),
-                                              /*initialize=*/true, seed);
+  MambaOutConfig c = MambaOutConfig::from_json(cfg, file);
+  check_has_classifier(c, file);
+  return std::make_unique<MambaOutClassifier>(c, /*initialize=*/true, seed);
 }
 
 std::unique_ptr<ImageClassifier> load_mambaout_classifier(const fs::path& dir,

@@ -29,6 +29,7 @@
 // dt_proj weight U(+-R^-0.5), dt_proj.bias = softplus^-1(dt), dt log-uniform in [1e-3, 0.1],
 // A_log = log(1..N), D = 1); everything else as MambaOut.
 #pragma once
+#include <ATen/core/Generator.h>
 #include <ATen/core/Tensor.h>
 #include <torch/nn/module.h>
 
@@ -36,6 +37,7 @@
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -56,6 +58,8 @@ struct MambaOutConfig {
   std::string variant;  // "femto" | "kobe" | "tiny" | "small" | "base", or "" (explicit sizes)
   std::vector<int64_t> depths{3, 3, 9, 3};
   std::vector<int64_t> dims{48, 96, 192, 288};
+  // 0: no classifier (timm's num_classes=0, head.fc = Identity): the network has no head.fc2 and
+  // is usable as a VisionEncoder only (make_classifier / load_classifier reject it).
   int64_t num_classes = 1000;
   double drop_path_rate = 0.0;  // linear per block from 0 (first block) to this (last block)
   bool ssm = false;             // architecture "mambaout_ssm"
@@ -66,6 +70,14 @@ struct MambaOutConfig {
   static constexpr double kNormEps = 1e-6;
   static constexpr int64_t kKernel = 7;
   static constexpr int64_t kHeadRatio = 4;
+  // Bounds checked by validate() before anything is allocated (far above the paper's sizes).
+  static constexpr int64_t kMaxStages = 8;
+  static constexpr int64_t kMaxDepth = 1024;  // blocks per stage
+  static constexpr int64_t kMaxDim = 16384;
+  static constexpr int64_t kMaxClasses = 1 << 20;
+  static constexpr int64_t kMaxImageSize = 16384;  // as io::ImagePreprocess::from_json
+  static constexpr int64_t kMaxDState = 1024;
+  static constexpr double kMaxParameters = 1e10;
   // hidden = int(8/3 * C), truncated as Python's int() does.
   static int64_t hidden_dim(int64_t dim) { return static_cast<int64_t>(8.0 / 3.0 * dim); }
 
@@ -77,8 +89,12 @@ struct MambaOutConfig {
   // Error naming `file`.
   static MambaOutConfig from_json(const nlohmann::json& j, const std::string& file);
   nlohmann::json to_json() const;  // our format; from_json(to_json()) == *this
+  // Error naming `file` on a bad or absurd value (see the bounds above), before any allocation.
   void validate(const std::string& file) const;
   int64_t total_blocks() const;
+  // The parameter count of the network this config builds (as MambaOutImpl::num_parameters()),
+  // computed in floating point from the sizes alone, so that it cannot overflow.
+  double num_parameters() const;
 };
 
 // Channels-first Conv2d parameters (uninitialised): weight [out, in / groups, k, k], bias [out].
@@ -105,7 +121,8 @@ class MambaOutSsmImpl : public torch::nn::Module {
  public:
   MambaOutSsmImpl(int64_t dim, const MambaOutSsmConfig& c);
   at::Tensor forward(const at::Tensor& u) const;  // [B, C, L] -> [B, C, L]
-  void init_weights();                            // Mamba's SSM init (uses the global RNG)
+  // Mamba's SSM init, drawing from `gen` (the process-wide generator when none is given).
+  void init_weights(std::optional<at::Generator> gen = std::nullopt);
   int64_t dim, d_state, dt_rank;
   Linear x_proj{nullptr}, dt_proj{nullptr};
   at::Tensor A_log;  // [C, N]
@@ -130,11 +147,14 @@ class MambaOutImpl : public torch::nn::Module {
   // loaded).
   explicit MambaOutImpl(const MambaOutConfig& c, bool initialize = true);
   // Official init, deterministic in `seed`: Conv / Linear weights trunc_normal(std .02, [-2, 2]),
-  // biases 0, LayerNorm 1 / 0; SSM cores as Mamba (see above).
+  // biases 0, LayerNorm 1 / 0; SSM cores as Mamba (see above). Draws from a private generator
+  // seeded with `seed` (the same values as at::manual_seed(seed) and the global generator would
+  // give), so the process-wide random stream is left untouched.
   void init_weights(uint64_t seed);
   // images [B, 3, H, W] -> last-stage feature map [B, H/32, W/32, C4] (sizes rounded up).
   at::Tensor forward_features(const at::Tensor& images);
-  // features [B, h, w, C4] -> logits [B, num_classes].
+  // features [B, h, w, C4] -> logits [B, num_classes] (num_classes 0: the pre-logits [B, 4 C4],
+  // as timm's head with fc = Identity).
   at::Tensor forward_head(const at::Tensor& features);
   at::Tensor forward(const at::Tensor& images) { return forward_head(forward_features(images)); }
   int64_t num_parameters() const;
@@ -152,7 +172,7 @@ class MambaOutImpl : public torch::nn::Module {
     std::shared_ptr<LayerNormImpl> norm;
   };
   struct Head : torch::nn::Module {
-    Linear fc1{nullptr}, fc2{nullptr};
+    Linear fc1{nullptr}, fc2{nullptr};  // fc2 null when num_classes is 0
     std::shared_ptr<LayerNormImpl> norm;
   };
   std::shared_ptr<Stem> stem;
@@ -163,10 +183,11 @@ class MambaOutImpl : public torch::nn::Module {
 };
 
 // The ImageClassifier behind make_classifier / load_classifier ("mambaout", "mambaout_ssm").
+// A config with num_classes 0 (no classifier) is an Error naming `file`.
 class MambaOutClassifier : public ImageClassifier {
  public:
   explicit MambaOutClassifier(const MambaOutConfig& c, bool initialize = true, uint64_t seed = 0);
-  explicit MambaOutClassifier(std::shared_ptr<MambaOutImpl> m) : model(std::move(m)) {}
+  explicit MambaOutClassifier(std::shared_ptr<MambaOutImpl> m);
   // A folder with our config.json or timm's hub config.json, and model.safetensors in the
   // official or timm's key layout.
   static std::unique_ptr<MambaOutClassifier> load(const std::filesystem::path& dir,
@@ -183,12 +204,16 @@ class MambaOutClassifier : public ImageClassifier {
 };
 
 // The VisionEncoder "mambaout": encode() returns the last-stage feature map (before the head's
-// pooling) as the patch grid, tokens [B, gh * gw, C4] row-major, num_prefix 0. Only layer -1
-// is available (there is no per-block hidden state list); "cls_patch" equals "patch" (no prefix).
+// pooling) as the patch grid, tokens [B, gh * gw, C4] row-major, num_prefix 0, in the weights'
+// dtype (to_dtype). Only layer -1 is available (there is no per-block hidden state list);
+// "cls_patch" equals "patch" (no prefix). FeatureSelect::final_norm is an Error: MambaOut has no
+// per-token final norm (its `norm`, timm's head.norm, normalises the globally pooled vector inside
+// the classifier head; timm's forward_features, like encode(), returns the un-normalised map).
 class MambaOutEncoder : public VisionEncoder {
  public:
   explicit MambaOutEncoder(std::shared_ptr<MambaOutImpl> m) : model(std::move(m)) {}
-  // As MambaOutClassifier::load; the head (norm, head.*) may be absent from the checkpoint.
+  // As MambaOutClassifier::load; the head (norm, head.*) may be absent from the checkpoint, and
+  // num_classes may be 0 (timm's encoder-only export, no head.fc).
   static std::unique_ptr<MambaOutEncoder> load(const std::filesystem::path& dir,
                                                const nlohmann::json& cfg);
   std::string arch() const override { return "mambaout"; }
@@ -196,6 +221,9 @@ class MambaOutEncoder : public VisionEncoder {
   io::ImagePreprocess preprocess() const override { return model->cfg.preprocess; }
   VisionFeatures encode(const at::Tensor& images, const FeatureSelect& sel = {}) override;
   torch::nn::Module& module() override { return *model; }
+  // kFloat or kBFloat16 (Error otherwise): every parameter but the SSM cores' A_log and D
+  // (mambaout_ssm), which stay fp32 as in Mamba.
+  void to_dtype(at::ScalarType dtype) override;
   void save(const std::filesystem::path& dir) const override;
 
   std::shared_ptr<MambaOutImpl> model;

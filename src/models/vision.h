@@ -91,7 +91,8 @@ std::unique_ptr<ImageClassifier> load_classifier(const std::filesystem::path& di
 // model.safetensors; atomic per file.
 void save_classifier(ImageClassifier& clf, const std::vector<std::string>& classes,
                      const std::filesystem::path& dir);
-// The class names stored in a classifier folder's config.json ("class_<i>" when absent).
+// The class names stored in a classifier folder's config.json: "classes", else timm's
+// "label_names", else "class_<i>" for each of num_classes.
 std::vector<std::string> classifier_classes(const std::filesystem::path& dir);
 
 // Loads a vision encoder folder: Hugging Face CLIPVisionModel / CLIPModel / SiglipVisionModel /

@@ -83,18 +83,22 @@ std::vector<std::string> classifier_classes(const fs::path& dir) {
   const nlohmann::json cfg = read_config(dir);
   const std::string file = (dir / "config.json").string();
   std::vector<std::string> out;
-  if (cfg.contains("classes")) {
-    const auto& c = cfg.at("classes");
-    MVL_CHECK(c.is_array(), file, ": key 'classes' must be a list of names");
-    for (const auto& v : c) {
-      MVL_CHECK(v.is_string(), file, ": key 'classes' must be a list of names");
-      out.push_back(v.get<std::string>());
-    }
-    return out;
-  }
   int64_t n = 0;
   if (cfg.contains("num_classes") && cfg.at("num_classes").is_number_integer())
     n = cfg.at("num_classes").get<int64_t>();
+  // Ours: "classes"; timm's hub config.json: "label_names" (used when "classes" is absent).
+  for (const char* key : {"classes", "label_names"}) {
+    if (!cfg.contains(key) || cfg.at(key).is_null()) continue;
+    const auto& c = cfg.at(key);
+    MVL_CHECK(c.is_array(), file, ": key '", key, "' must be a list of names");
+    for (const auto& v : c) {
+      MVL_CHECK(v.is_string(), file, ": key '", key, "' must be a list of names");
+      out.push_back(v.get<std::string>());
+    }
+    MVL_CHECK(std::string(key) == "classes" || n <= 0 || static_cast<int64_t>(out.size()) == n,
+              file, ": key 'label_names' has ", out.size(), " names but num_classes is ", n);
+    return out;
+  }
   for (int64_t i = 0; i < n; ++i) out.push_back("class_" + std::to_string(i));
   return out;
 }
