@@ -12,6 +12,13 @@ Writes tests/fixtures/vision/<name>/ with the model folder as the reference libr
     pixels_interp     [1, 3, 48, 40]   input at another size (grid 6 x 5)
     interp_hidden_{i} [1, T', C]       hidden states for it (i = L and L - 1), position embeddings
                                         interpolated as the reference does
+    final_norm        [2, T, C]        FeatureSelect::final_norm: the encoder's final norm applied
+    interp_final_norm [1, T', C]       to every token of hidden_states[L] (see below)
+The final norm (absent from eva02-tiny, whose global_pool "avg" leaves timm's `norm` an Identity):
+    CLIP    post_layernorm(hidden_states[L]) on ALL tokens (LLaVA-style; Hugging Face itself applies
+            post_layernorm only to the pooled class token, its last_hidden_state is hidden_states[L])
+    SigLIP  post_layernorm(hidden_states[L]) = Hugging Face's last_hidden_state (asserted)
+    EVA-02  timm forward_features (blocks, then `norm`; what Shaking-Up's Eva subclass runs)
 Folders:
     clip-tiny         transformers CLIPVisionModel (quick_gelu, pre-LN, class token)
     clip-full-tiny    transformers CLIPModel (vision_config + text tower; golden = vision tower)
@@ -19,6 +26,9 @@ Folders:
     siglip-full-tiny  transformers SiglipModel
     eva02-tiny        timm eva02_base_patch14_224 layout shrunk through model_args (timm's hub
                       config.json format: architecture + model_args + pretrained_cfg)
+    eva02-clip-tiny   timm eva02_base_patch16_clip_224 shrunk the same way: scale_attn_inner (the
+                      sub-LN attn.norm before attn.proj) and global_pool "token" (a real final
+                      `norm`), as eva02_large_patch14_clip_336 (Shaking-Up's encoder)
 Weights are random (N(0, 0.2) for matrices, 1 + N(0, 0.1) for norm scales) so that attention is
 far from uniform and every term matters.
 """
@@ -66,6 +76,14 @@ def hf_golden(vm, pixels, pixels_interp, pre_norm):
         ri = vm(pixel_values=pixels_interp, output_hidden_states=True, interpolate_pos_encoding=True)
         for i in (L - 1, L):
             out[f"interp_hidden_{i}"] = ri.hidden_states[i].contiguous()
+        # Final norm on every token (vm.post_layernorm is what FeatureSelect::final_norm applies).
+        out["final_norm"] = vm.post_layernorm(hs[L]).contiguous()
+        out["interp_final_norm"] = vm.post_layernorm(ri.hidden_states[L]).contiguous()
+        if not pre_norm:  # SigLIP: last_hidden_state is exactly that
+            assert torch.equal(r.last_hidden_state, out["final_norm"])
+        else:  # CLIP: last_hidden_state has no final norm; the pooled CLS does
+            assert torch.equal(r.last_hidden_state, hs[L])
+            assert torch.allclose(r.pooler_output, out["final_norm"][:, 0], atol=1e-6)
         # Causal: the same layers with an additive causal mask (eager attention adds it).
         h = vm.embeddings(pixels)
         if pre_norm:
@@ -132,18 +150,18 @@ def siglip():
     save_hf(full, "siglip-full-tiny", hf_golden(full.vision_model, px, pxi, False))
 
 
-def eva02():
+def eva02(arch, name, seed):
     import timm
     from timm.models._hub import save_for_hf
     args = dict(img_size=IMG, patch_size=PATCH, embed_dim=HID, depth=LAYERS, num_heads=2,
                 ref_feat_shape=(3, 3), num_classes=0)
     torch.manual_seed(0)
-    m = timm.create_model("eva02_base_patch14_224", pretrained=False, **args).eval()
-    randomize(m, 7)
+    m = timm.create_model(arch, pretrained=False, **args).eval()
+    randomize(m, seed)
     # Same weights, dynamic input size (resampled abs pos embed + rope for the new grid).
-    md = timm.create_model("eva02_base_patch14_224", pretrained=False, dynamic_img_size=True, **args).eval()
+    md = timm.create_model(arch, pretrained=False, dynamic_img_size=True, **args).eval()
     md.load_state_dict(m.state_dict())
-    px, pxi = inputs(8)
+    px, pxi = inputs(seed + 1)
     g = {"pixels": px.contiguous(), "pixels_interp": pxi.contiguous()}
     with torch.no_grad():
         x = m.patch_embed(px)
@@ -161,9 +179,18 @@ def eva02():
         hi = blocks(md, pxi)
         g[f"interp_hidden_{LAYERS - 1}"] = hi[-2]
         g[f"interp_hidden_{LAYERS}"] = hi[-1]
-        # forward_intermediates agrees with forward_features (norm is Identity with avg pooling)
-        assert torch.allclose(m.forward_features(px), g[f"hidden_{LAYERS}"])
-    d = os.path.join(ROOT, "eva02-tiny")
+        if isinstance(m.norm, torch.nn.Identity):
+            # global_pool "avg": fc_norm after pooling, forward_features has no final norm, and
+            # forward_intermediates agrees with it.
+            assert m.global_pool == "avg"
+            assert torch.allclose(m.forward_features(px), g[f"hidden_{LAYERS}"])
+        else:
+            assert m.global_pool == "token" and isinstance(m.fc_norm, torch.nn.Identity)
+            assert all(not isinstance(b.attn.norm, torch.nn.Identity) for b in m.blocks)  # scale_attn_inner
+            g["final_norm"] = m.forward_features(px).contiguous()
+            g["interp_final_norm"] = md.forward_features(pxi).contiguous()
+            assert torch.allclose(m.norm(g[f"hidden_{LAYERS}"]), g["final_norm"], atol=1e-6)
+    d = os.path.join(ROOT, name)
     shutil.rmtree(d, ignore_errors=True)
     save_for_hf(m, d, model_args=dict(args, ref_feat_shape=[3, 3]), safe_serialization=True)
     save_file(g, os.path.join(d, "golden.safetensors"))
@@ -171,8 +198,9 @@ def eva02():
     cfg = json.load(open(os.path.join(d, "config.json")))
     back = timm.create_model(cfg["architecture"], pretrained=False, **cfg["model_args"]).eval()
     back.load_state_dict(load_file(os.path.join(d, "model.safetensors")))
-    assert torch.equal(back.forward_features(px), g[f"hidden_{LAYERS}"])
-    print("eva02-tiny", sorted(os.listdir(d)), json.load(open(os.path.join(d, "config.json"))))
+    assert torch.equal(back.forward_features(px), g.get("final_norm", g[f"hidden_{LAYERS}"]))
+    print(name, sorted(os.listdir(d)), sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d)),
+          json.load(open(os.path.join(d, "config.json"))))
 
 
 if __name__ == "__main__":
@@ -181,4 +209,5 @@ if __name__ == "__main__":
     torch.use_deterministic_algorithms(True)
     clip()
     siglip()
-    eva02()
+    eva02("eva02_base_patch14_224", "eva02-tiny", 7)
+    eva02("eva02_base_patch16_clip_224", "eva02-clip-tiny", 9)

@@ -1,6 +1,7 @@
-// ViT encoders (CLIP, SigLIP, EVA-02): parity with transformers / timm on tiny random-weight
-// models (dev/make_vit_fixtures.py), feature selection, position-embedding interpolation, causal
-// attention, config / checkpoint errors, save -> load; the "vit" classifier; the bench presets.
+// ViT encoders (CLIP, SigLIP, EVA-02 MIM and EVA-CLIP layouts): parity with transformers / timm
+// on tiny random-weight models (dev/make_vit_fixtures.py), feature selection (final norm
+// included), position-embedding interpolation, causal attention, bf16, config / checkpoint
+// errors, save -> load; the "vit" classifier; the bench presets.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 #include <unistd.h>
@@ -155,6 +156,35 @@ void check_round_trip(const std::string& name) {
   fs::remove_all(dir);
 }
 
+// FeatureSelect::final_norm against the reference's final norm on every token (golden
+// final_norm: CLIP post_layernorm(hidden_states[-1]); SigLIP last_hidden_state; EVA-02 timm
+// forward_features), at the trained and an interpolated size.
+void check_final_norm(const std::string& name, int64_t prefix) {
+  SCOPED_TRACE(name);
+  auto enc = load(name);
+  Golden g(name);
+  at::NoGradGuard ng;
+  const at::Tensor want = g["final_norm"];        // [B, P + 16, C]
+  for (int64_t layer : {int64_t{-1}, kLayers}) {  // -1 and the same layer counted from 0
+    FeatureSelect sel = FeatureSelect::parse(layer, "cls_patch");
+    sel.final_norm = true;
+    VisionFeatures f = enc->encode(g["pixels"], sel);
+    EXPECT_EQ(f.num_prefix, prefix);
+    EXPECT_LE(max_diff(f.tokens, want), 1e-4) << "layer " << layer;
+    // The norm matters (the fixtures' norm scales are 1 + N(0, 0.1), biases N(0, 0.2)).
+    EXPECT_GT(max_diff(f.tokens, g["hidden_" + std::to_string(kLayers)]), 1e-1);
+    sel.keep_prefix = false;
+    f = enc->encode(g["pixels"], sel);
+    EXPECT_LE(max_diff(f.tokens, want.narrow(1, prefix, 16)), 1e-4) << "layer " << layer;
+  }
+  FeatureSelect sel = FeatureSelect::parse(-1, "cls_patch");
+  sel.final_norm = true;
+  VisionFeatures f = enc->encode(g["pixels_interp"], sel);
+  EXPECT_EQ(f.grid_h, 6);
+  EXPECT_EQ(f.grid_w, 5);
+  EXPECT_LE(max_diff(f.tokens, g["interp_final_norm"]), 1e-4);
+}
+
 // A copy of a fixture folder with config.json edited.
 fs::path edited_copy(const std::string& name, const std::function<void(nlohmann::json&)>& edit) {
   const fs::path dir = temp_dir("edit_" + name);
@@ -175,14 +205,67 @@ TEST(VitGolden, ClipFullModelFolder) { check_layers("clip-full-tiny", 1); }
 TEST(VitGolden, SiglipHiddenStates) { check_layers("siglip-tiny", 0); }
 TEST(VitGolden, SiglipFullModelFolder) { check_layers("siglip-full-tiny", 0); }
 TEST(VitGolden, Eva02HiddenStates) { check_layers("eva02-tiny", 1); }
+// eva02_base_patch16_clip_224 layout: scale_attn_inner (attn.norm) and global_pool "token".
+TEST(VitGolden, Eva02ClipHiddenStates) { check_layers("eva02-clip-tiny", 1); }
 
 TEST(VitGolden, ClipInterpolatedSize) { check_interpolated("clip-tiny"); }
 TEST(VitGolden, SiglipInterpolatedSize) { check_interpolated("siglip-tiny"); }
 TEST(VitGolden, Eva02InterpolatedSize) { check_interpolated("eva02-tiny"); }
+TEST(VitGolden, Eva02ClipInterpolatedSize) { check_interpolated("eva02-clip-tiny"); }
 
 TEST(VitGolden, ClipCausal) { check_causal_golden("clip-tiny"); }
 TEST(VitGolden, SiglipCausal) { check_causal_golden("siglip-tiny"); }
 TEST(VitGolden, Eva02Causal) { check_causal_golden("eva02-tiny"); }
+TEST(VitGolden, Eva02ClipCausal) { check_causal_golden("eva02-clip-tiny"); }
+
+// ---------------------------------------------------------------------------------------------
+// Final norm (FeatureSelect::final_norm)
+
+TEST(VitFinalNorm, ClipPostLayernormOnAllTokens) { check_final_norm("clip-tiny", 1); }
+TEST(VitFinalNorm, ClipFullModelFolder) { check_final_norm("clip-full-tiny", 1); }
+TEST(VitFinalNorm, SiglipLastHiddenState) { check_final_norm("siglip-tiny", 0); }
+TEST(VitFinalNorm, SiglipFullModelFolder) { check_final_norm("siglip-full-tiny", 0); }
+TEST(VitFinalNorm, Eva02ClipTimmForwardFeatures) { check_final_norm("eva02-clip-tiny", 1); }
+
+TEST(VitFinalNorm, Errors) {
+  at::NoGradGuard ng;
+  const at::Tensor px = at::zeros({1, 3, 32, 32});
+  // Only the last layer.
+  auto clip = load("clip-tiny");
+  FeatureSelect sel = FeatureSelect::parse(-2, "patch");
+  sel.final_norm = true;
+  std::string e = error_of([&] { clip->encode(px, sel); });
+  EXPECT_NE(e.find("final_norm"), std::string::npos) << e;
+  EXPECT_NE(e.find("layer -2"), std::string::npos) << e;
+  // EVA-02 with global_pool "avg": timm's norm is an Identity, fc_norm is applied after pooling.
+  auto eva_avg = load("eva02-tiny");
+  sel = FeatureSelect::parse(-1, "patch");
+  sel.final_norm = true;
+  e = error_of([&] { eva_avg->encode(px, sel); });
+  EXPECT_NE(e.find("avg"), std::string::npos) << e;
+  EXPECT_NE(e.find("no final norm"), std::string::npos) << e;
+  // A token-pool EVA-02 checkpoint without norm.*: loads (features without the norm still work),
+  // but final_norm is refused rather than applied with made-up weights, and save() does not
+  // invent the tensors.
+  const fs::path dir = temp_dir("eva_nonorm");
+  fs::copy_file(kFixtures / "eva02-clip-tiny" / "config.json", dir / "config.json");
+  io::CheckpointFolder src(kFixtures / "eva02-clip-tiny");
+  std::vector<std::pair<std::string, at::Tensor>> keep;
+  for (const auto& n : src.names())
+    if (n.rfind("norm.", 0) != 0) keep.emplace_back(n, src.tensor(n));
+  ASSERT_EQ(keep.size() + 2, src.names().size());
+  io::save_safetensors(dir / "model.safetensors", keep, {{"format", "pt"}});
+  auto eva = load_vision_encoder(dir);
+  Golden g("eva02-clip-tiny");
+  EXPECT_LE(max_diff(eva->encode(g["pixels"]).tokens, g["hidden_3"].narrow(1, 1, 16)), 1e-4);
+  e = error_of([&] { eva->encode(px, sel); });
+  EXPECT_NE(e.find("norm.weight"), std::string::npos) << e;
+  const fs::path saved = temp_dir("eva_nonorm_saved");
+  eva->save(saved);
+  EXPECT_FALSE(io::CheckpointFolder(saved).contains("norm.weight"));
+  fs::remove_all(dir);
+  fs::remove_all(saved);
+}
 
 TEST(VitEncoder, ArchAndDims) {
   auto clip = load("clip-tiny");
@@ -203,17 +286,54 @@ TEST(VitEncoder, ArchAndDims) {
   EXPECT_EQ(pp.resample, io::Resample::Bilinear);
   EXPECT_DOUBLE_EQ(pp.mean[0], 0.48145466);
   EXPECT_DOUBLE_EQ(pp.std[2], 0.27577711);
+  // The EVA-CLIP layout: attn.norm (scale_attn_inner) and the final norm named "norm".
+  auto evac = ViTEncoder::load(kFixtures / "eva02-clip-tiny");
+  EXPECT_TRUE(evac->config().scale_attn_inner);
+  EXPECT_EQ(evac->config().global_pool, "token");
+  EXPECT_FALSE(e->config().scale_attn_inner);
+  bool attn_norm = false, final_norm = false;
+  for (const auto& p : evac->module().named_parameters()) {
+    attn_norm |= p.key() == "blocks.2.attn.norm.weight";
+    final_norm |= p.key() == "norm.weight";
+  }
+  EXPECT_TRUE(attn_norm);
+  EXPECT_TRUE(final_norm);
 }
 
-TEST(VitEncoder, Bfloat16CloseToFloat32) {
-  auto enc = ViTEncoder::load(kFixtures / "eva02-tiny");
-  Golden g("eva02-tiny");
-  at::NoGradGuard ng;
-  enc->to_dtype(at::kBFloat16);
-  VisionFeatures f = enc->encode(g["pixels"], FeatureSelect::parse(-1, "cls_patch"));
-  EXPECT_EQ(f.tokens.scalar_type(), at::kBFloat16);
-  const at::Tensor want = g["hidden_3"];
-  EXPECT_LE(max_diff(f.tokens, want) / want.abs().max().item<double>(), 0.05);
+// to_dtype through the VisionEncoder interface (what the VLM calls): bf16 weights and
+// features close to the fp32 reference; back to fp32; other dtypes refused.
+TEST(VitEncoder, Bfloat16ThroughVisionEncoder) {
+  for (const std::string name : {"clip-tiny", "siglip-tiny", "eva02-clip-tiny"}) {
+    SCOPED_TRACE(name);
+    std::unique_ptr<VisionEncoder> enc = load(name);
+    Golden g(name);
+    at::NoGradGuard ng;
+    enc->to_dtype(at::kBFloat16);
+    for (const auto& p : enc->module().parameters()) EXPECT_EQ(p.scalar_type(), at::kBFloat16);
+    FeatureSelect sel = FeatureSelect::parse(-1, "cls_patch");
+    for (bool norm : {false, true}) {
+      sel.final_norm = norm;
+      VisionFeatures f = enc->encode(g["pixels"], sel);
+      EXPECT_EQ(f.tokens.scalar_type(), at::kBFloat16);
+      const at::Tensor want = g[norm ? "final_norm" : "hidden_3"];
+      const double rel = max_diff(f.tokens, want) / want.abs().max().item<double>();
+      EXPECT_LE(rel, 0.05) << "final_norm " << norm;
+      EXPECT_GT(rel, 0.0) << "final_norm " << norm;  // it did run in bf16
+    }
+    // Interpolated size (the position-embedding resampling) in bf16 too.
+    VisionFeatures fi = enc->encode(g["pixels_interp"], FeatureSelect::parse(-1, "cls_patch"));
+    EXPECT_EQ(fi.tokens.scalar_type(), at::kBFloat16);
+    const at::Tensor wi = g["interp_hidden_3"];
+    EXPECT_LE(max_diff(fi.tokens, wi) / wi.abs().max().item<double>(), 0.05);
+    enc->to_dtype(at::kFloat);
+    VisionFeatures back = enc->encode(g["pixels"], FeatureSelect::parse(-1, "cls_patch"));
+    EXPECT_EQ(back.tokens.scalar_type(), at::kFloat);
+    EXPECT_LE(max_diff(back.tokens, g["hidden_3"]) / g["hidden_3"].abs().max().item<double>(),
+              0.05);
+    const std::string e = error_of([&] { enc->to_dtype(at::kHalf); });
+    EXPECT_NE(e.find("bfloat16"), std::string::npos) << e;
+    EXPECT_NE(e.find("Half"), std::string::npos) << e;
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -222,6 +342,7 @@ TEST(VitEncoder, Bfloat16CloseToFloat32) {
 TEST(VitCausal, ClipLaterTokensDoNotLeak) { check_causal_perturbation("clip-tiny"); }
 TEST(VitCausal, SiglipLaterTokensDoNotLeak) { check_causal_perturbation("siglip-tiny"); }
 TEST(VitCausal, Eva02LaterTokensDoNotLeak) { check_causal_perturbation("eva02-tiny"); }
+TEST(VitCausal, Eva02ClipLaterTokensDoNotLeak) { check_causal_perturbation("eva02-clip-tiny"); }
 
 TEST(VitCausal, ConfigKeyAndSaveKeepIt) {
   const fs::path dir = edited_copy("clip-tiny", [](nlohmann::json& j) { j["causal"] = true; });
@@ -245,6 +366,7 @@ TEST(VitSaveLoad, ClipRoundTrip) { check_round_trip("clip-tiny"); }
 TEST(VitSaveLoad, ClipFullToVisionOnly) { check_round_trip("clip-full-tiny"); }
 TEST(VitSaveLoad, SiglipRoundTripWithoutHead) { check_round_trip("siglip-tiny"); }
 TEST(VitSaveLoad, Eva02RoundTrip) { check_round_trip("eva02-tiny"); }
+TEST(VitSaveLoad, Eva02ClipRoundTrip) { check_round_trip("eva02-clip-tiny"); }
 
 TEST(VitSaveLoad, SiglipSaveDropsHead) {
   auto enc = load("siglip-tiny");
@@ -429,13 +551,36 @@ TEST(VitClassifier, PoolingModesAndCausal) {
     m->module().eval();
     EXPECT_EQ(m->forward(x).sizes(), (std::vector<int64_t>{2, 5})) << pool;
   }
-  // Causal + "last": the last token sees every patch, so changing the first patch changes the
-  // logits.
-  auto m = make_classifier(tiny_classifier(true, "last"), 1);
-  m->module().eval();
+  // Perturb a LATER patch: (row 2, col 1) of the 4 x 4 grid = patch 9 = token 10 (after CLS).
   at::Tensor y = x.clone();
-  y.narrow(2, 0, 8).narrow(3, 0, 8).add_(1.0);
-  EXPECT_GT(max_diff(m->forward(x), m->forward(y)), 0.0);
+  y.narrow(2, 16, 8).narrow(3, 8, 8).add_(1.0);
+  const int64_t tok = 10, T = 17;
+  for (bool causal : {true, false}) {
+    SCOPED_TRACE(causal ? "causal" : "full attention");
+    auto m = make_classifier(tiny_classifier(causal, "last"), 1);
+    auto* vit = dynamic_cast<ViTClassifier*>(m.get());
+    ASSERT_NE(vit, nullptr);
+    m->module().eval();
+    at::Tensor hx = vit->trunk().hidden_state(x, 2), hy = vit->trunk().hidden_state(y, 2);
+    ASSERT_EQ(hx.sizes(), (std::vector<int64_t>{2, T, 32}));
+    const double earlier = max_diff(hx.narrow(1, 0, tok), hy.narrow(1, 0, tok));
+    const double later = max_diff(hx.narrow(1, tok, T - tok), hy.narrow(1, tok, T - tok));
+    if (causal)
+      EXPECT_LE(earlier, 1e-6);  // tokens before the changed patch do not see it
+    else
+      EXPECT_GT(earlier, 1e-3);  // full attention: they do
+    EXPECT_GT(later, 1e-3);
+    // forward() is computed from these hidden states: logits = head(post_layernorm(last token)).
+    at::Tensor w, b;
+    for (const auto& p : m->module().named_parameters()) {
+      if (p.key() == "head.weight") w = p.value();
+      if (p.key() == "head.bias") b = p.value();
+    }
+    ASSERT_TRUE(w.defined() && b.defined());
+    at::Tensor want = at::linear(vit->trunk().final_norm->forward(hx.select(1, T - 1)), w, b);
+    EXPECT_LE(max_diff(m->forward(x), want), 1e-5);
+    EXPECT_GT(max_diff(m->forward(x), m->forward(y)), 1e-4);
+  }
   const std::string e = error_of([] { make_classifier(tiny_classifier(true, "cls"), 1); });
   EXPECT_NE(e.find("causal"), std::string::npos) << e;
 }

@@ -9,6 +9,7 @@
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <cmath>
+#include <functional>
 
 #include "common/error.h"
 #include "io/checkpoint.h"
@@ -288,8 +289,9 @@ void ViTModel::load(const fs::path& dir) {
   io::CheckpointFolder ckpt(dir);
   io::LoadOptions opt;
   if (cfg_.layout == ViTLayout::EVA02) {
-    // head.*: classifier / projection (not part of the encoder); the final norm is allowed
-    // either way (fc_norm vs norm depends on timm's pooling, features do not use it).
+    // head.*: classifier / projection (not part of the encoder); the final norm may be absent
+    // (MIM checkpoints have no fc_norm) -- FeatureSelect::final_norm is then refused (below); the
+    // other one (fc_norm vs norm, which depends on timm's global_pool) is ignored.
     opt.ignore_extra = [](const std::string& k) {
       return starts_with(k, "head.") || starts_with(k, "rope.") || starts_with(k, "fc_norm.") ||
              starts_with(k, "norm.");
@@ -317,6 +319,19 @@ void ViTModel::load(const fs::path& dir) {
   final_norm->weight.fill_(1.0);  // kept when a timm folder has no final norm
   final_norm->bias.zero_();
   io::load_module(*root_, ckpt, opt);
+  // CLIP / SigLIP require post_layernorm (load_module errors without it); timm may omit it.
+  final_norm_loaded =
+      cfg_.layout != ViTLayout::EVA02 ||
+      ckpt.contains((cfg_.global_pool == "avg" ? "fc_norm" : "norm") + std::string(".weight"));
+}
+
+std::string ViTModel::feature_norm_missing() const {
+  if (cfg_.layout != ViTLayout::EVA02) return "";
+  if (cfg_.global_pool == "avg")
+    return "this EVA-02 has global_pool \"avg\": timm's final norm is an Identity there (fc_norm "
+           "is applied after pooling, not to the tokens), so there is no final norm";
+  if (!final_norm_loaded) return "its checkpoint has no final norm (norm.weight / norm.bias)";
+  return "";
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -350,8 +365,15 @@ VisionFeatures ViTEncoder::encode(const at::Tensor& images, const FeatureSelect&
   const int64_t layer = sel.layer < 0 ? L + 1 + sel.layer : sel.layer;
   MVL_CHECK(layer >= 0 && layer <= L, "vision feature layer ", sel.layer, " is out of range for a ",
             L, "-layer encoder (hidden states 0..", L, ", or -1..-", L + 1, " from the end)");
+  if (sel.final_norm) {
+    MVL_CHECK(layer == L, "vision feature final_norm applies the encoder's final norm to the last ",
+              "layer only (-1 or ", L, "), not to layer ", sel.layer);
+    const std::string why = model_.feature_norm_missing();
+    MVL_CHECK(why.empty(), to_string(c.layout), " encoder: vision feature final_norm: ", why);
+  }
   VisionFeatures f;
   at::Tensor h = model_.hidden_state(images, layer, &f.grid_h, &f.grid_w);  // [B, T, C]
+  if (sel.final_norm) h = model_.final_norm->forward(h);                    // [B, T, C]
   const int64_t P = c.num_prefix();
   if (sel.keep_prefix) {
     f.tokens = h;
@@ -364,15 +386,22 @@ VisionFeatures ViTEncoder::encode(const at::Tensor& images, const FeatureSelect&
 }
 
 void ViTEncoder::save(const fs::path& dir) const {
-  io::save_module(model_.module(), dir);
+  // A final norm the checkpoint did not have is not invented (it is ones / zeros here).
+  const ViTModel& m = model_;
+  std::function<std::string(const std::string&)> rename;
+  if (!m.final_norm_loaded) {
+    const std::string prefix = m.config().global_pool == "avg" ? "fc_norm." : "norm.";
+    rename = [prefix](const std::string& n) { return starts_with(n, prefix) ? std::string() : n; };
+  }
+  io::save_module(model_.module(), dir, rename);
   io::write_json_file(dir / "config.json", model_.config().to_json());
 }
 
 void ViTEncoder::set_causal(bool causal) { model_.set_causal(causal); }
 
 void ViTEncoder::to_dtype(at::ScalarType dtype) {
-  MVL_CHECK(dtype == at::kFloat || dtype == at::kBFloat16 || dtype == at::kHalf,
-            "ViT encoders run in float32, bfloat16 or float16, not ", c10::toString(dtype));
+  MVL_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
+            "ViT encoders run in float32 or bfloat16, not ", c10::toString(dtype));
   at::NoGradGuard ng;
   for (auto& p : model_.module().parameters())
     if (p.scalar_type() != dtype) p.set_data(p.to(dtype));

@@ -38,10 +38,19 @@
 //
 // Features (encode): hidden_states[layer] exactly as Hugging Face's output_hidden_states (0 =
 // embeddings after CLIP's pre_layrnorm, i = output of block i, no final norm); blocks after the
-// selected layer are not run. Other input sizes: CLIP / SigLIP interpolate the patch position
-// embeddings like HF interpolate_pos_encoding=True (bicubic, align_corners=False); EVA-02 does
-// what timm does with dynamic_img_size=True (resample_abs_pos_embed: bicubic with antialias,
-// and the rotary grid rebuilt for the new size, still scaled to ref_feat_shape).
+// selected layer are not run. FeatureSelect::final_norm (layer -1 only) applies the final norm to
+// every token, prefix included:
+//   CLIP   post_layernorm on all tokens (LLaVA-style; Hugging Face applies it only to the pooled
+//          class token -- its last_hidden_state has no final norm)
+//   SigLIP post_layernorm = Hugging Face's last_hidden_state
+//   EVA02  timm's `norm` = forward_features (what Shaking-Up's Eva subclass returns); only with
+//          global_pool other than "avg" (with "avg" timm's norm is an Identity and fc_norm is
+//          applied after pooling, so there is no final norm: Error), and only when the checkpoint
+//          has norm.* (Error otherwise).
+// Other input sizes: CLIP / SigLIP interpolate the patch position embeddings like HF
+// interpolate_pos_encoding=True (bicubic, align_corners=False); EVA-02 does what timm does with
+// dynamic_img_size=True (resample_abs_pos_embed: bicubic with antialias, and the rotary grid
+// rebuilt for the new size, still scaled to ref_feat_shape).
 //
 // save(): the layout it was read in, vision tower only -- CLIP / SigLIP as CLIPVisionModel /
 // SiglipVisionModel with "vision_model."-prefixed keys (what older transformers wrote; transformers
@@ -196,8 +205,12 @@ class ViTModel {
   at::Tensor pos_table;                    // CLIP / SigLIP position_embedding.weight [P + g*g, C];
                                            // EVA-02 pos_embed [1, P + g*g, C]
   torch::nn::LayerNorm pre_norm{nullptr};  // CLIP pre_layrnorm
-  torch::nn::LayerNorm final_norm{nullptr};  // post_layernorm / fc_norm / norm (not in features)
+  torch::nn::LayerNorm final_norm{nullptr};  // post_layernorm / fc_norm / norm
   std::vector<std::shared_ptr<ViTBlockImpl>> blocks;
+  // "" when FeatureSelect::final_norm can apply final_norm to the tokens; otherwise why not (an
+  // EVA-02 with global_pool "avg", or a checkpoint without the norm's tensors).
+  std::string feature_norm_missing() const;
+  bool final_norm_loaded = true;  // false: load() found no tensors for it (EVA-02 only)
 
  private:
   ViTConfig cfg_;
@@ -218,8 +231,9 @@ class ViTEncoder : public VisionEncoder {
   const ViTConfig& config() const { return model_.config(); }
   ViTModel& model() { return model_; }
   void set_causal(bool causal);
-  // Casts the weights (float32, bfloat16 or float16); encode then runs in that dtype.
-  void to_dtype(at::ScalarType dtype);
+  // Casts every weight (float32 or bfloat16, Error otherwise); encode then runs in that dtype
+  // (LayerNorm and the rotary math accumulate in fp32 internally).
+  void to_dtype(at::ScalarType dtype) override;
 
  private:
   ViTModel model_;
