@@ -13,6 +13,7 @@
 #include "bench/bench_tokenizer.h"
 #include "bench/bench_vision.h"
 #include "cli_common.h"
+#include "cmd_vision.h"
 #include "common/error.h"
 #include "eval/perplexity.h"
 #include "generate/generate.h"
@@ -289,6 +290,7 @@ int main(int argc, char** argv) {
   add_tokenize(app);
   add_init(app);
   add_info(app);
+  cli::add_vision_commands(app);
   auto* bench = app.add_subcommand("bench", "Benchmarks (ratios measured side by side in one run)");
   bench->require_subcommand(1);
   bench::add_scan_bench(*bench);

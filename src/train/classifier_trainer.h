@@ -1,0 +1,98 @@
+// Training an ImageClassifier from scratch (the MambaOut experiment, SPEC §3 / §4.5):
+// AdamW (no weight decay on norms, biases, 1-D parameters, position embeddings and SSM A_log / D,
+// as timm), linear warmup + cosine decay per step, label-smoothed cross entropy, a deterministic
+// data order and augmentation from the seed, per-epoch validation top-1 / top-5, and checkpoints:
+//   <out>/last/  the model after the latest saved epoch
+//   <out>/best/  the model with the best validation top-1 so far (the latest when there is no
+//                validation set)
+//   <out>/train_log.jsonl  one JSON object per epoch (metrics, lr, throughput)
+// Checkpoint folders are written to a temp folder next to the target and swapped in by rename,
+// so a crash never leaves a half-written checkpoint; each folder also holds trainer_state.json
+// (epoch, step, metrics, the config).
+#pragma once
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "data/image_dataset.h"
+#include "models/vision.h"
+
+namespace mambavl::train {
+
+struct TrainConfig {
+  int64_t epochs = 10;
+  // > 0: stop after this many optimizer steps (the schedule spans them); the last epoch may be
+  // partial. 0: run `epochs` full epochs.
+  int64_t max_steps = 0;
+  int64_t batch_size = 32;
+  double lr = 1e-3;
+  double weight_decay = 0.05;
+  // Warmup: warmup_steps when > 0, otherwise warmup_epochs * steps per epoch (rounded).
+  int64_t warmup_steps = 0;
+  double warmup_epochs = 0;
+  double min_lr_ratio = 0.01;  // the cosine ends at lr * min_lr_ratio
+  double label_smoothing = 0.1;
+  double grad_clip = 0;  // max global gradient norm; 0 = off
+  uint64_t seed = 0;     // data order, augmentation, drop path
+  bool augment = true;   // TrainAugment (random-resized-crop + flip); false: plain preprocess
+  double crop_scale_min = 0.08;  // smallest random-resized-crop area fraction
+  bool eval_every_epoch = true;
+  int64_t eval_batch = 64;
+  std::filesystem::path out_dir;  // empty: nothing is written
+  int64_t save_every = 1;         // write <out>/last every N epochs (and always after the last)
+  int threads = 0;                // > 0: at::set_num_threads
+  bool progress = true;           // progress bar on stderr
+
+  nlohmann::json to_json() const;
+};
+
+// Parameters that get no weight decay: 1-D tensors (norm weights, biases, D), names ending in
+// "bias", and position / class embeddings and SSM A_log by name.
+bool no_weight_decay(const std::string& name, int64_t dim);
+
+struct EpochMetrics {
+  int64_t epoch = 0;  // 1-based
+  int64_t step = 0;   // optimizer steps done so far
+  double train_loss = 0, train_top1 = 0;
+  double lr = 0;  // the last step's learning rate
+  bool has_val = false;
+  double val_top1 = 0, val_top5 = 0, val_loss = 0;
+  int64_t val_count = 0;
+  double seconds = 0, images_per_second = 0;
+  nlohmann::json to_json() const;
+};
+
+struct TrainCallbacks {
+  // After every optimizer step: step (1-based), loss of the batch, learning rate used.
+  std::function<void(int64_t step, double loss, double lr)> on_step;
+  std::function<void(const EpochMetrics&)> on_epoch;
+};
+
+struct TrainResult {
+  std::vector<double> step_losses;  // one per optimizer step
+  std::vector<EpochMetrics> epochs;
+  int64_t steps = 0;
+  int64_t best_epoch = 0;  // 0 when nothing was validated
+  double best_val_top1 = -1;
+};
+
+// Trains `clf` in place on `train` (labels must be < clf.num_classes(); the class names saved
+// with checkpoints are train.classes()). `val` may be null. Errors (mambavl::Error): empty
+// dataset, bad config values, data errors (naming the file).
+TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageDataset& train,
+                             const data::ImageDataset* val, const TrainConfig& cfg,
+                             const TrainCallbacks& callbacks = {});
+
+// The index order of epoch `epoch` (0-based): a permutation of [0, n) that depends only on
+// (seed, epoch), identical on every platform.
+std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
+
+// Saves `clf` + classes (+ trainer_state.json when `state` is not null) into `dir`, replacing it
+// atomically: written into a temp sibling folder, then swapped in by rename.
+void save_checkpoint_dir(models::ImageClassifier& clf, const std::vector<std::string>& classes,
+                         const std::filesystem::path& dir, const nlohmann::json* state = nullptr);
+
+}  // namespace mambavl::train
