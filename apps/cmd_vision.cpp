@@ -245,7 +245,7 @@ void add_train_classifier(CLI::App& app) {
       "Example (a small MambaOut on synthetic shapes; well under a minute on a laptop CPU):\n"
       "  mambavl train-classifier --arch mambaout --synthetic 512 --num-classes 8 --epochs 3 "
       "--out runs/mo\n"
-      "  mambavl eval-classifier --model runs/mo/best --synthetic 512 --seed 0\n");
+      "  mambavl eval-classifier --model runs/mo/best --synthetic 512   # its held-out 10 %\n");
   c->callback([o]() {
     set_threads(o->threads);
     MVL_CHECK(!o->data.empty() || o->synthetic > 0,
@@ -372,6 +372,8 @@ void add_eval_classifier(CLI::App& app) {
     std::string model, data;
     int64_t synthetic = 0, batch = 64;
     uint64_t seed = 0;
+    double val_fraction = 0.1;
+    std::string split = "val";
     int threads = 0;
     bool no_progress = false;
   };
@@ -389,6 +391,14 @@ void add_eval_classifier(CLI::App& app) {
   d->excludes(s);
   c->add_option("--seed", o->seed, "Seed of the synthetic data (as given to train-classifier)")
       ->capture_default_str();
+  c->add_option("--split", o->split,
+                "Synthetic data: 'val' = the held-out part train-classifier made with the same "
+                "--synthetic, --seed and --val-fraction (never trained on); 'all' = all N images "
+                "(includes the training images)")
+      ->capture_default_str();
+  c->add_option("--val-fraction", o->val_fraction,
+                "Synthetic data with --split val: as given to train-classifier")
+      ->capture_default_str();
   c->add_option("--batch", o->batch, "Batch size")->capture_default_str();
   c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
   c->add_flag("--no-progress", o->no_progress, "No progress bar");
@@ -396,6 +406,11 @@ void add_eval_classifier(CLI::App& app) {
     set_threads(o->threads);
     MVL_CHECK(!o->data.empty() || o->synthetic > 0,
               "eval-classifier: give --data DIR or --synthetic N");
+    MVL_CHECK(o->split == "val" || o->split == "all", "--split must be 'val' or 'all', got '",
+              o->split, "'");
+    MVL_CHECK(o->split == "all" || (o->val_fraction > 0 && o->val_fraction < 1),
+              "--val-fraction must be in (0, 1) with --split val, got ", o->val_fraction,
+              " (use --split all to evaluate every synthetic image)");
     MVL_CHECK(o->batch >= 1, "--batch must be >= 1, got ", o->batch);
     auto clf = models::load_classifier(o->model);
     const std::vector<std::string> classes = models::classifier_classes(o->model);
@@ -404,9 +419,13 @@ void add_eval_classifier(CLI::App& app) {
     if (!o->data.empty())
       ds = std::make_shared<RelabeledDataset>(std::make_shared<data::ImageFolderDataset>(o->data),
                                               classes, o->data);
-    else
+    else {
+      // The same images (and, for 'val', the same split) train-classifier made from these
+      // options: SyntheticDataset and split_dataset depend only on (N, classes, size, seed).
       ds = std::make_shared<data::SyntheticDataset>(o->synthetic, clf->num_classes(), pp.size,
                                                     o->seed);
+      if (o->split == "val") ds = data::split_dataset(ds, o->val_fraction, o->seed).val;
+    }
     eval::EvalOptions eo;
     eo.batch = o->batch;
     eo.progress = !o->no_progress;

@@ -2,7 +2,8 @@
 # The main job: a tour of the language-model engine on small models made on the spot (nothing is
 # downloaded; random weights, so the text is gibberish, but every step is the real path a
 # Hugging Face checkpoint folder takes): write Mamba and Pythia folders in HF format with a BPE
-# tokenizer, inspect, tokenize, score a text, generate (streaming), and benchmark briefly.
+# tokenizer, inspect, tokenize, score a text, generate (streaming), and benchmark briefly; then the
+# vision side: train a small MambaOut classifier on synthetic images, classify, evaluate, bench.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=build/mambavl
@@ -25,4 +26,12 @@ for preset in mamba-tiny pythia-tiny; do
 done
 echo "== mambavl bench scan (fused vs reference selective scan, short run)"
 $M bench scan --dim 256 --len 256 --repeats 2
-echo "demo done: see 'build/mambavl --help'; full benchmarks: 'build/mambavl bench lm', 'build/mambavl bench scan'"
+echo "== mambavl train-classifier (a small MambaOut on the built-in synthetic shapes x colours)"
+$M train-classifier --arch mambaout --synthetic 256 --num-classes 4 --epochs 3 --out "$OUT/mambaout-cls" | tail -3
+echo "== mambavl classify (top classes of a photo; the model only knows coloured shapes)"
+$M classify --model "$OUT/mambaout-cls/best" tests/fixtures/images/photo_64x48.jpg
+echo "== mambavl eval-classifier (the held-out 10 % of the same synthetic data)"
+$M eval-classifier --model "$OUT/mambaout-cls/best" --synthetic 256 --no-progress
+echo "== mambavl bench vision (short run: two connectors, two encoders)"
+$M bench vision --iters 1 --types mlp,vss_l2 --scans bsm --cases 16x16-768 --encoders mambaout-femto,clip-vit-b16 --sizes 224
+echo "demo done: see 'build/mambavl --help'; full benchmarks: 'build/mambavl bench lm', 'bench scan', 'bench vision'"

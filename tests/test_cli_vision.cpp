@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <memory>
 #include <string>
 
 #include "data/image_dataset.h"
@@ -90,13 +91,26 @@ TEST_F(CliVision, TrainClassifyEval) {
   EXPECT_EQ(r.out.find("4. "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find(cls0), std::string::npos) << r.out;  // all 4 classes are near the top 3
 
-  // eval-classifier on the same synthetic data.
+  // eval-classifier on the held-out part of the same synthetic data (the split train-classifier
+  // made), and with --split all on every image.
+  auto synth = std::make_shared<data::SyntheticDataset>(48, 4, 32, 3);
+  const int64_t n_val = data::split_dataset(synth, 0.25, 3).val->size();
+  ASSERT_GT(n_val, 0);
+  ASSERT_LT(n_val, 48);
   r = run("eval-classifier --model " + (out / "best").string() +
-          " --synthetic 48 --seed 3 --batch 16 --threads 1 --no-progress");
+          " --synthetic 48 --seed 3 --val-fraction 0.25 --batch 16 --threads 1 --no-progress");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("top1: "), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("top5: 1.0000"), std::string::npos) << r.out;  // 4 classes
+  EXPECT_NE(r.out.find("n: " + std::to_string(n_val) + "\n"), std::string::npos) << r.out;
+  r = run("eval-classifier --model " + (out / "best").string() +
+          " --synthetic 48 --seed 3 --split all --batch 16 --threads 1 --no-progress");
+  ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("n: 48"), std::string::npos) << r.out;
+  r = run("eval-classifier --model " + (out / "best").string() +
+          " --synthetic 48 --split val --val-fraction 0 --threads 1 --no-progress");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("error: --val-fraction"), std::string::npos) << r.out;
 }
 
 TEST_F(CliVision, TrainingIsDeterministic) {
@@ -124,7 +138,7 @@ TEST_F(CliVision, OtherArchitectures) {
     const auto cfg = io::read_json_file(out / "last" / "config.json");
     EXPECT_EQ(cfg.at("architecture"), arch.substr(7, arch.find(' ', 7) - 7)) << cfg.dump();
     r = run("eval-classifier --model " + (out / "last").string() +
-            " --synthetic 6 --threads 1 --no-progress");
+            " --synthetic 6 --split all --threads 1 --no-progress");
     ASSERT_EQ(r.code, 0) << arch << "\n" << r.out;
     EXPECT_NE(r.out.find("n: 6"), std::string::npos) << r.out;
   }
