@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 
+#include "cli_run.h"
 #include "eval/perplexity.h"
 #include "generate/generate.h"
 #include "io/checkpoint.h"
@@ -20,32 +21,12 @@ using namespace mambavl;
 namespace fs = std::filesystem;
 
 namespace {
-struct CliRun {
-  int code;
-  std::string out;  // stdout + stderr
-};
+using testing_util::CliRun;
+CliRun run(const std::string& args) { return testing_util::run_cli(args); }
 
-CliRun run(const std::string& args) {
-  std::string cmd = std::string(MAMBAVL_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
-
-class Cli : public testing::Test {
+class Cli : public testing_util::TempDirTest {
  protected:
-  void SetUp() override {
-    dir =
-        fs::temp_directory_path() / ("mambavl_cli_" + std::to_string(getpid()) + "_" +
-                                     testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
+  Cli() : TempDirTest("mambavl_cli_") {}
   // A copy of the mamba-tiny fixture whose weights pass through `edit` before being re-saved.
   fs::path edited_model(
       const std::function<void(std::vector<std::pair<std::string, at::Tensor>>&)>& edit) {
@@ -60,7 +41,6 @@ class Cli : public testing::Test {
     io::save_safetensors(m / "model.safetensors", t);
     return m;
   }
-  fs::path dir;
 };
 
 void expect_error(const CliRun& r, std::initializer_list<std::string> parts) {

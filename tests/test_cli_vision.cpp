@@ -12,6 +12,7 @@
 #include <memory>
 #include <string>
 
+#include "cli_run.h"
 #include "data/image_dataset.h"
 #include "io/checkpoint.h"
 #include "io/image.h"
@@ -22,33 +23,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct CliRun {
-  int code;
-  std::string out;  // stdout + stderr
-};
+using testing_util::CliRun;
+CliRun run(const std::string& args) { return testing_util::run_cli(args); }
 
-CliRun run(const std::string& args) {
-  std::string cmd = std::string(MAMBAVL_CLI) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
-}
-
-class CliVision : public testing::Test {
+class CliVision : public testing_util::TempDirTest {
  protected:
-  void SetUp() override {
-    dir =
-        fs::temp_directory_path() / ("mambavl_cliv_" + std::to_string(getpid()) + "_" +
-                                     testing::UnitTest::GetInstance()->current_test_info()->name());
-    fs::remove_all(dir);
-    fs::create_directories(dir);
-  }
-  void TearDown() override { fs::remove_all(dir); }
-  fs::path dir;
+  CliVision() : TempDirTest("mambavl_cliv_") {}
 };
 
 void expect_error(const CliRun& r, std::initializer_list<std::string> parts) {
