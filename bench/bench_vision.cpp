@@ -17,8 +17,8 @@
 #include "common/error.h"
 #include "models/connector.h"
 #include "models/mambaout.h"
-#include "models/vit.h"
 #include "models/vision.h"
+#include "models/vit.h"
 #include "sysinfo.h"
 
 namespace mambavl::bench {
@@ -29,9 +29,8 @@ using clock = std::chrono::steady_clock;
 
 const std::vector<std::string>& encoder_names() {
   static const std::vector<std::string> names = {
-      "clip-vit-b16",     "clip-vit-l14",     "siglip-so400m-14", "eva02-l14",
-      "mambaout-femto",   "mambaout-kobe",    "mambaout-tiny",    "mambaout-small",
-      "mambaout-base"};
+      "clip-vit-b16",  "clip-vit-l14",  "siglip-so400m-14", "eva02-l14",    "mambaout-femto",
+      "mambaout-kobe", "mambaout-tiny", "mambaout-small",   "mambaout-base"};
   return names;
 }
 
@@ -154,7 +153,8 @@ void bench_connectors(const VisionBenchOptions& o, double gemm_gflops) {
 // fully convolutional.
 std::unique_ptr<models::VisionEncoder> make_encoder(const std::string& name, int64_t size) {
   const std::string mo = "mambaout-";
-  if (name.rfind(mo, 0) == 0) return models::make_mambaout_encoder_preset(name.substr(mo.size()), 1);
+  if (name.rfind(mo, 0) == 0)
+    return models::make_mambaout_encoder_preset(name.substr(mo.size()), 1);
   return models::make_vit_encoder_preset(name, size, 1);
 }
 
@@ -170,8 +170,7 @@ std::vector<EncoderBenchEntry> encoder_bench_entries(const std::vector<std::stri
 
 void bench_encoders(const std::vector<EncoderBenchEntry>& entries, const VisionBenchOptions& o) {
   if (entries.empty()) {
-    std::printf(
-        "\nencoders: none selected (--encoders)\n");
+    std::printf("\nencoders: none selected (--encoders)\n");
     return;
   }
   std::printf("\nencoders: batch %lld, %lld timed iterations, forward only, dtype %s\n",
@@ -234,7 +233,7 @@ void add_vision_bench(CLI::App& bench) {
               "Also time each VSS connector with the plain shared mixer (in_proj / out_proj run "
               "per order instead of hoisted)");
   c->add_option("--encoders", o->encoders,
-                 "Encoders to time (empty string: none): " + join(encoder_names()))
+                "Encoders to time (empty string: none): " + join(encoder_names()))
       ->delimiter(',')
       ->check(CLI::IsMember(encoder_names()) | CLI::IsMember(std::vector<std::string>{""}));
   c->add_option("--sizes", o->sizes, "Square image sizes for the encoders")

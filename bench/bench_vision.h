@@ -1,4 +1,5 @@
-// `mambavl bench vision`: images/s of the vision side: each connector and each encoder preset, in one run.
+// `mambavl bench vision`: images/s of the vision side: each connector and each encoder preset, in
+// one run.
 #pragma once
 #include <CLI/CLI.hpp>
 #include <cstdint>

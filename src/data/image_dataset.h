@@ -33,7 +33,8 @@ class ImageDataset {
 // folders, or a class has no images.
 class ImageFolderDataset : public ImageDataset {
  public:
-  explicit ImageFolderDataset(const std::filesystem::path& root, const io::ImageLimits& limits = {});
+  explicit ImageFolderDataset(const std::filesystem::path& root,
+                              const io::ImageLimits& limits = {});
   int64_t size() const override { return static_cast<int64_t>(files_.size()); }
   const std::vector<std::string>& classes() const override { return classes_; }
   int64_t label(int64_t i) const override;

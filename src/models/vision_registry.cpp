@@ -69,8 +69,9 @@ std::unique_ptr<ImageClassifier> load_classifier(const fs::path& dir) {
 
 void save_classifier(ImageClassifier& clf, const std::vector<std::string>& classes,
                      const fs::path& dir) {
-  MVL_CHECK(static_cast<int64_t>(classes.size()) == clf.num_classes(), "save_classifier: ",
-            classes.size(), " class names for a model with ", clf.num_classes(), " classes");
+  MVL_CHECK(static_cast<int64_t>(classes.size()) == clf.num_classes(),
+            "save_classifier: ", classes.size(), " class names for a model with ",
+            clf.num_classes(), " classes");
   nlohmann::json cfg = clf.config_json();
   cfg["classes"] = classes;
   fs::create_directories(dir);
