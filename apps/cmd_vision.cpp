@@ -216,8 +216,9 @@ void add_train_classifier(CLI::App& app) {
   c->add_option("--weight-decay", o->weight_decay,
                 "AdamW weight decay (not on norms, biases, embeddings)")
       ->capture_default_str();
-  auto* w = c->add_option("--warmup", o->warmup, "Linear warmup, in epochs (fractions allowed)")
-                ->capture_default_str();
+  auto* w = c->add_option("--warmup", o->warmup,
+                          "Linear warmup, in epochs (fractions allowed; default: 1 epoch, at most "
+                          "a fifth of --epochs, so that short runs also decay)");
   c->add_option("--warmup-steps", o->warmup_steps, "Linear warmup, in steps (instead of --warmup)")
       ->excludes(w);
   c->add_option("--min-lr-ratio", o->min_lr_ratio, "The cosine decays to lr * this")
@@ -246,7 +247,7 @@ void add_train_classifier(CLI::App& app) {
       "  mambavl train-classifier --arch mambaout --synthetic 512 --num-classes 8 --epochs 3 "
       "--out runs/mo\n"
       "  mambavl eval-classifier --model runs/mo/best --synthetic 512   # its held-out 10 %\n");
-  c->callback([o]() {
+  c->callback([o, w]() {
     set_threads(o->threads);
     MVL_CHECK(!o->data.empty() || o->synthetic > 0,
               "train-classifier: give --data DIR or --synthetic N");
@@ -292,6 +293,8 @@ void add_train_classifier(CLI::App& app) {
     tc.weight_decay = o->weight_decay;
     tc.warmup_steps = o->warmup_steps;
     tc.warmup_epochs = o->warmup_steps > 0 ? 0 : o->warmup;
+    if (w->count() == 0 && o->warmup_steps == 0)
+      tc.warmup_epochs = std::min(o->warmup, 0.2 * static_cast<double>(o->epochs));
     tc.min_lr_ratio = o->min_lr_ratio;
     tc.label_smoothing = o->label_smoothing;
     tc.grad_clip = o->grad_clip;

@@ -104,6 +104,24 @@ TEST_F(CliVision, TrainingIsDeterministic) {
   EXPECT_EQ(ja.at("train_loss"), jb.at("train_loss"));
 }
 
+TEST_F(CliVision, DefaultWarmupLeavesShortRunsTimeToDecay) {
+  // 48 images, batch 16, no val: 3 steps. With --epochs 1 the default warmup is a fifth of the
+  // epoch (1 step), so the cosine is half-way down (≈ 0.5 · lr) at the last step; an explicit
+  // --warmup 1 keeps the whole run in warmup (the last step at the peak lr).
+  const std::string args = "train-classifier " + kTiny + "--epochs 1 --lr 1e-3 --val-fraction 0 ";
+  ASSERT_EQ(run(args + "--out " + (dir / "d").string()).code, 0);
+  ASSERT_EQ(run(args + "--warmup 1 --out " + (dir / "w").string()).code, 0);
+  auto last_lr = [](const fs::path& log) {
+    std::ifstream f(log);
+    std::string line, last;
+    while (std::getline(f, line))
+      if (!line.empty()) last = line;
+    return nlohmann::json::parse(last).at("lr").get<double>();
+  };
+  EXPECT_LT(last_lr(dir / "d" / "train_log.jsonl"), 0.6e-3);
+  EXPECT_GT(last_lr(dir / "w" / "train_log.jsonl"), 0.9e-3);
+}
+
 TEST_F(CliVision, OtherArchitectures) {
   // A causal ViT and MambaOut with the SSM token mixer train and load back.
   const std::string common =
