@@ -20,6 +20,7 @@
 #include "kernels/backend.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/causal_conv1d_cpu.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using kernels::Backend;
@@ -32,23 +33,7 @@ at::Tensor randn(at::IntArrayRef sizes, at::Generator& g, at::ScalarType dt = at
   return at::randn(sizes, g, at::TensorOptions().dtype(at::kFloat)).to(dt);
 }
 
-// Element-wise |a - b| <= atol + rtol * |b| (in double), with the worst offender on failure.
-::testing::AssertionResult close(const at::Tensor& a, const at::Tensor& b, double rtol,
-                                 double atol) {
-  if (!a.defined() || !b.defined())
-    return ::testing::AssertionFailure()
-           << "undefined tensor (a " << a.defined() << ", b " << b.defined() << ")";
-  if (a.sizes() != b.sizes())
-    return ::testing::AssertionFailure() << "shape " << a.sizes() << " vs " << b.sizes();
-  const at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble);
-  const at::Tensor excess = (ad - bd).abs() - (atol + rtol * bd.abs());
-  if (a.numel() == 0 || excess.max().item<double>() <= 0.0) return ::testing::AssertionSuccess();
-  const int64_t i = excess.flatten().argmax().item<int64_t>();
-  return ::testing::AssertionFailure()
-         << "mismatch at flat index " << i << ": " << ad.flatten()[i].item<double>() << " vs "
-         << bd.flatten()[i].item<double>() << " (max |diff| "
-         << (ad - bd).abs().max().item<double>() << ", rtol " << rtol << ", atol " << atol << ")";
-}
+using testing_util::close;
 
 // out[b,d,t] = act(bias[d] + sum_k w[d,k] * x[b,d,t-(W-1)+k]) by plain loops, in double.
 at::Tensor naive_conv(const at::Tensor& x_in, const at::Tensor& w_in,

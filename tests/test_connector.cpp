@@ -23,6 +23,7 @@
 #include "kernels/scan2d.h"
 #include "models/connector.h"
 #include "models/mamba.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using models::ConnectorConfig;
@@ -53,16 +54,7 @@ at::Tensor randn(at::IntArrayRef sizes, uint64_t seed) {
   return at::randn(sizes, g, at::TensorOptions().dtype(at::kFloat));
 }
 
-::testing::AssertionResult close(const at::Tensor& a, const at::Tensor& b, double rtol,
-                                 double atol) {
-  if (a.sizes() != b.sizes())
-    return ::testing::AssertionFailure() << "shape " << a.sizes() << " vs " << b.sizes();
-  const at::Tensor ad = a.detach().to(at::kDouble), bd = b.detach().to(at::kDouble);
-  const double worst = ((ad - bd).abs() - (atol + rtol * bd.abs())).max().item<double>();
-  if (worst <= 0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << "max |diff| " << (ad - bd).abs().max().item<double>()
-                                       << " (rtol " << rtol << ", atol " << atol << ")";
-}
+using testing_util::close;
 
 template <class F>
 std::string error_of(F&& f) {

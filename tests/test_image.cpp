@@ -20,6 +20,7 @@
 #include "common/error.h"
 #include "io/image.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::io;
@@ -29,18 +30,7 @@ namespace {
 
 const fs::path kDir = fs::path(MAMBAVL_FIXTURES_DIR) / "images";
 
-// Runs f, which must throw mambavl::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mambavl::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
-  }
-}
+using testing_util::expect_error;
 
 // [H, W, 3] uint8 tensor of an Image's pixels (a copy).
 at::Tensor hwc(const Image& img) {

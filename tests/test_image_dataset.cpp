@@ -19,6 +19,7 @@
 #include "common/error.h"
 #include "data/image_dataset.h"
 #include "io/image.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::data;
@@ -26,17 +27,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
-  try {
-    f();
-    ADD_FAILURE() << "expected mambavl::Error containing '" << *parts.begin() << "'";
-  } catch (const Error& e) {
-    const std::string msg = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
-  }
-}
+using testing_util::expect_error;
 
 io::Image solid(int64_t w, int64_t h, uint8_t r, uint8_t g, uint8_t b) {
   io::Image img;

@@ -15,6 +15,7 @@
 #include "common/error.h"
 #include "kernels/backend.h"
 #include "kernels/scan2d.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using kernels::Backend;
@@ -29,23 +30,7 @@ at::Tensor randn(at::IntArrayRef sizes, at::Generator& g, at::ScalarType dt = at
   return at::randn(sizes, g, at::TensorOptions().dtype(at::kDouble)).to(dt);
 }
 
-::testing::AssertionResult close(const at::Tensor& a, const at::Tensor& b, double rtol,
-                                 double atol) {
-  if (!a.defined() || !b.defined())
-    return ::testing::AssertionFailure()
-           << "undefined tensor (a " << a.defined() << ", b " << b.defined() << ")";
-  if (a.sizes() != b.sizes())
-    return ::testing::AssertionFailure() << "shape " << a.sizes() << " vs " << b.sizes();
-  if (a.numel() == 0) return ::testing::AssertionSuccess();
-  const at::Tensor ad = a.to(at::kDouble), bd = b.to(at::kDouble);
-  const at::Tensor excess = (ad - bd).abs() - (atol + rtol * bd.abs());
-  if (excess.max().item<double>() <= 0.0) return ::testing::AssertionSuccess();
-  const int64_t i = excess.flatten().argmax().item<int64_t>();
-  return ::testing::AssertionFailure()
-         << "mismatch at flat index " << i << ": " << ad.flatten()[i].item<double>() << " vs "
-         << bd.flatten()[i].item<double>() << " (max |diff| "
-         << (ad - bd).abs().max().item<double>() << ")";
-}
+using testing_util::close;
 
 std::vector<int64_t> to_vec(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();

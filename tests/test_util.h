@@ -1,0 +1,45 @@
+// Assertions shared by the test suites: element-wise tensor closeness with the worst offender on
+// failure, and "this throws a mambavl::Error whose message names ...".
+#pragma once
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <initializer_list>
+#include <string>
+
+#include "common/error.h"
+
+namespace mambavl::testing_util {
+
+// Element-wise |a - b| <= atol + rtol * |b| (in double), with the worst offender on failure.
+inline ::testing::AssertionResult close(const at::Tensor& a, const at::Tensor& b, double rtol,
+                                        double atol) {
+  if (!a.defined() || !b.defined())
+    return ::testing::AssertionFailure()
+           << "undefined tensor (a " << a.defined() << ", b " << b.defined() << ")";
+  if (a.sizes() != b.sizes())
+    return ::testing::AssertionFailure() << "shape " << a.sizes() << " vs " << b.sizes();
+  const at::Tensor ad = a.detach().to(at::kDouble), bd = b.detach().to(at::kDouble);
+  const at::Tensor excess = (ad - bd).abs() - (atol + rtol * bd.abs());
+  if (a.numel() == 0 || excess.max().item<double>() <= 0.0) return ::testing::AssertionSuccess();
+  const int64_t i = excess.flatten().argmax().item<int64_t>();
+  return ::testing::AssertionFailure()
+         << "mismatch at flat index " << i << ": " << ad.flatten()[i].item<double>() << " vs "
+         << bd.flatten()[i].item<double>() << " (max |diff| "
+         << (ad - bd).abs().max().item<double>() << ", rtol " << rtol << ", atol " << atol << ")";
+}
+
+// Runs f, which must throw mambavl::Error whose message contains every one of `parts`.
+template <class F>
+void expect_error(F&& f, std::initializer_list<std::string> parts) {
+  try {
+    f();
+    ADD_FAILURE() << "expected mambavl::Error containing '" << *parts.begin() << "'";
+  } catch (const Error& e) {
+    const std::string msg = e.what();
+    for (const auto& p : parts)
+      EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
+  }
+}
+
+}  // namespace mambavl::testing_util
