@@ -46,7 +46,8 @@ ViTClassifier::Options ViTClassifier::Options::from_json(const nlohmann::json& j
   c.causal = cfg::get_bool(j, "causal", file, false);
   c.validate(file);
   o.num_classes = cfg::require_int(j, "num_classes", file);
-  MVL_CHECK(o.num_classes > 0, file, ": key 'num_classes' must be > 0, got ", o.num_classes);
+  MVL_CHECK(o.num_classes > 0 && o.num_classes <= (int64_t{1} << 20), file,
+            ": key 'num_classes' must be in [1, 2^20], got ", o.num_classes);
   o.pool = cfg::get_string(j, "pool", file, "mean");
   MVL_CHECK(o.pool == "mean" || o.pool == "cls" || o.pool == "last", file, ": key 'pool' is '",
             o.pool, "'; use \"mean\", \"cls\" or \"last\"");

@@ -320,6 +320,20 @@ void ViTConfig::validate(const std::string& file) const {
   MVL_CHECK(patch_size > 0 && image_size >= patch_size, file, ": image size (", image_size,
             ") must be at least the patch size (", patch_size, ")");
   MVL_CHECK(layer_norm_eps > 0.0, file, ": layer_norm_eps must be > 0");
+  // Bounds far above any real model, checked before anything is allocated, so that a corrupt or
+  // hostile config is an error rather than an out-of-memory kill.
+  MVL_CHECK(hidden_size <= 65536 && intermediate_size <= 262144 && num_layers <= 1024 &&
+                image_size <= 16384,
+            file, ": implausible sizes (hidden ", hidden_size, ", MLP ", intermediate_size,
+            ", layers ", num_layers, ", image ", image_size,
+            "; limits 65536, 262144, 1024, 16384)");
+  const double grid = static_cast<double>(image_size / patch_size);
+  const double params_per_layer = 4.0 * static_cast<double>(hidden_size) * hidden_size +
+                                  3.0 * static_cast<double>(hidden_size) * intermediate_size;
+  const double params = static_cast<double>(num_layers) * params_per_layer +
+                        grid * grid * hidden_size +
+                        3.0 * static_cast<double>(patch_size) * patch_size * hidden_size;
+  MVL_CHECK(params <= 1e10, file, ": about ", params, " parameters (limit 1e10): check the sizes");
   if (layout == ViTLayout::EVA02) {
     MVL_CHECK(head_dim() % 4 == 0, file, ": EVA-02 head dimension (", head_dim(),
               ") must be a multiple of 4 for the 2-D rotary embedding");
