@@ -640,12 +640,12 @@ TEST(VitClassifier, Errors) {
   e = error_of([&] { make_classifier(j, 0, "my.json"); });
   EXPECT_NE(e.find("num_classes"), std::string::npos) << e;
   // Absurd sizes are refused before anything is allocated.
-  for (const auto& [key, value] : std::vector<std::pair<std::string, int64_t>>{
-           {"hidden_size", int64_t{1} << 30},
-           {"num_layers", 1000000},
-           {"intermediate_size", int64_t{1} << 40},
-           {"image_size", int64_t{1} << 31},
-           {"num_classes", int64_t{1} << 40}}) {
+  for (const auto& [key, value] :
+       std::vector<std::pair<std::string, int64_t>>{{"hidden_size", int64_t{1} << 30},
+                                                    {"num_layers", 1000000},
+                                                    {"intermediate_size", int64_t{1} << 40},
+                                                    {"image_size", int64_t{1} << 31},
+                                                    {"num_classes", int64_t{1} << 40}}) {
     j = tiny_classifier();
     j[key] = value;
     e = error_of([&] { make_classifier(j, 0, "my.json"); });
