@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::io;
@@ -76,17 +77,7 @@ void expect_same_state(const std::map<std::string, at::Tensor>& a,
   }
 }
 
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(m.find(p), std::string::npos) << "missing '" << p << "' in: " << m;
-    return;
-  }
-  ADD_FAILURE() << "no mambavl::Error thrown";
-}
+using testing_util::expect_error;
 
 class Checkpoint : public ::testing::Test {
  protected:

@@ -23,6 +23,7 @@
 #include "io/safetensors.h"
 #include "models/mambaout.h"
 #include "models/vision.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::models;
@@ -46,17 +47,7 @@ MambaOutClassifier& as_mambaout(ImageClassifier& c) {
   return *m;
 }
 
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(m.find(p), std::string::npos) << "missing '" << p << "' in: " << m;
-    return;
-  }
-  ADD_FAILURE() << "no mambavl::Error thrown";
-}
+using testing_util::expect_error;
 
 std::map<std::string, at::Tensor> state(const torch::nn::Module& m) {
   std::map<std::string, at::Tensor> s;

@@ -14,6 +14,7 @@
 
 #include "common/error.h"
 #include "io/safetensors.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::io;
@@ -62,17 +63,7 @@ class Safetensors : public ::testing::Test {
 };
 
 // Runs fn, which must throw mambavl::Error whose message contains every one of `parts`.
-void expect_error(const std::function<void()>& fn, std::initializer_list<std::string> parts) {
-  try {
-    fn();
-  } catch (const Error& e) {
-    const std::string m = e.what();
-    for (const auto& p : parts)
-      EXPECT_NE(m.find(p), std::string::npos) << "missing '" << p << "' in: " << m;
-    return;
-  }
-  ADD_FAILURE() << "no mambavl::Error thrown";
-}
+using testing_util::expect_error;
 
 // Opening `path` must fail with a message naming the file and containing `parts`.
 void expect_open_error(const fs::path& path, std::initializer_list<std::string> parts) {

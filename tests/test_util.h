@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
+#include <functional>
 #include <initializer_list>
 #include <string>
 
@@ -30,8 +31,8 @@ inline ::testing::AssertionResult close(const at::Tensor& a, const at::Tensor& b
 }
 
 // Runs f, which must throw mambavl::Error whose message contains every one of `parts`.
-template <class F>
-void expect_error(F&& f, std::initializer_list<std::string> parts) {
+inline void expect_error(const std::function<void()>& f,
+                         std::initializer_list<std::string> parts) {
   try {
     f();
     ADD_FAILURE() << "expected mambavl::Error containing '" << *parts.begin() << "'";

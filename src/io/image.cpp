@@ -441,34 +441,29 @@ at::Tensor normalize(const at::Tensor& img, const std::array<double, 3>& mean,
   return (img - m) / s;
 }
 
-ImagePreprocess ImagePreprocess::clip(int64_t size) {
+namespace {
+ImagePreprocess bicubic_preset(int64_t size, const char* mode, const std::array<double, 3>& mean,
+                               const std::array<double, 3>& std) {
   ImagePreprocess p;
   p.size = size;
   p.resample = Resample::Bicubic;
-  p.mode = "crop";
-  p.mean = kClipMean;
-  p.std = kClipStd;
+  p.mode = mode;
+  p.mean = mean;
+  p.std = std;
   return p;
+}
+}  // namespace
+
+ImagePreprocess ImagePreprocess::clip(int64_t size) {
+  return bicubic_preset(size, "crop", kClipMean, kClipStd);
 }
 
 ImagePreprocess ImagePreprocess::siglip(int64_t size) {
-  ImagePreprocess p;
-  p.size = size;
-  p.resample = Resample::Bicubic;
-  p.mode = "squash";
-  p.mean = {0.5, 0.5, 0.5};
-  p.std = {0.5, 0.5, 0.5};
-  return p;
+  return bicubic_preset(size, "squash", {0.5, 0.5, 0.5}, {0.5, 0.5, 0.5});
 }
 
 ImagePreprocess ImagePreprocess::imagenet(int64_t size) {
-  ImagePreprocess p;
-  p.size = size;
-  p.resample = Resample::Bicubic;
-  p.mode = "crop";
-  p.mean = {0.485, 0.456, 0.406};
-  p.std = {0.229, 0.224, 0.225};
-  return p;
+  return bicubic_preset(size, "crop", {0.485, 0.456, 0.406}, {0.229, 0.224, 0.225});
 }
 
 ImagePreprocess ImagePreprocess::from_json(const nlohmann::json& j, const std::string& file) {
