@@ -31,8 +31,7 @@ inline ::testing::AssertionResult close(const at::Tensor& a, const at::Tensor& b
 }
 
 // Runs f, which must throw mambavl::Error whose message contains every one of `parts`.
-inline void expect_error(const std::function<void()>& f,
-                         std::initializer_list<std::string> parts) {
+inline void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
   try {
     f();
     ADD_FAILURE() << "expected mambavl::Error containing '" << *parts.begin() << "'";
