@@ -699,4 +699,12 @@ std::unique_ptr<VisionEncoder> load_mambaout_encoder(const fs::path& dir,
   return MambaOutEncoder::load(dir, cfg);
 }
 
+std::unique_ptr<VisionEncoder> make_mambaout_encoder(const nlohmann::json& cfg, uint64_t seed,
+                                                     bool initialize, const std::string& file) {
+  auto m = std::make_shared<MambaOutImpl>(MambaOutConfig::from_json(cfg, file),
+                                          /*initialize=*/false);
+  if (initialize) m->init_weights(seed);
+  return std::make_unique<MambaOutEncoder>(m);
+}
+
 }  // namespace mambavl::models

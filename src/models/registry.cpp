@@ -9,23 +9,44 @@
 
 namespace mambavl::models {
 
+std::string detect_architecture(const nlohmann::json& j, const std::string& file) {
+  MVL_CHECK(j.is_object(), file, ": config must be a JSON object");
+  if (j.contains("model_type") && j["model_type"].is_string()) {
+    const std::string mt = j["model_type"].get<std::string>();
+    if (mt == "mamba" || mt == "gpt_neox") return mt;
+    MVL_FAIL(file, ": unknown architecture model_type '", mt,
+             "' (supported: mamba, gpt_neox, and state-spaces mamba configs)");
+  }
+  if (j.contains("d_model") && j.contains("n_layer")) return "mamba";  // mamba_ssm's config
+  MVL_FAIL(file,
+           ": cannot tell the architecture: no 'model_type' key (expected \"mamba\" or "
+           "\"gpt_neox\") and not a state-spaces mamba config (d_model, n_layer)");
+}
+
 std::string detect_architecture(const std::filesystem::path& dir) {
   MVL_CHECK(std::filesystem::is_directory(dir), dir.string(),
             ": not a folder (expected a model folder with config.json and model.safetensors)");
   const auto path = dir / "config.json";
   MVL_CHECK(std::filesystem::exists(path), dir.string(), ": no config.json in this folder");
-  nlohmann::json j = io::read_json_file(path);
-  MVL_CHECK(j.is_object(), path.string(), ": config must be a JSON object");
-  if (j.contains("model_type") && j["model_type"].is_string()) {
-    const std::string mt = j["model_type"].get<std::string>();
-    if (mt == "mamba" || mt == "gpt_neox") return mt;
-    MVL_FAIL(path.string(), ": unknown architecture model_type '", mt,
-             "' (supported: mamba, gpt_neox, and state-spaces mamba configs)");
+  return detect_architecture(io::read_json_file(path), path.string());
+}
+
+std::unique_ptr<CausalLM> make_causal_lm(const nlohmann::json& cfg, uint64_t seed, bool initialize,
+                                         const std::string& file) {
+  if (detect_architecture(cfg, file) == "gpt_neox") {
+    auto m = std::make_unique<GPTNeoXLM>(GPTNeoXConfig::from_json(cfg, file), false);
+    if (initialize) m->init_weights(seed);
+    return m;
   }
-  if (j.contains("d_model") && j.contains("n_layer")) return "mamba";  // mamba_ssm's config
-  MVL_FAIL(path.string(),
-           ": cannot tell the architecture: no 'model_type' key (expected \"mamba\" or "
-           "\"gpt_neox\") and not a state-spaces mamba config (d_model, n_layer)");
+  auto m = std::make_unique<MambaLM>(MambaConfig::from_json(cfg, file), false);
+  if (initialize) m->init_weights(seed);
+  return m;
+}
+
+nlohmann::json lm_config_json(const CausalLM& lm) {
+  if (auto* m = dynamic_cast<const MambaLM*>(&lm)) return m->save_config().to_json();
+  if (auto* n = dynamic_cast<const GPTNeoXLM*>(&lm)) return n->config().to_json();
+  MVL_FAIL("lm_config_json: unknown language model type '", lm.arch(), "'");
 }
 
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {

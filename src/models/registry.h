@@ -2,6 +2,7 @@
 #pragma once
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json.hpp>
 #include <string>
 
 #include "models/lm.h"
@@ -12,5 +13,14 @@ namespace mambavl::models {
 // "gpt_neox" (GPTNeoXForCausalLM). Errors name the folder / config.json and the problem.
 std::string detect_architecture(const std::filesystem::path& dir);
 std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir);
+// The architecture of a config.json-style object ("mamba" or "gpt_neox"); Error naming `file`.
+std::string detect_architecture(const nlohmann::json& cfg, const std::string& file);
+// Builds a language model from a config.json-style object (as load_causal_lm reads it / as
+// lm_config_json writes it): random weights deterministic in `seed` when `initialize`, else
+// uninitialised (to be loaded).
+std::unique_ptr<CausalLM> make_causal_lm(const nlohmann::json& cfg, uint64_t seed, bool initialize,
+                                         const std::string& file);
+// The config.json content `lm.save()` writes.
+nlohmann::json lm_config_json(const CausalLM& lm);
 
 }  // namespace mambavl::models

@@ -5,6 +5,7 @@
 #pragma once
 #include <ATen/core/Tensor.h>
 
+#include <array>
 #include <filesystem>
 #include <memory>
 #include <nlohmann/json.hpp>
@@ -55,6 +56,10 @@ class VisionEncoder {
   virtual void to_dtype(at::ScalarType dtype) = 0;
   // config.json + model.safetensors, in the layout it loads.
   virtual void save(const std::filesystem::path& dir) const = 0;
+  // The config.json content save() writes (make_vision_encoder builds the same encoder from it).
+  virtual nlohmann::json config_json() const = 0;
+  // The patch grid (grid_h, grid_w) encode() returns for an h x w input.
+  virtual std::array<int64_t, 2> grid_size(int64_t h, int64_t w) const = 0;
 };
 
 class ImageClassifier {
@@ -98,5 +103,10 @@ std::vector<std::string> classifier_classes(const std::filesystem::path& dir);
 // Loads a vision encoder folder: Hugging Face CLIPVisionModel / CLIPModel / SiglipVisionModel /
 // SiglipModel config.json, a timm EVA-02 folder, or a MambaOut folder.
 std::unique_ptr<VisionEncoder> load_vision_encoder(const std::filesystem::path& dir);
+// Builds an encoder from a config.json-style object (as load_vision_encoder reads it, or as
+// VisionEncoder::config_json writes it): random weights deterministic in `seed` when
+// `initialize`, otherwise uninitialised (to be loaded). Errors name `file`.
+std::unique_ptr<VisionEncoder> make_vision_encoder(const nlohmann::json& cfg, uint64_t seed,
+                                                   bool initialize, const std::string& file);
 
 }  // namespace mambavl::models

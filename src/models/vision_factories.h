@@ -19,6 +19,8 @@ std::unique_ptr<ImageClassifier> load_mambaout_classifier(const std::filesystem:
                                                           const nlohmann::json& cfg);
 std::unique_ptr<VisionEncoder> load_mambaout_encoder(const std::filesystem::path& dir,
                                                      const nlohmann::json& cfg);
+std::unique_ptr<VisionEncoder> make_mambaout_encoder(const nlohmann::json& cfg, uint64_t seed,
+                                                     bool initialize, const std::string& file);
 
 // ViT (models/vit.cpp): "architecture" "vit" classifier folders; encoders from Hugging Face
 // CLIP / SigLIP ("model_type") and timm EVA-02 ("architecture": "eva02_...") folders.
@@ -28,5 +30,7 @@ std::unique_ptr<ImageClassifier> load_vit_classifier(const std::filesystem::path
                                                      const nlohmann::json& cfg);
 std::unique_ptr<VisionEncoder> load_vit_encoder(const std::filesystem::path& dir,
                                                 const nlohmann::json& cfg);
+std::unique_ptr<VisionEncoder> make_vit_encoder(const nlohmann::json& cfg, uint64_t seed,
+                                                bool initialize, const std::string& file);
 
 }  // namespace mambavl::models

@@ -111,4 +111,11 @@ std::unique_ptr<VisionEncoder> load_vision_encoder(const fs::path& dir) {
   return load_vit_encoder(dir, cfg);
 }
 
+std::unique_ptr<VisionEncoder> make_vision_encoder(const nlohmann::json& cfg, uint64_t seed,
+                                                   bool initialize, const std::string& file) {
+  const std::string arch = architecture_of(cfg, file);
+  if (starts_with(arch, "mambaout")) return make_mambaout_encoder(cfg, seed, initialize, file);
+  return make_vit_encoder(cfg, seed, initialize, file);
+}
+
 }  // namespace mambavl::models

@@ -415,4 +415,11 @@ std::unique_ptr<VisionEncoder> load_vit_encoder(const fs::path& dir, const nlohm
   return enc;
 }
 
+std::unique_ptr<VisionEncoder> make_vit_encoder(const nlohmann::json& cfg, uint64_t seed,
+                                                bool initialize, const std::string& file) {
+  auto enc = std::make_unique<ViTEncoder>(ViTConfig::from_json(cfg, file));
+  if (initialize) enc->model().init_weights(seed);
+  return enc;
+}
+
 }  // namespace mambavl::models

@@ -227,6 +227,10 @@ class ViTEncoder : public VisionEncoder {
   VisionFeatures encode(const at::Tensor& images, const FeatureSelect& sel = {}) override;
   torch::nn::Module& module() override { return model_.module(); }
   void save(const std::filesystem::path& dir) const override;
+  nlohmann::json config_json() const override { return model_.config().to_json(); }
+  std::array<int64_t, 2> grid_size(int64_t h, int64_t w) const override {
+    return {h / model_.config().patch_size, w / model_.config().patch_size};
+  }
 
   const ViTConfig& config() const { return model_.config(); }
   ViTModel& model() { return model_; }
