@@ -11,7 +11,7 @@ TORCH_VERSION=2.11.0
 CUDA_TOOLKIT_VERSION=13.0.2
 
 apt_pkgs=(build-essential cmake ninja-build ccache git python3 python3-venv libgtest-dev libgmock-dev
-          nlohmann-json3-dev libcli11-dev libstb-dev libgoogle-perftools-dev)
+          nlohmann-json3-dev libcli11-dev libstb-dev libgoogle-perftools-dev libtomlplusplus-dev)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then

@@ -1,13 +1,8 @@
 #include "train/classifier_trainer.h"
 
 #include <ATen/ATen.h>
-#include <ATen/Context.h>
 #include <ATen/Parallel.h>
-#include <fcntl.h>
 #include <torch/nn/module.h>
-#include <torch/nn/utils/clip_grad.h>
-#include <torch/optim/adamw.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <chrono>
@@ -18,9 +13,7 @@
 
 #include "common/error.h"
 #include "common/progress.h"
-#include "eval/classification.h"
 #include "io/checkpoint.h"
-#include "train/lr_schedule.h"
 
 namespace mambavl::train {
 
@@ -28,33 +21,18 @@ namespace fs = std::filesystem;
 
 namespace {
 
-uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-uint64_t mix(uint64_t seed, uint64_t a) {
-  uint64_t s = seed ^ (a * 0xD6E8FEB86659FD93ull);
-  return splitmix64(s);
-}
-
 double seconds_now() {
   using namespace std::chrono;
   return duration<double>(steady_clock::now().time_since_epoch()).count();
 }
 
-bool ends_with(const std::string& s, const std::string& p) {
-  return s.size() >= p.size() && s.compare(s.size() - p.size(), p.size(), p) == 0;
-}
-
-void fsync_dir(const fs::path& dir) {
-  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
-  if (fd >= 0) {
-    ::fsync(fd);
-    ::close(fd);
-  }
+// timm's exemptions by name (on top of every <= 1-D tensor): biases, position / class
+// embeddings, SSM A_log.
+const std::vector<std::string>& classifier_no_decay() {
+  static const std::vector<std::string> k = {"bias",      "pos_embed",       "position_embedding",
+                                             "cls_token", "class_embedding", "A_log",
+                                             "dist_token"};
+  return k;
 }
 
 }  // namespace
@@ -96,64 +74,99 @@ nlohmann::json EpochMetrics::to_json() const {
 }
 
 bool no_weight_decay(const std::string& name, int64_t dim) {
-  if (dim <= 1 || ends_with(name, "bias")) return true;
-  static const char* const kNames[] = {
-      "pos_embed", "position_embedding", "cls_token", "class_embedding", "A_log", "dist_token"};
-  for (const char* k : kNames)
-    if (name.find(k) != std::string::npos) return true;
-  return false;
-}
-
-std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch) {
-  std::vector<int64_t> order(static_cast<size_t>(std::max<int64_t>(n, 0)));
-  for (int64_t i = 0; i < n; ++i) order[i] = i;
-  uint64_t state = mix(seed, 0x5151 + static_cast<uint64_t>(epoch));
-  for (int64_t i = n - 1; i > 0; --i) {
-    const uint64_t r = splitmix64(state);
-    const auto j = static_cast<int64_t>(
-        (static_cast<unsigned __int128>(r) * static_cast<uint64_t>(i + 1)) >> 64);
-    std::swap(order[i], order[j]);
-  }
-  return order;
+  return no_decay_param(name, dim, classifier_no_decay());
 }
 
 void save_checkpoint_dir(models::ImageClassifier& clf, const std::vector<std::string>& classes,
-                         const fs::path& dir_in, const nlohmann::json* state) {
-  const fs::path dir = dir_in.has_filename() ? dir_in : dir_in.parent_path();
-  const fs::path parent = dir.parent_path().empty() ? fs::path(".") : dir.parent_path();
-  fs::create_directories(parent);
-  const std::string base = "." + dir.filename().string();
-  const std::string pid = std::to_string(::getpid());
-  const fs::path tmp = parent / (base + ".tmp." + pid);
-  fs::remove_all(tmp);
-  try {
+                         const fs::path& dir, const nlohmann::json* state) {
+  write_dir_atomically(dir, [&](const fs::path& tmp) {
     models::save_classifier(clf, classes, tmp);
     if (state) io::write_json_file(tmp / "trainer_state.json", *state);
-    fsync_dir(tmp);
-    if (!fs::exists(dir)) {
-      fs::rename(tmp, dir);
-    } else if (::renameat2(AT_FDCWD, tmp.c_str(), AT_FDCWD, dir.c_str(), RENAME_EXCHANGE) == 0) {
-      fs::remove_all(tmp);  // now holds the previous checkpoint
-    } else {
-      // No atomic exchange on this filesystem: move the old one aside first (a crash in between
-      // leaves it in <dir>.old.<pid>).
-      const fs::path old = parent / (base + ".old." + pid);
-      fs::remove_all(old);
-      fs::rename(dir, old);
-      fs::rename(tmp, dir);
-      fs::remove_all(old);
-    }
-    fsync_dir(parent);
-  } catch (const fs::filesystem_error& e) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    MVL_FAIL(dir.string(), ": cannot write the checkpoint: ", e.code().message());
-  } catch (...) {
-    std::error_code ec;
-    fs::remove_all(tmp, ec);
-    throw;
-  }
+  });
 }
+
+// ---------------------------------------------------------------------------------------------
+// ClassifierTask
+
+ClassifierTask::ClassifierTask(models::ImageClassifier& clf, const data::ImageDataset& train,
+                               const data::ImageDataset* val, ClassifierTaskOptions opt)
+    : clf_(clf), train_(train), val_(val), opt_(opt), pp_(clf.preprocess()) {
+  const int64_t num_classes = clf.num_classes();
+  for (int64_t i = 0; i < train.size(); ++i) {
+    const int64_t y = train.label(i);
+    MVL_CHECK(y >= 0 && y < num_classes, train.name(i), ": label ", y, " is outside the model's ",
+              num_classes, " classes");
+  }
+  MVL_CHECK(static_cast<int64_t>(train.classes().size()) == num_classes,
+            "train_classifier: ", train.classes().size(), " classes in the data but the model has ",
+            num_classes);
+  augment_.pp = pp_;
+  augment_.scale_min = opt.crop_scale_min;
+  classes_ = train.classes();
+}
+
+nlohmann::json ClassifierTask::identity() const {
+  return {{"kind", "classifier"},
+          {"arch", clf_.arch()},
+          {"num_classes", clf_.num_classes()},
+          {"config", clf_.config_json()}};
+}
+
+StepResult ClassifierTask::forward(const std::vector<int64_t>& samples, uint64_t step_seed) {
+  data::Batch b =
+      data::make_batch(train_, samples, pp_, opt_.augment ? &augment_ : nullptr, step_seed);
+  const at::Tensor logits = clf_.forward(b.images).to(at::kFloat);  // [B, K]
+  const at::Tensor labels = b.labels.to(at::kLong);                 // [B]
+  StepResult r;
+  r.loss =
+      at::cross_entropy_loss(logits, labels, {}, at::Reduction::Mean, -100, opt_.label_smoothing);
+  const auto bs = static_cast<int64_t>(samples.size());
+  const int64_t correct = eval::topk_correct(logits.detach(), labels, 1);
+  r.units = static_cast<double>(bs);
+  r.metrics = {{"top1", static_cast<double>(correct) / static_cast<double>(bs)}};
+  stats_.loss_sum += r.loss.detach().item<double>() * static_cast<double>(bs);
+  stats_.correct += correct;
+  stats_.seen += bs;
+  return r;
+}
+
+void ClassifierTask::save_model(const fs::path& dir) {
+  models::save_classifier(clf_, classes_, dir);
+}
+
+void ClassifierTask::load_weights(const fs::path& dir) {
+  io::CheckpointFolder ck(dir);
+  io::LoadOptions lo;
+  models::ImageClassifier* clf = &clf_;
+  lo.keys_for = [clf](const std::string& name) {
+    return std::vector<std::string>{clf->checkpoint_key(name)};
+  };
+  lo.allow_missing = [clf](const std::string& name) { return clf->checkpoint_key(name).empty(); };
+  io::load_module(clf_.module(), ck, lo);
+}
+
+eval::ClassificationMetrics ClassifierTask::evaluate_metrics() {
+  if (!has_val()) return {};
+  eval::EvalOptions eo;
+  eo.batch = opt_.eval_batch;
+  eo.progress = opt_.eval_progress;
+  return eval::evaluate_classifier(clf_, *val_, pp_, eo);
+}
+
+nlohmann::json ClassifierTask::evaluate() {
+  if (!has_val()) return nullptr;
+  const eval::ClassificationMetrics m = evaluate_metrics();
+  return {{"val_top1", m.top1}, {"val_top5", m.top5}, {"val_loss", m.loss}, {"val_count", m.count}};
+}
+
+ClassifierTask::Stats ClassifierTask::take_stats() {
+  Stats s = stats_;
+  stats_ = {};
+  return s;
+}
+
+// ---------------------------------------------------------------------------------------------
+// train_classifier: one trainer stage + the per-epoch part.
 
 TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageDataset& train,
                              const data::ImageDataset* val, const TrainConfig& cfg,
@@ -173,131 +186,90 @@ TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageData
   MVL_CHECK(cfg.crop_scale_min > 0 && cfg.crop_scale_min <= 1,
             "train_classifier: crop scale min must be in (0, 1], got ", cfg.crop_scale_min);
   MVL_CHECK(cfg.save_every >= 1, "train_classifier: save_every must be >= 1");
-  const int64_t num_classes = clf.num_classes();
-  for (int64_t i = 0; i < n; ++i) {
-    const int64_t y = train.label(i);
-    MVL_CHECK(y >= 0 && y < num_classes, train.name(i), ": label ", y, " is outside the model's ",
-              num_classes, " classes");
-  }
-  MVL_CHECK(static_cast<int64_t>(train.classes().size()) == num_classes,
-            "train_classifier: ", train.classes().size(), " classes in the data but the model has ",
-            num_classes);
+  ClassifierTaskOptions topt;
+  topt.label_smoothing = cfg.label_smoothing;
+  topt.augment = cfg.augment;
+  topt.crop_scale_min = cfg.crop_scale_min;
+  topt.eval_batch = cfg.eval_batch;
+  topt.eval_progress = cfg.progress;
+  ClassifierTask task(clf, train, val, topt);
   if (cfg.threads > 0) at::set_num_threads(cfg.threads);
-  at::manual_seed(cfg.seed);
 
   const int64_t steps_per_epoch = (n + cfg.batch_size - 1) / cfg.batch_size;
   const int64_t total_steps = cfg.max_steps > 0 ? cfg.max_steps : cfg.epochs * steps_per_epoch;
   const int64_t num_epochs = (total_steps + steps_per_epoch - 1) / steps_per_epoch;
-  WarmupCosineSchedule sched;
-  sched.base_lr = cfg.lr;
-  sched.warmup_steps =
-      cfg.warmup_steps > 0
-          ? cfg.warmup_steps
-          : static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch));
-  sched.warmup_steps = std::min(sched.warmup_steps, total_steps);
-  sched.total_steps = total_steps;
-  sched.min_lr_ratio = cfg.min_lr_ratio;
 
-  // AdamW with two groups: decayed weights and everything timm exempts.
-  torch::nn::Module& module = clf.module();
-  std::vector<at::Tensor> decay, no_decay, all_params;
-  for (const auto& item : module.named_parameters(/*recurse=*/true)) {
-    if (!item.value().requires_grad()) continue;
-    (no_weight_decay(item.key(), item.value().dim()) ? no_decay : decay).push_back(item.value());
-    all_params.push_back(item.value());
-  }
-  MVL_CHECK(!all_params.empty(), "train_classifier: the model has no trainable parameters");
-  std::vector<torch::optim::OptimizerParamGroup> groups;
-  auto group_opts = [&](double wd) {
-    auto o = std::make_unique<torch::optim::AdamWOptions>(cfg.lr);
-    o->weight_decay(wd);
-    return o;
-  };
-  if (!decay.empty()) groups.emplace_back(decay, group_opts(cfg.weight_decay));
-  if (!no_decay.empty()) groups.emplace_back(no_decay, group_opts(0.0));
-  torch::optim::AdamW optimizer(std::move(groups), torch::optim::AdamWOptions(cfg.lr));
-
-  const io::ImagePreprocess pp = clf.preprocess();
-  data::TrainAugment augment;
-  augment.pp = pp;
-  augment.scale_min = cfg.crop_scale_min;
-  const std::vector<std::string> classes = train.classes();
+  // One trainer stage with the classifier's schedule; the trainer writes nothing itself (the
+  // classifier's folder layout is last/ best/ train_log.jsonl, written per epoch below).
+  StageConfig stage;
+  stage.name = "train";
+  stage.steps = total_steps;
+  stage.lr = cfg.lr;
+  stage.min_lr_ratio = cfg.min_lr_ratio;
+  stage.weight_decay = cfg.weight_decay;
+  stage.warmup_steps = std::min(
+      total_steps, cfg.warmup_steps > 0
+                       ? cfg.warmup_steps
+                       : static_cast<int64_t>(std::llround(cfg.warmup_epochs * steps_per_epoch)));
+  TrainerConfig tc;
+  tc.stages = {stage};
+  tc.batch_size = cfg.batch_size;
+  tc.grad_accum = 1;
+  tc.grad_clip = cfg.grad_clip;
+  tc.precision = "fp32";
+  tc.no_decay = classifier_no_decay();
+  tc.seed = cfg.seed;
+  tc.log_every = 0;
+  tc.eval_every = -1;   // validation is per epoch, below
+  tc.progress = false;  // a bar per epoch, below
 
   TrainResult result;
   std::vector<std::string> log_lines;
   const bool write = !cfg.out_dir.empty();
   if (write) fs::create_directories(cfg.out_dir);
-  int64_t step = 0;
   const int64_t width = static_cast<int64_t>(std::to_string(num_epochs).size());
-  for (int64_t epoch = 0; epoch < num_epochs; ++epoch) {
-    module.train();
-    const std::vector<int64_t> order = epoch_order(n, cfg.seed, epoch);
-    const uint64_t aug_seed = mix(cfg.seed, 0xA5A5 + static_cast<uint64_t>(epoch));
-    const int64_t epoch_steps = std::min(steps_per_epoch, total_steps - step);
-    const int64_t epoch_images = std::min(n, epoch_steps * cfg.batch_size);
-    std::optional<ProgressBar> bar;
-    if (cfg.progress) {
-      ProgressBar::Options po;
-      po.unit = "img";
-      std::ostringstream label;
-      label << "epoch " << std::string(width - std::to_string(epoch + 1).size(), ' ') << (epoch + 1)
-            << "/" << num_epochs;
-      bar.emplace(label.str(), epoch_images, po);
-    }
-    const double t0 = seconds_now();
-    double loss_sum = 0, lr = 0;
-    int64_t seen = 0, correct = 0;
-    for (int64_t s = 0; s < epoch_steps; ++s) {
-      const int64_t begin = s * cfg.batch_size;
-      const int64_t end = std::min(n, begin + cfg.batch_size);
-      const std::vector<int64_t> idx(order.begin() + begin, order.begin() + end);
-      data::Batch b = data::make_batch(train, idx, pp, cfg.augment ? &augment : nullptr, aug_seed);
-      lr = sched.lr_at(step);
-      for (auto& g : optimizer.param_groups())
-        static_cast<torch::optim::AdamWOptions&>(g.options()).lr(lr);
-      optimizer.zero_grad();
-      const at::Tensor logits = clf.forward(b.images).to(at::kFloat);
-      const at::Tensor labels = b.labels.to(at::kLong);
-      at::Tensor loss = at::cross_entropy_loss(logits, labels, {}, at::Reduction::Mean, -100,
-                                               cfg.label_smoothing);
-      const double loss_v = loss.item<double>();
-      MVL_CHECK(std::isfinite(loss_v), "training diverged: the loss is ", loss_v, " at step ",
-                step + 1, " (lr ", lr, "); try a lower learning rate or gradient clipping");
-      loss.backward();
-      if (cfg.grad_clip > 0) torch::nn::utils::clip_grad_norm_(all_params, cfg.grad_clip);
-      optimizer.step();
-      ++step;
-      const int64_t bs = end - begin;
-      loss_sum += loss_v * bs;
-      seen += bs;
-      correct += eval::topk_correct(logits.detach(), labels, 1);
-      result.step_losses.push_back(loss_v);
-      if (callbacks.on_step) callbacks.on_step(step, loss_v, lr);
-      if (bar) {
-        bar->set_field("loss", loss_sum / seen, 4);
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%.2e", lr);
-        bar->set_field("lr", buf);
-        bar->advance(bs);
-      }
-    }
-    if (bar) bar->finish();
-    const double train_seconds = seconds_now() - t0;
+  std::optional<ProgressBar> bar;
+  double t0 = seconds_now(), last_lr = 0;
+  int64_t epoch_index = 0;  // 0-based epoch being trained
 
+  TrainerHooks hooks;
+  hooks.on_step = [&](const StepInfo& s) {
+    last_lr = s.lr;
+    if (callbacks.on_step) callbacks.on_step(s.step, s.loss, s.lr);
+    if (cfg.progress) {
+      if (!bar) {
+        const int64_t epoch_steps = std::min(steps_per_epoch, total_steps - (s.step - 1));
+        const int64_t epoch_images = std::min(n, epoch_steps * cfg.batch_size);
+        ProgressBar::Options po;
+        po.unit = "img";
+        std::ostringstream label;
+        label << "epoch " << std::string(width - std::to_string(epoch_index + 1).size(), ' ')
+              << (epoch_index + 1) << "/" << num_epochs;
+        bar.emplace(label.str(), epoch_images, po);
+      }
+      bar->set_field("loss", s.loss, 4);
+      char buf[32];
+      std::snprintf(buf, sizeof buf, "%.2e", s.lr);
+      bar->set_field("lr", buf);
+      bar->advance(s.samples);
+    }
+  };
+  hooks.on_epoch_end = [&](const EpochInfo& e) {
+    if (bar) bar->finish();
+    bar.reset();
+    const double train_seconds = seconds_now() - t0;
+    const ClassifierTask::Stats st = task.take_stats();
     EpochMetrics m;
-    m.epoch = epoch + 1;
-    m.step = step;
-    m.train_loss = seen ? loss_sum / seen : 0;
-    m.train_top1 = seen ? static_cast<double>(correct) / seen : 0;
-    m.lr = lr;
+    m.epoch = e.epoch + 1;
+    m.step = e.step;
+    m.train_loss = st.seen ? st.loss_sum / static_cast<double>(st.seen) : 0;
+    m.train_top1 = st.seen ? static_cast<double>(st.correct) / static_cast<double>(st.seen) : 0;
+    m.lr = last_lr;
     m.seconds = train_seconds;
-    m.images_per_second = train_seconds > 0 ? seen / train_seconds : 0;
-    const bool last_epoch = epoch + 1 == num_epochs;
-    if (val && val->size() > 0 && (cfg.eval_every_epoch || last_epoch)) {
-      eval::EvalOptions eo;
-      eo.batch = cfg.eval_batch;
-      eo.progress = cfg.progress;
-      const eval::ClassificationMetrics vm = eval::evaluate_classifier(clf, *val, pp, eo);
+    m.images_per_second = train_seconds > 0 ? static_cast<double>(st.seen) / train_seconds : 0;
+    const bool last_epoch = e.step == total_steps;
+    if (task.has_val() && (cfg.eval_every_epoch || last_epoch)) {
+      const eval::ClassificationMetrics vm = task.evaluate_metrics();
       m.has_val = true;
       m.val_top1 = vm.top1;
       m.val_top5 = vm.top5;
@@ -313,8 +285,6 @@ TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageData
       std::fprintf(stderr, " | %.1f img/s\n", m.images_per_second);
     }
     result.epochs.push_back(m);
-    result.steps = step;
-
     bool improved = false;
     if (m.has_val && m.val_top1 > result.best_val_top1) {
       result.best_val_top1 = m.val_top1;
@@ -322,24 +292,30 @@ TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageData
       improved = true;
     }
     if (write) {
-      nlohmann::json state = {{"epoch", m.epoch},
-                              {"step", step},
-                              {"total_steps", total_steps},
-                              {"metrics", m.to_json()},
-                              {"config", cfg.to_json()}};
+      const nlohmann::json state = {{"epoch", m.epoch},
+                                    {"step", m.step},
+                                    {"total_steps", total_steps},
+                                    {"metrics", m.to_json()},
+                                    {"config", cfg.to_json()}};
       const bool save_last = last_epoch || m.epoch % cfg.save_every == 0;
-      if (save_last) save_checkpoint_dir(clf, classes, cfg.out_dir / "last", &state);
+      if (save_last) save_checkpoint_dir(clf, train.classes(), cfg.out_dir / "last", &state);
       // best: the best validation top-1; without validation the latest saved model.
       if (improved || (!m.has_val && save_last))
-        save_checkpoint_dir(clf, classes, cfg.out_dir / "best", &state);
+        save_checkpoint_dir(clf, train.classes(), cfg.out_dir / "best", &state);
       log_lines.push_back(m.to_json().dump());
       std::string text;
       for (const auto& l : log_lines) text += l + "\n";
       io::write_text_file_atomic(cfg.out_dir / "train_log.jsonl", text);
     }
     if (callbacks.on_epoch) callbacks.on_epoch(m);
-  }
-  module.train();
+    ++epoch_index;
+    t0 = seconds_now();
+  };
+
+  const TrainerResult r = train::train(task, tc, {}, hooks);
+  result.step_losses = r.step_losses;
+  result.steps = r.steps;
+  clf.module().train();
   return result;
 }
 

@@ -1,4 +1,6 @@
-// Training an ImageClassifier from scratch (the MambaOut experiment, SPEC §3 / §4.5):
+// Training an ImageClassifier from scratch (the MambaOut experiment, SPEC §3 / §4.5), as a user of
+// the one trainer (train/trainer.h): ClassifierTask is the TrainTask, train_classifier maps its
+// TrainConfig onto one trainer stage and adds the per-epoch part (metrics, validation, last/best):
 // AdamW (no weight decay on norms, biases, 1-D parameters, position embeddings and SSM A_log / D,
 // as timm), linear warmup + cosine decay per step, label-smoothed cross entropy, a deterministic
 // data order and augmentation from the seed, per-epoch validation top-1 / top-5, and checkpoints:
@@ -18,7 +20,9 @@
 #include <vector>
 
 #include "data/image_dataset.h"
+#include "eval/classification.h"
 #include "models/vision.h"
+#include "train/trainer.h"
 
 namespace mambavl::train {
 
@@ -86,13 +90,63 @@ TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageData
                              const data::ImageDataset* val, const TrainConfig& cfg,
                              const TrainCallbacks& callbacks = {});
 
-// The index order of epoch `epoch` (0-based): a permutation of [0, n) that depends only on
-// (seed, epoch), identical on every platform.
-std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
+// epoch_order(n, seed, epoch): see train/trainer.h (the trainer's data order; unchanged).
 
 // Saves `clf` + classes (+ trainer_state.json when `state` is not null) into `dir`, replacing it
 // atomically: written into a temp sibling folder, then swapped in by rename.
 void save_checkpoint_dir(models::ImageClassifier& clf, const std::vector<std::string>& classes,
                          const std::filesystem::path& dir, const nlohmann::json* state = nullptr);
+
+struct ClassifierTaskOptions {
+  double label_smoothing = 0.1;
+  bool augment = true;  // TrainAugment (random-resized-crop + flip); false: plain preprocess
+  double crop_scale_min = 0.08;  // smallest random-resized-crop area fraction
+  int64_t eval_batch = 64;
+  bool eval_progress = false;  // progress bar during evaluate()
+};
+
+// The image classifier as a TrainTask: a micro-batch is make_batch(train, samples, preprocess,
+// augment seeded by step_seed) through clf.forward, label-smoothed cross entropy (mean over the
+// images); units = images; metrics {"top1"}. evaluate() = top-1 / top-5 / loss on `val` (null
+// without a validation set). save_model writes a classifier folder (save_classifier with the
+// training set's class names); load_weights reads one back.
+class ClassifierTask : public TrainTask {
+ public:
+  // `clf`, `train` and `val` (may be null) must outlive the task. Errors: labels outside the
+  // model's classes (naming the image), a class-count mismatch.
+  ClassifierTask(models::ImageClassifier& clf, const data::ImageDataset& train,
+                 const data::ImageDataset* val, ClassifierTaskOptions opt = {});
+
+  std::string kind() const override { return "classifier"; }
+  nlohmann::json identity() const override;  // {"kind", "arch", "num_classes", "config"}
+  torch::nn::Module& module() override { return clf_.module(); }
+  int64_t num_samples() const override { return train_.size(); }
+  StepResult forward(const std::vector<int64_t>& samples, uint64_t step_seed) override;
+  void save_model(const std::filesystem::path& dir) override;
+  void load_weights(const std::filesystem::path& dir) override;
+  nlohmann::json evaluate() override;
+  std::string unit() const override { return "img"; }
+
+  // The validation metrics (count 0 when there is no validation set).
+  eval::ClassificationMetrics evaluate_metrics();
+  bool has_val() const { return val_ && val_->size() > 0; }
+
+  // Sums over the micro-batches since the last take_stats() (then reset).
+  struct Stats {
+    double loss_sum = 0;  // loss * images
+    int64_t correct = 0, seen = 0;
+  };
+  Stats take_stats();
+
+ private:
+  models::ImageClassifier& clf_;
+  const data::ImageDataset& train_;
+  const data::ImageDataset* val_;
+  ClassifierTaskOptions opt_;
+  io::ImagePreprocess pp_;
+  data::TrainAugment augment_;
+  std::vector<std::string> classes_;
+  Stats stats_;
+};
 
 }  // namespace mambavl::train
