@@ -226,9 +226,10 @@ class MambaOutEncoder : public VisionEncoder {
   void to_dtype(at::ScalarType dtype) override;
   void save(const std::filesystem::path& dir) const override;
   nlohmann::json config_json() const override { return model->cfg.to_json(); }
-  // The stem and the three downsampling convs (3x3, stride 2, padding 1) each round up.
+  // The stem's two convs and the three downsampling convs (3x3, stride 2, padding 1) each
+  // halve, rounding up.
   std::array<int64_t, 2> grid_size(int64_t h, int64_t w) const override {
-    for (int i = 0; i < 4; ++i) h = (h + 1) / 2, w = (w + 1) / 2;
+    for (int i = 0; i < 5; ++i) h = (h + 1) / 2, w = (w + 1) / 2;
     return {h, w};
   }
 

@@ -8,6 +8,7 @@
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "models/gpt_neox.h"
+#include "models/lm_loss.h"
 #include "models/mamba.h"
 #include "models/registry.h"
 #include "models/vit.h"
@@ -337,35 +338,10 @@ at::Tensor VLM::embed(const VLMBatch& b) {
 
 at::Tensor VLM::logits(const VLMBatch& b) { return lm_->forward_embeds(embed(b)); }
 
-VLMLoss VLM::loss(const VLMBatch& b) {
+LMLoss VLM::loss(const VLMBatch& b) {
   MVL_CHECK(b.labels.defined() && b.labels.sizes() == b.ids.sizes(),
             "VLM batch: labels must have the shape of ids");
-  at::Tensor h = lm_->forward_hidden(embed(b));  // [B, L, H]
-  const int64_t B = h.size(0), L = h.size(1), H = h.size(2);
-  // Position t - 1 predicts labels[t]: gather only the supervised positions before the head.
-  at::Tensor tgt = b.labels.narrow(1, 1, L - 1);                // [B, L-1]
-  at::Tensor mask = tgt.ne(-100);                               // [B, L-1]
-  at::Tensor idx = mask.reshape({-1}).nonzero().reshape({-1});  // flat indices into [B, L-1]
-  VLMLoss out;
-  out.tokens = idx.numel();
-  out.per_sample = at::zeros({B}, at::kFloat);
-  if (out.tokens == 0) {
-    out.loss = h.sum() * 0.0;  // keeps the graph; no supervised token
-    return out;
-  }
-  at::Tensor rows = idx.div(L - 1, "floor");                   // sample of each token
-  at::Tensor pos = rows * L + idx.remainder(L - 1);            // flat position in [B*L]
-  at::Tensor hs = h.reshape({B * L, H}).index_select(0, pos);  // [N, H]
-  at::Tensor lg = lm_->logits(hs);                             // [N, V] fp32
-  at::Tensor nll = at::cross_entropy_loss(lg, tgt.reshape({-1}).index_select(0, idx), {},
-                                          at::Reduction::None);             // [N]
-  at::Tensor sums = at::zeros({B}, nll.options()).index_add(0, rows, nll);  // [B]
-  at::Tensor counts = mask.sum(1).to(at::kFloat);                           // [B]
-  at::Tensor has = counts.gt(0);
-  at::Tensor per = sums / counts.clamp_min(1.0);
-  out.per_sample = per.detach();
-  out.loss = per.masked_select(has).mean();
-  return out;
+  return lm_loss(*lm_, lm_->forward_hidden(embed(b)), b.labels);
 }
 
 void VLM::to_dtype(at::ScalarType dtype) {

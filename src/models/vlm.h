@@ -36,6 +36,7 @@
 #include "io/tokenizer.h"
 #include "models/connector.h"
 #include "models/lm.h"
+#include "models/lm_loss.h"
 #include "models/vision.h"
 
 namespace mambavl::models {
@@ -68,13 +69,6 @@ struct VLMBatch {
                       // position t is predicted from position t - 1 (Hugging Face convention)
   at::Tensor images;  // [n, 3, S, S] normalised, every image of the batch in order (or undefined)
   at::Tensor image_pos;  // [n, T] int64: flat positions b * L + t that image i's T tokens fill
-};
-
-struct VLMLoss {
-  at::Tensor loss;        // scalar: mean over each sample's supervised tokens, then over samples
-                          // (samples without supervised tokens are left out of the mean)
-  at::Tensor per_sample;  // [B] fp32 (0 where a sample has no supervised token)
-  int64_t tokens = 0;     // supervised tokens in the batch
 };
 
 class VLM {
@@ -122,7 +116,7 @@ class VLM {
   at::Tensor embed(const VLMBatch& batch);
   // Logits [B, L, V] fp32 of a batch (no cache).
   at::Tensor logits(const VLMBatch& batch);
-  VLMLoss loss(const VLMBatch& batch);
+  LMLoss loss(const VLMBatch& batch);  // models/lm_loss.h
 
   // Casts every part to the compute dtype (kFloat / kBFloat16).
   void to_dtype(at::ScalarType dtype);

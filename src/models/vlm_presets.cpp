@@ -54,6 +54,7 @@ nlohmann::json vision_config(const std::string& name, int64_t image_size) {
   }
   if (name == "tiny-mambaout") {
     MambaOutConfig c = MambaOutConfig::preset("femto");
+    c.variant = "";
     c.depths = {2, 2, 2, 2};
     c.dims = {32, 64, 96, 128};
     c.num_classes = 0;
