@@ -11,40 +11,13 @@
 #include <utility>
 
 #include "common/error.h"
+#include "data/synth_draw.h"
 
 namespace mambavl::data {
 
 namespace {
 
-// splitmix64 (Steele, Lea, Flood 2014): a fixed, portable mix, so synthetic images and splits are
-// the same on every platform (std distributions are implementation-defined).
-uint64_t mix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-// Counter-based stream keyed by (seed, key): draw n is mix64(state + n * golden).
-class Stream {
- public:
-  Stream(uint64_t seed, uint64_t key) : s_(mix64(mix64(seed) ^ (key * 0xD1B54A32D192ED03ull))) {}
-  uint64_t next() {
-    s_ += 0x9E3779B97F4A7C15ull;
-    return mix64(s_);
-  }
-  // Uniform integer in [lo, hi] (hi - lo small: the modulo bias is below 2^-40).
-  int64_t range(int64_t lo, int64_t hi) {
-    return lo + static_cast<int64_t>(next() % static_cast<uint64_t>(hi - lo + 1));
-  }
-
- private:
-  uint64_t s_;
-};
-
-// Uniform double in [0, 1) from a raw 64-bit draw (portable, unlike
-// std::uniform_real_distribution).
-double unit(uint64_t bits) { return static_cast<double>(bits >> 11) * 0x1.0p-53; }
+using namespace synth;  // mix64, Stream, unit, inside, clamp8 (data/synth_draw.h)
 
 constexpr std::array<const char*, 6> kShapes{"circle", "square", "triangle",
                                              "cross",  "ring",   "diamond"};
@@ -66,27 +39,6 @@ std::pair<size_t, size_t> shape_colour(int64_t k) {
   const auto n = static_cast<int64_t>(kShapes.size());
   return {static_cast<size_t>(k % n), static_cast<size_t>((k % n + k / n) % n)};
 }
-
-// Is (dx, dy) from the centre inside shape `s` of radius r? Integer arithmetic only.
-bool inside(size_t s, int64_t dx, int64_t dy, int64_t r) {
-  const int64_t ax = std::llabs(dx), ay = std::llabs(dy), d2 = dx * dx + dy * dy;
-  switch (s) {
-    case 0:  // circle
-      return d2 <= r * r;
-    case 1:  // square (a little smaller, so its area is close to the circle's)
-      return 10 * ax <= 9 * r && 10 * ay <= 9 * r;
-    case 2:  // triangle, apex up: rows from -r to r, half-width growing to r
-      return dy >= -r && dy <= r && 2 * ax <= dy + r;
-    case 3:  // cross: two bars a third of the size wide
-      return (3 * ax <= r && ay <= r) || (3 * ay <= r && ax <= r);
-    case 4:  // ring: outer radius r, inner r / 2
-      return d2 <= r * r && 4 * d2 >= r * r;
-    default:  // diamond
-      return ax + ay <= r;
-  }
-}
-
-uint8_t clamp8(int64_t v) { return static_cast<uint8_t>(std::clamp<int64_t>(v, 0, 255)); }
 
 bool has_image_extension(const std::filesystem::path& p) {
   std::string e = p.extension().string();
