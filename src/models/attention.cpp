@@ -4,6 +4,7 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <tuple>
 
 #include "common/error.h"
 
@@ -37,12 +38,25 @@ std::pair<at::Tensor, at::Tensor> Rotary::cos_sin(int64_t pos, int64_t len, at::
   return {cos_table_.narrow(0, pos, len), sin_table_.narrow(0, pos, len)};
 }
 
+std::pair<at::Tensor, at::Tensor> Rotary::cos_sin_at(const at::Tensor& positions,
+                                                     at::ScalarType dtype,
+                                                     at::Device device) const {
+  const int64_t need = positions.numel() > 0 ? positions.max().item<int64_t>() + 1 : 1;
+  cos_sin(0, need, dtype, device);  // grows the tables
+  at::Tensor idx = positions.reshape({-1}).to(device);
+  std::vector<int64_t> shape(positions.sizes().begin(), positions.sizes().end());
+  shape.push_back(dim_);
+  return {cos_table_.index_select(0, idx).view(shape),
+          sin_table_.index_select(0, idx).view(shape)};  // [B, L, dim] each
+}
+
 at::Tensor Rotary::apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const {
   if (dim_ == 0) return x;
   const int64_t L = x.size(1), hd = x.size(3), half = dim_ / 2;
-  at::Tensor c = cos.view({1, L, 1, dim_});  // [1, L, 1, rot]
-  at::Tensor s = sin.view({1, L, 1, dim_});  // [1, L, 1, rot]
-  at::Tensor xr = x.narrow(-1, 0, dim_);     // [B, L, H, rot]
+  const int64_t rows = cos.dim() == 3 ? cos.size(0) : 1;
+  at::Tensor c = cos.view({rows, L, 1, dim_});  // [1 or B, L, 1, rot]
+  at::Tensor s = sin.view({rows, L, 1, dim_});  // [1 or B, L, 1, rot]
+  at::Tensor xr = x.narrow(-1, 0, dim_);        // [B, L, H, rot]
   at::Tensor rotated = at::cat({-xr.narrow(-1, half, half), xr.narrow(-1, 0, half)}, -1);
   at::Tensor out = xr * c + rotated * s;  // [B, L, H, rot]
   if (dim_ == hd) return out;
@@ -80,9 +94,18 @@ std::unique_ptr<KVCache> AttentionCore::make_cache(int64_t batch, int64_t max_le
 at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in,
                                   const at::Tensor& v_in, KVCache* cache, int64_t pos) const {
   const int64_t B = q_in.size(0), L = q_in.size(1);
+  const bool padded = cache && cache->left_pad.defined();
   at::Tensor q = q_in, k = k_in;  // [B, L, H, hd], [B, L, Hkv, hd]
   if (rotary.dim() > 0) {
-    auto [cos, sin] = rotary.cos_sin(pos, L, q.scalar_type(), q.device());  // [L, rot]
+    at::Tensor cos, sin;  // [L, rot], or per row [B, L, rot] with padding
+    if (padded) {
+      // Row b's position t is pos + t - left_pad[b] (pad positions, masked anyway, clamp to 0).
+      at::Tensor p = at::arange(pos, pos + L, at::kLong).unsqueeze(0) -
+                     cache->left_pad.unsqueeze(1);  // [B, L]
+      std::tie(cos, sin) = rotary.cos_sin_at(p.clamp_min(0), q.scalar_type(), q.device());
+    } else {
+      std::tie(cos, sin) = rotary.cos_sin(pos, L, q.scalar_type(), q.device());
+    }
     q = rotary.apply(q, cos, sin);
     k = rotary.apply(k, cos, sin);
   }
@@ -107,7 +130,18 @@ at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in
     cache->len = pos + L;
     at::Tensor keys = cache->k.narrow(2, 0, pos + L);    // [B, Hkv, pos+L, hd]
     at::Tensor values = cache->v.narrow(2, 0, pos + L);  // [B, Hkv, pos+L, hd]
-    if (!causal || L == 1) {
+    if (padded) {
+      // Query i (position pos+i) sees key j when j is a real position of its row (and j <= pos+i
+      // when causal); a pad query also sees itself, so that no softmax row is empty.
+      const auto lopt = at::TensorOptions(at::kLong).device(q.device());
+      at::Tensor qpos = at::arange(pos, pos + L, lopt).unsqueeze(1);             // [L, 1]
+      at::Tensor kpos = at::arange(pos + L, lopt).unsqueeze(0);                  // [1, pos+L]
+      at::Tensor valid = cache->key_valid.narrow(1, 0, pos + L).to(q.device());  // [B, pos+L]
+      at::Tensor mask = valid.unsqueeze(1) | (kpos == qpos).unsqueeze(0);        // [B, L, pos+L]
+      if (causal) mask = mask & (kpos <= qpos).unsqueeze(0);
+      ctx = at::scaled_dot_product_attention(qt, keys, values, mask.unsqueeze(1), 0.0, false,
+                                             std::nullopt, gqa);
+    } else if (!causal || L == 1) {
       // A single new query may see every cached entry.
       ctx = at::scaled_dot_product_attention(qt, keys, values, {}, 0.0, false, std::nullopt, gqa);
     } else if (pos == 0) {
@@ -129,6 +163,44 @@ KVCache& as_kv_cache(LayerCache* cache) {
   return *kv;
 }
 
+void KVCache::set_left_pad(const std::vector<int64_t>& pad) {
+  if (pad.empty()) {
+    left_pad = key_valid = at::Tensor();
+    return;
+  }
+  MVL_CHECK(static_cast<int64_t>(pad.size()) == k.size(0), "KV cache: left_pad has ", pad.size(),
+            " entries but the cache is for batch ", k.size(0));
+  left_pad = at::tensor(pad, at::kLong);                                               // [B]
+  key_valid = at::arange(max_len(), at::kLong).unsqueeze(0) >= left_pad.unsqueeze(1);  // [B, max]
+  key_valid = key_valid.to(k.device());
+}
+
+void prepare_left_pad(LayerStackCache& c, int64_t L) {
+  if (c.left_pad.empty()) return;
+  if (c.len > 0) {
+    // Already handed out at the prefill; setting it afterwards would silently do nothing.
+    bool handed = true;
+    for (auto& l : c.layers) {
+      if (auto* kv = dynamic_cast<KVCache*>(l.get())) handed = handed && kv->left_pad.defined();
+      if (auto* m = dynamic_cast<MambaLayerCache*>(l.get()))
+        handed = handed && m->left_pad == c.left_pad;
+    }
+    MVL_CHECK(handed, "left_pad was set on a cache that already holds ", c.len,
+              " tokens: set it before the prefill");
+    return;
+  }
+  MVL_CHECK(static_cast<int64_t>(c.left_pad.size()) == c.bsz, "left_pad has ", c.left_pad.size(),
+            " entries but the cache is for batch ", c.bsz);
+  for (size_t b = 0; b < c.left_pad.size(); ++b)
+    MVL_CHECK(c.left_pad[b] >= 0 && c.left_pad[b] < L, "left_pad[", b, "] = ", c.left_pad[b],
+              " must be in [0, ", L, ") for a prefill of ", L,
+              " positions (every row needs a real position)");
+  for (auto& l : c.layers) {
+    if (auto* kv = dynamic_cast<KVCache*>(l.get())) kv->set_left_pad(c.left_pad);
+    if (auto* m = dynamic_cast<MambaLayerCache*>(l.get())) m->left_pad = c.left_pad;
+  }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Hybrid MHA (mamba_ssm.modules.mha.MHA)
 
@@ -137,12 +209,8 @@ HybridAttentionImpl::HybridAttentionImpl(const MambaConfig& c)
       core(c.attn.num_heads, c.attn.num_heads_kv, c.attn.head_dim, c.attn.rotary_emb_dim,
            c.attn.rotary_emb_base, c.attn.causal) {
   const int64_t H = cfg.num_heads, Hkv = cfg.num_heads_kv, hd = cfg.head_dim;
-  in_proj = register_module(
-      "in_proj",
-      Linear(c.d_model, (H + 2 * Hkv) * hd, cfg.qkv_proj_bias));
-  out_proj = register_module(
-      "out_proj",
-      Linear(H * hd, c.d_model, cfg.out_proj_bias));
+  in_proj = register_module("in_proj", Linear(c.d_model, (H + 2 * Hkv) * hd, cfg.qkv_proj_bias));
+  out_proj = register_module("out_proj", Linear(H * hd, c.d_model, cfg.out_proj_bias));
   in_proj->reset_parameters();
   out_proj->reset_parameters();
 }

@@ -8,9 +8,11 @@
 
 #include <memory>
 #include <utility>
+#include <vector>
 
-#include "models/mamba.h"
 #include "models/layers.h"
+#include "models/lm.h"
+#include "models/mamba.h"
 #include "models/mixer.h"
 
 namespace mambavl::models {
@@ -25,7 +27,12 @@ class Rotary {
   // cos, sin for positions pos .. pos+len-1: [len, dim] each, in `dtype` on `device`.
   std::pair<at::Tensor, at::Tensor> cos_sin(int64_t pos, int64_t len, at::ScalarType dtype,
                                             at::Device device) const;
-  // x: [B, L, H, head_dim]; cos, sin: [L, dim] -> [B, L, H, head_dim].
+  // cos, sin at arbitrary positions: positions [B, L] int64 (>= 0) -> [B, L, dim] each (the same
+  // values cos_sin gives for those positions).
+  std::pair<at::Tensor, at::Tensor> cos_sin_at(const at::Tensor& positions, at::ScalarType dtype,
+                                               at::Device device) const;
+  // x: [B, L, H, head_dim]; cos, sin: [L, dim] (shared by the batch) or [B, L, dim] (per row)
+  // -> [B, L, H, head_dim].
   at::Tensor apply(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin) const;
 
  private:
@@ -41,6 +48,11 @@ struct KVCache : LayerCache {
   at::Tensor k, v;  // [B, heads_kv, max_len, head_dim], compute dtype
   int64_t len = 0;  // tokens written so far
   int64_t max_len() const { return k.size(2); }
+  // Left padding (LayerStackCache::left_pad); both undefined when there is none.
+  at::Tensor left_pad;   // [B] int64: row b's leading pad positions
+  at::Tensor key_valid;  // [B, max_len] bool: false at row b's pad positions
+  // Sets the padding of a cache about to be prefilled (len == 0); empty = none.
+  void set_left_pad(const std::vector<int64_t>& pad);
 };
 
 // Rotary + KV cache + SDPA for one layer, independent of how q, k, v are projected.
@@ -50,7 +62,9 @@ class AttentionCore {
                 double rotary_base, bool causal);
   // q: [B, L, H, hd], k, v: [B, L, Hkv, hd] (before rotary); positions start at `pos` (the cache
   // length when a cache is given). With a cache, k and v are written at pos .. pos+L-1 and the
-  // queries attend to the first pos+L cached entries (causally when `causal`).
+  // queries attend to the first pos+L cached entries (causally when `causal`). A cache with left
+  // padding (KVCache::set_left_pad) masks row b's pad keys (a pad query sees only itself, so no
+  // row is fully masked) and rotates row b at positions pos - left_pad[b] onwards.
   // Returns the context [B, L, H * hd].
   at::Tensor forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, KVCache* cache,
                      int64_t pos) const;
@@ -81,5 +95,12 @@ std::shared_ptr<SequenceMixer> make_hybrid_attention(const MambaConfig& cfg, int
 
 // The KV cache of a layer's LayerCache (error when it belongs to another layer type).
 KVCache& as_kv_cache(LayerCache* cache);
+
+// Called by the backbones' forward_hidden before a cached forward of L positions: when the cache
+// is empty and has left padding, validates it (one entry per row, each in [0, L): every row keeps
+// at least one real position) and hands it to every layer cache (KV caches: key mask and per-row
+// rotary positions; Mamba caches: conv / SSM input masking). Error when padding is set on a cache
+// that was already used. No-op otherwise.
+void prepare_left_pad(LayerStackCache& cache, int64_t L);
 
 }  // namespace mambavl::models

@@ -193,11 +193,8 @@ GPTNeoXAttentionImpl::GPTNeoXAttentionImpl(const GPTNeoXConfig& c)
     : core(c.num_attention_heads, c.num_attention_heads, c.head_dim(), c.rotary_dim(),
            c.rotary_emb_base, /*causal=*/true) {
   const int64_t h = c.hidden_size;
-  query_key_value =
-      register_module("query_key_value",
-                      Linear(h, 3 * h, c.attention_bias));
-  dense = register_module("dense",
-                          Linear(h, h, c.attention_bias));
+  query_key_value = register_module("query_key_value", Linear(h, 3 * h, c.attention_bias));
+  dense = register_module("dense", Linear(h, h, c.attention_bias));
 }
 
 at::Tensor GPTNeoXAttentionImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t pos) {
@@ -247,14 +244,12 @@ at::Tensor GPTNeoXLayerImpl::forward(const at::Tensor& x, LayerCache* cache, int
 // ---------------------------------------------------------------------------------------------
 // LM
 
-
 GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg, bool initialize) : cfg_(std::move(cfg)) {
   cfg_.finalize();
   root_ = std::make_shared<torch::nn::Module>("GPTNeoXForCausalLM");
   gpt_neox_ =
       root_->register_module("gpt_neox", std::make_shared<torch::nn::Module>("GPTNeoXModel"));
-  embed_in = gpt_neox_->register_module("embed_in",
-                                        Embedding(cfg_.vocab_size, cfg_.hidden_size));
+  embed_in = gpt_neox_->register_module("embed_in", Embedding(cfg_.vocab_size, cfg_.hidden_size));
   torch::nn::ModuleList list;
   for (int64_t i = 0; i < cfg_.num_hidden_layers; ++i) {
     auto l = std::make_shared<GPTNeoXLayerImpl>(cfg_);
@@ -266,9 +261,7 @@ GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg, bool initialize) : cfg_(std::move(cfg)) 
       "final_layer_norm",
       torch::nn::LayerNorm(
           torch::nn::LayerNormOptions({cfg_.hidden_size}).eps(cfg_.layer_norm_eps)));
-  embed_out = root_->register_module(
-      "embed_out",
-      Linear(cfg_.hidden_size, cfg_.vocab_size, false));
+  embed_out = root_->register_module("embed_out", Linear(cfg_.hidden_size, cfg_.vocab_size, false));
   if (initialize) init_weights(0);
 }
 
@@ -307,6 +300,7 @@ at::Tensor GPTNeoXLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
             cfg_.hidden_size, "]");
   const int64_t L = embeds.size(1);
   LayerStackCache* nc = cache ? &LayerStackCache::check(cache, this, embeds.size(0), L) : nullptr;
+  if (nc) prepare_left_pad(*nc, L);
   const int64_t pos = nc ? nc->len : 0;
   at::Tensor h = embeds.to(dtype_);  // [B, L, h] residual stream in the model dtype (as HF)
   for (size_t i = 0; i < layers.size(); ++i)

@@ -37,6 +37,13 @@ class LayerStackCache : public LMCache {
   std::vector<std::unique_ptr<LayerCache>> layers;
   const void* owner;
   int64_t len = 0, bsz, max_len;
+  // Left padding of a batched prefill of prompts of different lengths (right-aligned): row b's
+  // first left_pad[b] positions are padding that no real position sees (attention masks them as
+  // keys in the prefill and every later step; Mamba zeroes its conv and SSM inputs there) and row
+  // b's rotary positions count from its first real token, so every row computes what it would
+  // alone. Set before the prefill (the first forward with this cache, which must cover every pad
+  // position); empty = no padding (the unpadded fast paths are used).
+  std::vector<int64_t> left_pad;
 };
 
 class CausalLM {

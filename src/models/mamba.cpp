@@ -121,11 +121,23 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   if (in_proj->bias.defined()) xz = xz + in_proj->bias.view({1, -1, 1});
   at::Tensor xin = xz.narrow(1, 0, Di);  // [B, Di, L]
   at::Tensor z = xz.narrow(1, Di, Di);   // [B, Di, L]
+  // Left padding (batched prefill of prompts of different lengths): zero the conv input and the
+  // SSM input at pad positions (as transformers' MambaMixer does with its attention mask), so the
+  // real positions, the conv state and the SSM state equal those of each prompt alone.
+  at::Tensor keep;  // [B, 1, L] 1 at real positions, 0 at pads; undefined without padding
+  if (cache && !cache->left_pad.empty()) {
+    const int64_t L = x.size(1);
+    at::Tensor pad = at::tensor(cache->left_pad, at::kLong).to(x.device()).view({-1, 1, 1});
+    keep = (at::arange(L, at::TensorOptions(at::kLong).device(x.device())).view({1, 1, L}) >= pad)
+               .to(xin.scalar_type());
+    xin = xin * keep;
+  }
   if (cache) cache->conv_state.copy_(kernels::conv_state_from_prefix(xin, W));
   std::optional<at::Tensor> cb;
   if (conv_bias.defined()) cb = conv_bias;
   at::Tensor xc = kernels::causal_conv1d(xin, conv_weight.view({Di, W}), cb, /*silu=*/true,
                                          backend);                             // [B, Di, L]
+  if (keep.defined()) xc = xc * keep;
   at::Tensor xdbl = cf_linear(x_proj->weight, xc, false);                      // [B, R + 2N, L]
   at::Tensor delta = cf_linear(dt_proj->weight, xdbl.narrow(1, 0, R), false);  // [B, Di, L]
   kernels::SelectiveScanArgs a;
@@ -311,6 +323,7 @@ at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
             cfg_.d_model, "]");
   LayerStackCache* mc =
       cache ? &LayerStackCache::check(cache, this, embeds.size(0), embeds.size(1)) : nullptr;
+  if (mc) prepare_left_pad(*mc, embeds.size(1));
   const int64_t pos = mc ? mc->len : 0;
   at::Tensor h = embeds.to(at::kFloat);  // [B, L, d_model] residual stream, fp32
   for (size_t i = 0; i < layers.size(); ++i)

@@ -69,6 +69,8 @@ struct MambaConfig {
 struct MambaLayerCache : LayerCache {
   at::Tensor conv_state;  // [B, d_inner, d_conv] fp32: the last d_conv pre-conv inputs
   at::Tensor ssm_state;   // [B, d_inner, d_state] fp32
+  // Per row, leading pad positions of the prefill (LayerStackCache::left_pad; empty = none).
+  std::vector<int64_t> left_pad;
   // Fused batch-1 decode step: fp32 copies of the small parameters + scratch, made on first use.
   at::Tensor fast_small, fast_ws, fast_out;
   bool fast_ready = false;
