@@ -3,46 +3,151 @@
 #include <ATen/ATen.h>
 #include <c10/core/InferenceMode.h>
 
+#include <algorithm>
 #include <chrono>
 
 #include "common/error.h"
 
 namespace mambavl::generate {
 
+namespace {
+
+using clock = std::chrono::steady_clock;
+
+double seconds(clock::time_point a, clock::time_point b) {
+  return std::chrono::duration<double>(b - a).count();
+}
+
+// Generates for prompts [first, first + n) of `embeds` as one batch (rows reported as first + b).
+void run_batch(models::CausalLM& model, const std::vector<at::Tensor>& embeds, size_t first,
+               size_t n, const GenerateOptions& opt, const RowTokenFn& on_token, GenerateStats& st,
+               std::vector<std::vector<int64_t>>& out) {
+  const int64_t B = static_cast<int64_t>(n);
+  int64_t Lmax = 0;
+  for (size_t i = first; i < first + n; ++i) Lmax = std::max(Lmax, embeds[i].size(0));
+  std::vector<int64_t> pad(n);
+  bool padded = false;
+  for (size_t b = 0; b < n; ++b) {
+    pad[b] = Lmax - embeds[first + b].size(0);
+    padded = padded || pad[b] > 0;
+    st.prompt_tokens += embeds[first + b].size(0);
+    out[first + b].reserve(opt.max_new_tokens);
+  }
+  if (opt.max_new_tokens == 0) return;
+
+  auto t0 = clock::now();
+  at::Tensor x;  // [B, Lmax, hidden], rows right-aligned, zeros before them
+  if (B == 1) {
+    x = embeds[first].unsqueeze(0);
+  } else {
+    x = at::zeros({B, Lmax, embeds[first].size(1)}, embeds[first].options());
+    for (size_t b = 0; b < n; ++b)
+      x[b].narrow(0, pad[b], embeds[first + b].size(0)).copy_(embeds[first + b]);
+  }
+  auto cache = model.make_cache(B, Lmax + opt.max_new_tokens);
+  if (padded) {
+    auto* sc = dynamic_cast<models::LayerStackCache*>(cache.get());
+    MVL_CHECK(sc,
+              "generate_batch: this model's cache does not support left padding; generate "
+              "prompts of different lengths separately");
+    sc->left_pad = pad;
+  }
+  at::Tensor logits = model.forward_embeds(x, cache.get(), /*last_only=*/true);  // [B, 1, V]
+  auto t1 = clock::now();
+
+  std::vector<Sampler> samplers;
+  samplers.reserve(n);
+  for (size_t b = 0; b < n; ++b) samplers.emplace_back(opt.sampling);
+  std::vector<char> done(n, 0);
+  std::vector<int64_t> next(n, 0);
+  size_t left = n;
+  at::Tensor step = at::empty({B, 1}, at::kLong);
+  int64_t* step_ids = step.data_ptr<int64_t>();
+  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
+    at::Tensor l = logits.to(at::kCPU, at::kFloat).contiguous().view({B, -1});  // [B, V]
+    for (size_t b = 0; b < n; ++b) {
+      if (done[b]) continue;
+      const int64_t tok = samplers[b].sample(l[static_cast<int64_t>(b)]);
+      out[first + b].push_back(tok);
+      st.new_tokens += 1;
+      if (on_token) on_token(static_cast<int64_t>(first + b), tok);
+      next[b] = tok;
+      if ((opt.eos_id && tok == *opt.eos_id) || i + 1 == opt.max_new_tokens) {
+        done[b] = 1;
+        --left;
+        if (opt.eos_id) next[b] = *opt.eos_id;  // what a finished row keeps feeding
+      }
+    }
+    if (left == 0) break;
+    for (size_t b = 0; b < n; ++b) step_ids[b] = next[b];
+    logits = model.forward(step, cache.get(), /*last_only=*/true);  // [B, 1, V]
+  }
+  auto t2 = clock::now();
+  st.prefill_seconds += seconds(t0, t1);
+  st.decode_seconds += seconds(t1, t2);
+}
+
+}  // namespace
+
+std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
+                                                 const std::vector<at::Tensor>& prompt_embeds,
+                                                 const GenerateOptions& opt,
+                                                 const RowTokenFn& on_token, GenerateStats* stats) {
+  MVL_CHECK(!prompt_embeds.empty(), "generate: no prompts were given");
+  MVL_CHECK(opt.max_new_tokens >= 0, "--max-new-tokens must be >= 0, got ", opt.max_new_tokens);
+  MVL_CHECK(opt.batch_size >= 0, "--batch-size must be >= 0 (0 = all prompts in one batch), got ",
+            opt.batch_size);
+  (void)Sampler(opt.sampling);  // validates the sampling options before any work
+  const int64_t H = model.hidden_size();
+  for (size_t i = 0; i < prompt_embeds.size(); ++i) {
+    const at::Tensor& e = prompt_embeds[i];
+    MVL_CHECK(e.defined() && e.dim() == 2 && e.size(1) == H, "generate: prompt ", i,
+              " must be [length, ", H, "] embeddings, got ",
+              e.defined() ? e.sizes() : at::IntArrayRef{});
+    MVL_CHECK(e.size(0) > 0,
+              prompt_embeds.size() == 1 ? std::string("the prompt") : "prompt " + std::to_string(i),
+              " is empty: give at least one token (e.g. --ids 0)");
+    MVL_CHECK(e.scalar_type() == prompt_embeds[0].scalar_type() &&
+                  e.device() == prompt_embeds[0].device(),
+              "generate: prompt ", i, " has another dtype or device than prompt 0");
+  }
+  c10::InferenceMode guard;
+  std::vector<std::vector<int64_t>> out(prompt_embeds.size());
+  GenerateStats st;
+  const size_t per = opt.batch_size > 0 ? static_cast<size_t>(opt.batch_size) : out.size();
+  for (size_t first = 0; first < out.size(); first += per)
+    run_batch(model, prompt_embeds, first, std::min(per, out.size() - first), opt, on_token, st,
+              out);
+  if (stats) *stats = st;
+  return out;
+}
+
+std::vector<std::vector<int64_t>> generate_batch_ids(
+    models::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
+    const GenerateOptions& opt, const RowTokenFn& on_token, GenerateStats* stats) {
+  MVL_CHECK(!prompts.empty(), "generate: no prompts were given");
+  c10::InferenceMode guard;
+  std::vector<at::Tensor> embeds;
+  embeds.reserve(prompts.size());
+  for (size_t i = 0; i < prompts.size(); ++i) {
+    const auto& p = prompts[i];
+    MVL_CHECK(!p.empty(),
+              prompts.size() == 1 ? std::string("the prompt") : "prompt " + std::to_string(i),
+              " is empty: give at least one token (e.g. --ids 0)");
+    at::Tensor ids = at::tensor(p, at::kLong).view({1, static_cast<int64_t>(p.size())});
+    embeds.push_back(model.embed(ids)[0]);  // [L_i, hidden]
+  }
+  return generate_batch(model, embeds, opt, on_token, stats);
+}
+
 std::vector<int64_t> generate(models::CausalLM& model, const std::vector<int64_t>& prompt,
                               const GenerateOptions& opt,
                               const std::function<void(int64_t)>& on_token, GenerateStats* stats) {
-  MVL_CHECK(!prompt.empty(), "the prompt is empty: give at least one token (e.g. --ids 0)");
-  MVL_CHECK(opt.max_new_tokens >= 0, "--max-new-tokens must be >= 0");
-  c10::InferenceMode guard;
-  using clock = std::chrono::steady_clock;
-  Sampler sampler(opt.sampling);
-  const int64_t P = static_cast<int64_t>(prompt.size());
-  auto cache = model.make_cache(1, P + opt.max_new_tokens);
-  std::vector<int64_t> out;
-  out.reserve(opt.max_new_tokens);
-  auto t0 = clock::now();
-  at::Tensor ids = at::tensor(prompt, at::kLong).view({1, P});
-  at::Tensor logits = opt.max_new_tokens > 0 ? model.forward(ids, cache.get(), /*last_only=*/true)
-                                             : at::Tensor();  // [1, 1, V]
-  auto t1 = clock::now();
-  at::Tensor step = at::empty({1, 1}, at::kLong);
-  for (int64_t i = 0; i < opt.max_new_tokens; ++i) {
-    const int64_t tok = sampler.sample(logits.view({-1}));
-    out.push_back(tok);
-    if (on_token) on_token(tok);
-    if ((opt.eos_id && tok == *opt.eos_id) || i + 1 == opt.max_new_tokens) break;
-    step.fill_(tok);
-    logits = model.forward(step, cache.get(), /*last_only=*/true);
-  }
-  auto t2 = clock::now();
-  if (stats) {
-    stats->prefill_seconds = std::chrono::duration<double>(t1 - t0).count();
-    stats->decode_seconds = std::chrono::duration<double>(t2 - t1).count();
-    stats->prompt_tokens = P;
-    stats->new_tokens = static_cast<int64_t>(out.size());
-  }
-  return out;
+  RowTokenFn row_fn;
+  if (on_token) row_fn = [&on_token](int64_t, int64_t id) { on_token(id); };
+  GenerateOptions one = opt;
+  one.batch_size = 0;
+  return std::move(generate_batch_ids(model, {prompt}, one, row_fn, stats)[0]);
 }
 
 }  // namespace mambavl::generate
