@@ -13,6 +13,8 @@
 #include "bench/bench_tokenizer.h"
 #include "bench/bench_vision.h"
 #include "cli_common.h"
+#include "cmd_data.h"
+#include "cmd_encode.h"
 #include "cmd_vision.h"
 #include "common/error.h"
 #include "eval/perplexity.h"
@@ -72,8 +74,8 @@ class TextStreamer {
 void add_generate(CLI::App& app) {
   struct Opts {
     cli::RuntimeOptions rt;
-    std::string model, prompt, ids;
-    int64_t max_new = 32, top_k = 0;
+    std::string model, prompt, ids, prompt_file;
+    int64_t max_new = 32, top_k = 0, batch_size = 0;
     bool greedy = false, print_ids = false, stats = false, ignore_eos = false;
     double temperature = 1.0, top_p = 1.0;
     uint64_t seed = 0;
@@ -86,6 +88,12 @@ void add_generate(CLI::App& app) {
                           "Prompt text (needs tokenizer.json in the model folder)");
   auto* i = c->add_option("--ids", o->ids, "Prompt as comma-separated token ids, e.g. 1,2,3");
   p->excludes(i);
+  auto* pf = c->add_option("--prompt-file", o->prompt_file,
+                           "Text file, one prompt per line (blank lines skipped), generated as one "
+                           "batch; prints 'LINE<tab>continuation' per prompt (no streaming)");
+  pf->excludes(p)->excludes(i);
+  c->add_option("--batch-size", o->batch_size, "With --prompt-file: at most N prompts per batch")
+      ->check(CLI::PositiveNumber);
   c->add_option("--max-new-tokens", o->max_new, "Tokens to generate")
       ->check(CLI::NonNegativeNumber);
   auto* g = c->add_flag("--greedy", o->greedy, "Argmax decoding");
@@ -101,11 +109,27 @@ void add_generate(CLI::App& app) {
   cli::add_runtime_options(*c, o->rt);
   c->callback([o]() {
     cli::apply_runtime_options(o->rt);
-    MVL_CHECK(!o->prompt.empty() || !o->ids.empty(), "generate: give --prompt TEXT or --ids 1,2,3");
+    MVL_CHECK(!o->prompt.empty() || !o->ids.empty() || !o->prompt_file.empty(),
+              "generate: give --prompt TEXT, --ids 1,2,3 or --prompt-file FILE");
     auto model = cli::load_model(o->model, o->rt);
     std::vector<int64_t> prompt;
     std::optional<io::Tokenizer> tok = io::Tokenizer::find_in(o->model);
-    if (!o->ids.empty()) {
+    std::vector<std::vector<int64_t>> file_prompts;
+    std::vector<int64_t> file_lines;  // 1-based line number of each prompt
+    if (!o->prompt_file.empty()) {
+      tok = require_tokenizer(o->model, "--prompt-file");
+      std::istringstream in(read_text_file(o->prompt_file));
+      std::string line;
+      for (int64_t n = 1; std::getline(in, line); ++n) {
+        if (!line.empty() && line.back() == '\r') line.pop_back();
+        if (line.empty()) continue;
+        file_prompts.push_back(tok->encode(line));
+        MVL_CHECK(!file_prompts.back().empty(), o->prompt_file, ":", n,
+                  ": the line encodes to no tokens");
+        file_lines.push_back(n);
+      }
+      MVL_CHECK(!file_prompts.empty(), o->prompt_file, ": no prompts (every line is blank)");
+    } else if (!o->ids.empty()) {
       prompt = cli::parse_ids(o->ids);
     } else {
       tok = require_tokenizer(o->model, "--prompt");
@@ -122,7 +146,36 @@ void add_generate(CLI::App& app) {
     go.sampling.top_k = o->top_k;
     go.sampling.top_p = o->top_p;
     go.sampling.seed = o->seed;
+    go.batch_size = o->batch_size;
     generate::GenerateStats st;
+    auto print_stats = [&] {
+      if (!o->stats) return;
+      std::fprintf(
+          stderr,
+          "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f "
+          "tok/s)\n",
+          static_cast<long long>(st.prompt_tokens), st.prefill_seconds,
+          st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
+          static_cast<long long>(st.new_tokens), st.decode_seconds,
+          st.new_tokens > 1 ? (st.new_tokens - 1) / std::max(st.decode_seconds, 1e-9) : 0.0);
+    };
+    if (!file_prompts.empty()) {
+      auto outs = generate::generate_batch_ids(*model, file_prompts, go, {}, &st);
+      for (size_t r = 0; r < outs.size(); ++r) {
+        std::string text;
+        if (o->print_ids) {
+          for (size_t k = 0; k < outs[r].size(); ++k)
+            text += (k ? "," : "") + std::to_string(outs[r][k]);
+        } else {
+          for (char ch : tok->decode(outs[r], /*skip_special_tokens=*/true))
+            text += ch == '\n' ? std::string("\\n") : std::string(1, ch);
+        }
+        std::cout << file_lines[r] << "\t" << text << "\n";
+      }
+      std::cout << std::flush;
+      print_stats();
+      return;
+    }
     bool first = true;
     std::optional<TextStreamer> streamer;
     const bool text_out = tok && !o->print_ids;
@@ -146,16 +199,7 @@ void add_generate(CLI::App& app) {
       for (size_t k = 0; k < out.size(); ++k) std::cout << (k ? "," : "") << out[k];
     }
     std::cout << std::endl;
-    if (o->stats) {
-      std::fprintf(
-          stderr,
-          "prefill: %lld tokens in %.3f s (%.1f tok/s); decode: %lld tokens in %.3f s (%.1f "
-          "tok/s)\n",
-          static_cast<long long>(st.prompt_tokens), st.prefill_seconds,
-          st.prompt_tokens / std::max(st.prefill_seconds, 1e-9),
-          static_cast<long long>(st.new_tokens), st.decode_seconds,
-          st.new_tokens > 1 ? (st.new_tokens - 1) / std::max(st.decode_seconds, 1e-9) : 0.0);
-    }
+    print_stats();
   });
 }
 
@@ -266,6 +310,7 @@ void add_info(CLI::App& app) {
   auto* c = app.add_subcommand("info", "Describe a model folder");
   c->add_option("--model", *model, "Model folder")->required();
   c->callback([model]() {
+    if (cli::describe_folder(*model, std::cout)) return;  // vision / classifier (cmd_encode.h)
     auto m = models::load_causal_lm(*model);
     int64_t n = 0;
     for (auto& p : m->module().parameters()) n += p.numel();
@@ -291,6 +336,8 @@ int main(int argc, char** argv) {
   add_init(app);
   add_info(app);
   cli::add_vision_commands(app);
+  cli::add_encode_command(app);
+  cli::add_data_commands(app);
   auto* bench = app.add_subcommand("bench", "Benchmarks (ratios measured side by side in one run)");
   bench->require_subcommand(1);
   bench::add_scan_bench(*bench);
