@@ -112,7 +112,8 @@ void apply_overrides(nlohmann::json& cfg, const std::vector<std::string>& sets) 
     // The value: a TOML value, else a bare word taken as a string.
     nlohmann::json value;
     try {
-      const toml::table t = toml::parse(std::string_view("v = " + text), std::string_view("override"));
+      const toml::table t =
+          toml::parse(std::string_view("v = " + text), std::string_view("override"));
       value = to_json(*t.get("v"), where, key);
     } catch (const toml::parse_error& e) {
       size_t first = text.find_first_not_of(" \t");
@@ -188,6 +189,10 @@ template <>
 const char* type_name<std::vector<std::string>>() {
   return "a list of strings";
 }
+template <>
+const char* type_name<std::vector<int64_t>>() {
+  return "a list of integers";
+}
 
 template <class T>
 bool type_ok(const nlohmann::json& v) {
@@ -201,6 +206,12 @@ bool type_ok(const nlohmann::json& v) {
     if (!v.is_array()) return false;
     for (const auto& e : v)
       if (!e.is_string()) return false;
+    return true;
+  }
+  if constexpr (std::is_same_v<T, std::vector<int64_t>>) {
+    if (!v.is_array()) return false;
+    for (const auto& e : v)
+      if (!e.is_number_integer()) return false;
     return true;
   }
   return false;
@@ -234,5 +245,10 @@ template std::vector<std::string> get_or<std::vector<std::string>>(const nlohman
                                                                    const std::vector<std::string>&,
                                                                    const std::string&,
                                                                    const std::string&);
+
+template std::vector<int64_t> get_or<std::vector<int64_t>>(const nlohmann::json&,
+                                                           const std::string&,
+                                                           const std::vector<int64_t>&,
+                                                           const std::string&, const std::string&);
 
 }  // namespace mambavl::train

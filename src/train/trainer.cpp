@@ -261,6 +261,7 @@ void validate(const TrainerConfig& cfg) {
   MVL_CHECK(cfg.log_every >= 0, "trainer config: log_every must be >= 0");
   MVL_CHECK(cfg.save_every >= 0, "trainer config: save_every must be >= 0");
   MVL_CHECK(cfg.keep_last >= 0, "trainer config: keep_last must be >= 0 (0 = keep all)");
+  MVL_CHECK(cfg.stop_at_step >= 0, "trainer config: stop_at_step must be >= 0 (0 = off)");
   for (size_t i = 0; i < cfg.stages.size(); ++i) {
     const StageConfig& s = cfg.stages[i];
     const std::string w = "trainer config: stage " + std::to_string(i) + " ('" + s.name + "'): ";
@@ -461,7 +462,7 @@ TrainerConfig TrainerConfig::from_json(const nlohmann::json& j, const std::strin
   check_keys(j,
              {"stages", "batch_size", "grad_accum", "grad_clip", "precision", "no_decay",
               "adam_beta1", "adam_beta2", "adam_eps", "seed", "log_every", "eval_every",
-              "save_every", "keep_last", "out_dir", "progress"},
+              "save_every", "keep_last", "stop_at_step", "out_dir", "progress"},
              file, section);
   TrainerConfig c;
   const std::string sk = section.empty() ? "stages" : section + ".stages";
@@ -485,6 +486,7 @@ TrainerConfig TrainerConfig::from_json(const nlohmann::json& j, const std::strin
   c.eval_every = get_or<int64_t>(j, "eval_every", c.eval_every, file, section);
   c.save_every = get_or<int64_t>(j, "save_every", c.save_every, file, section);
   c.keep_last = get_or<int64_t>(j, "keep_last", c.keep_last, file, section);
+  c.stop_at_step = get_or<int64_t>(j, "stop_at_step", c.stop_at_step, file, section);
   c.out_dir = get_or<std::string>(j, "out_dir", c.out_dir.string(), file, section);
   c.progress = get_or<bool>(j, "progress", c.progress, file, section);
   MVL_CHECK(c.precision == "fp32" || c.precision == "bf16" || c.precision == "auto", file, ": '",
@@ -515,6 +517,7 @@ nlohmann::json TrainerConfig::to_json() const {
           {"eval_every", eval_every},
           {"save_every", save_every},
           {"keep_last", keep_last},
+          {"stop_at_step", stop_at_step},
           {"out_dir", out_dir.string()},
           {"progress", progress}};
 }
@@ -615,8 +618,10 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
         nlohmann::json a = st.at("config"), b = cfg.to_json();
         a.erase("out_dir");
         b.erase("out_dir");
-        a.erase("progress");
-        b.erase("progress");
+        for (const char* key : {"progress", "stop_at_step"}) {
+          a.erase(key);
+          b.erase(key);
+        }
         if (a != b)
           std::fprintf(stderr,
                        "warning: resuming %s with a different trainer config than it was written "
@@ -783,6 +788,7 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
       const int64_t micro = cfg.batch_size / cfg.grad_accum;
       bool evaluated_at_end = false;
       while (at_.stage_step < total) {
+        if (cfg.stop_at_step > 0 && at_.global_step >= cfg.stop_at_step) break;
         const int64_t take = std::min(cfg.batch_size, n - at_.pos);
         const std::vector<int64_t> batch(order.begin() + at_.pos, order.begin() + at_.pos + take);
         const double lr = sched.lr_at(at_.stage_step);
@@ -901,11 +907,14 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
           evaluated_at_end = stage_end;
         }
         if (stage_end && cfg.eval_every >= 0 && !evaluated_at_end) run_eval(at_);
-        if (write && ((cfg.save_every > 0 && at_.global_step % cfg.save_every == 0) || stage_end)) {
+        const bool stop = cfg.stop_at_step > 0 && at_.global_step >= cfg.stop_at_step;
+        if (write &&
+            ((cfg.save_every > 0 && at_.global_step % cfg.save_every == 0) || stage_end || stop)) {
           save_checkpoint(at_);
         }
       }
       if (bar) bar->finish();
+      if (cfg.stop_at_step > 0 && at_.global_step >= cfg.stop_at_step) break;
     }
   } catch (...) {
     restore_requires_grad(orig_flags);

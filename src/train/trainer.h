@@ -127,14 +127,19 @@ struct TrainerConfig {
       10;  // a train_log line every N steps (and the last of each stage); 0: only those
   // task.evaluate() every N steps; 0: only at the end of each stage; < 0: never.
   int64_t eval_every = 0;
-  int64_t save_every = 0;         // checkpoint every N steps; 0: only at the end of each stage
-  int64_t keep_last = 3;          // keep the N newest step checkpoints; 0: keep all
+  int64_t save_every = 0;  // checkpoint every N steps; 0: only at the end of each stage
+  int64_t keep_last = 3;   // keep the N newest step checkpoints; 0: keep all
+  // > 0: stop after this global step as if interrupted (with a checkpoint there when out_dir is
+  // set), e.g. to split a long run into sessions; the schedule is unchanged, so a later --resume
+  // with stop_at_step 0 (or larger) continues exactly. Not part of the resume config comparison.
+  int64_t stop_at_step = 0;
   std::filesystem::path out_dir;  // empty: nothing written
   bool progress = true;           // progress bar on stderr (step count, loss, units/s, lr, ETA)
 
   // Keys: stages (array of tables, see StageConfig), batch_size, grad_accum, grad_clip, precision,
   // no_decay, adam_beta1, adam_beta2, adam_eps, seed, log_every, eval_every, save_every,
-  // keep_last, out_dir, progress. Unknown keys / wrong types: errors naming file + dotted key
+  // keep_last, stop_at_step, out_dir, progress. Unknown keys / wrong types: errors naming file +
+  // dotted key
   // ("section.key"; `section` is the table `j` came from, "" for the top level).
   static TrainerConfig from_json(const nlohmann::json& j, const std::string& file,
                                  const std::string& section = "");
