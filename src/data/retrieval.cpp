@@ -116,11 +116,11 @@ int64_t retrieval_target_id(const RetrievalExample& e, const RetrievalVocab& v) 
 }
 
 std::string retrieval_to_json(const RetrievalExample& e) {
-  json j = {{"tokens", e.tokens},
-            {"query", e.query},
-            {"answer", e.answer},
-            {"n", e.tokens.size()},
-            {"query_first", e.query_first}};
+  const nlohmann::ordered_json j = {{"tokens", e.tokens},
+                                    {"query", e.query},
+                                    {"answer", e.answer},
+                                    {"n", e.tokens.size()},
+                                    {"query_first", e.query_first}};
   return j.dump();
 }
 
