@@ -449,3 +449,54 @@ TEST(ClassifierTrain, WeightDecaySkipsBiases) {
   EXPECT_LE((clf.net().conv_bias.detach() - b0).abs().max().item<double>(), lr_bound);
   EXPECT_GT((clf.net().fc_weight.detach() - w0).abs().max().item<double>(), 10 * cfg.lr);
 }
+
+TEST(ClassifierTrain, ClassifierTaskResumesExactlyThroughTheTrainer) {
+  // The classifier as a TrainTask of the one trainer: N steps + resume + N steps equals 2N steps
+  // bit for bit (augmentation from the step seeds, the AdamW state, the data position).
+  const fs::path out = temp_dir("resume");
+  FakeDataset ds(20);
+  auto config = [&](const fs::path& dir) {
+    train::TrainerConfig c;
+    train::StageConfig s;
+    s.steps = 8;  // 20 images, batch 6: epochs of 6, 6, 6, 2
+    s.lr = 0.05;
+    s.warmup_steps = 2;
+    s.weight_decay = 0.01;
+    c.stages = {s};
+    c.batch_size = 6;
+    c.grad_accum = 2;
+    c.seed = 3;
+    c.save_every = 3;
+    c.progress = false;
+    c.out_dir = dir;
+    return c;
+  };
+  train::ClassifierTaskOptions opt;
+  opt.crop_scale_min = 0.5;
+  TinyClassifier full(3, 1);
+  train::ClassifierTask full_task(full, ds, nullptr, opt);
+  const auto rf = train::train(full_task, config(out / "full"));
+  ASSERT_EQ(rf.step_losses.size(), 8u);
+
+  TinyClassifier a(3, 1);
+  train::ClassifierTask task_a(a, ds, nullptr, opt);
+  auto c = config(out / "split");
+  c.stop_at_step = 4;
+  const auto r1 = train::train(task_a, c);
+  TinyClassifier b(3, 9);  // other initial weights: all of them must come from the checkpoint
+  train::ClassifierTask task_b(b, ds, nullptr, opt);
+  const auto r2 = train::train(task_b, config(out / "split"), out / "split");
+  std::vector<double> losses = r1.step_losses;
+  losses.insert(losses.end(), r2.step_losses.begin(), r2.step_losses.end());
+  EXPECT_EQ(losses, rf.step_losses);
+  for (const auto& p : full.module().named_parameters())
+    EXPECT_TRUE(at::equal(p.value(), b.module().named_parameters()[p.key()])) << p.key();
+  // The checkpoint's model folder is a classifier folder with the class names.
+  const auto cfgj = io::read_json_file(out / "full" / "final" / "config.json");
+  EXPECT_EQ(cfgj.at("classes"), nlohmann::json({"red", "green", "blue"}));
+  // Another classifier shape is refused.
+  TinyClassifier other(5, 1);
+  FakeDataset ds5(20);
+  EXPECT_THROW(train::ClassifierTask(other, ds5, nullptr, opt), Error);  // 3 classes in the data
+  fs::remove_all(out);
+}
