@@ -29,7 +29,8 @@ struct RetrievalVocab {
   // Error (naming the field) unless 1 <= max_n <= content <= 1,000,000.
   void check() const;
   // A WordLevel tokenizer.json naming every id as above (pre-tokenizer WhitespaceSplit; the three
-  // specials are added special tokens), so "t5 t17 <sep> t5 <ans>" encodes to the ids.
+  // specials are added special tokens; unknown words map to "<pad>"), so
+  // "t5 t17 <sep> t5 <ans>" encodes to the ids (Hugging Face `tokenizers` loads it too).
   std::string tokenizer_json() const;
   // tokenizer_config.json text: eos_token = pad_token = "<pad>".
   std::string tokenizer_config_json() const;

@@ -70,7 +70,8 @@ class VLDataset {
 // "chat"), "question" (string, default ""), "answers" (non-empty array of strings; default: the
 // last gpt turn, or for grounding format_box(box) + "."), "box" ([x1, y1, x2, y2] normalised,
 // 0 <= x1 < x2 <= 1, same for y; required for "grounding", allowed only there). Then example()
-// returns that structured task (turns empty); otherwise task "chat" with the turns.
+// returns that structured task (turns empty); otherwise task "chat" with the turns, question ""
+// and answers = {the last gpt turn}.
 // Rows are numbered from 0 (their index in the array). Errors name the file and the row: malformed
 // JSON (with line and column), non-alternating roles, "<image>" count != image count, missing
 // fields, wrong types, unknown tasks, bad boxes. A missing image file (checked at load time):
