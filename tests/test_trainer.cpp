@@ -375,12 +375,27 @@ TEST_F(Trainer, ResumeIsBitIdentical) {
         EXPECT_EQ(la[i].value(k, nlohmann::json()), lb[i].value(k, nlohmann::json()))
             << k << " line " << i;
   }
+  // A fresh run into a folder with checkpoints is refused (it would mix two runs).
+  ToyTask again;
+  expect_error([&] { train::train(again, resume_config(dir / "full")); },
+               {"step-000000", "already holds a run's checkpoints", "--resume"});
   // A checkpoint folder itself works as --resume too.
   ToyTask c;
   const auto r3 = train::train(c, resume_config(dir / "from_folder"),
                                dir / "full" / "checkpoints" / "step-00000012");
   EXPECT_EQ(r3.step_losses.size(), 4u);
   EXPECT_TRUE(same_weights(c.weights(), full.weights()));
+  // Resuming a run from an older checkpoint of its own folder drops the later ones and redoes them.
+  ToyTask d;
+  const fs::path ck16 = dir / "full" / "checkpoints" / "step-00000016";
+  const auto t16 = fs::last_write_time(ck16);
+  const auto r4 =
+      train::train(d, resume_config(dir / "full"), dir / "full" / "checkpoints" / "step-00000012");
+  EXPECT_EQ(r4.step_losses, std::vector<double>(rf.step_losses.end() - 4, rf.step_losses.end()));
+  EXPECT_TRUE(same_weights(d.weights(), full.weights()));
+  EXPECT_TRUE(fs::exists(ck16));
+  EXPECT_NE(fs::last_write_time(ck16), t16);                         // rewritten
+  EXPECT_EQ(read_log(dir / "full" / "train_log.jsonl").size(), 9u);  // 7 step lines + 2 eval lines
 }
 
 TEST_F(Trainer, OutputLayoutRotationAndLog) {

@@ -650,6 +650,16 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
     for (const fs::path& d : {cfg.out_dir, ck_root})
       for (const auto& e : fs::directory_iterator(d, ec))
         if (is_temp_name(e.path().filename().string())) fs::remove_all(e.path(), ec);
+    // A fresh run does not mix its checkpoints with an earlier run's; a resumed one drops the
+    // checkpoints after the resumed step (an abandoned continuation).
+    for (const auto& e : fs::directory_iterator(ck_root, ec)) {
+      const int64_t s = parse_step_dir(e.path().filename().string());
+      if (s < 0) continue;
+      MVL_CHECK(!resume.empty(), e.path().string(),
+                ": the output folder already holds a run's checkpoints; continue it with --resume ",
+                cfg.out_dir.string(), ", or use another output folder (or delete this one)");
+      if (s > at_.global_step) fs::remove_all(e.path(), ec);
+    }
     nlohmann::json c = cfg.to_json();
     c["resolved_precision"] = precision;
     c["num_samples"] = n;

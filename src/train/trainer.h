@@ -23,6 +23,9 @@
 // renamed into place, so a crash (even kill -9) while writing leaves every earlier checkpoint
 // intact; --resume ignores (and a new run in the same out_dir deletes) the temp folders. Rotation
 // keeps the `keep_last` newest step folders (the final one is the newest and always kept).
+// A fresh run (no resume) into an out_dir that already holds step checkpoints is an error (say
+// --resume, or use another folder); a resumed run deletes the step folders of out_dir after the
+// resumed step (an abandoned continuation) before it writes new ones.
 //
 // Semantics
 // - Stages run in order; each has its own step count, schedule (warmup + cosine restart), weight
