@@ -140,20 +140,28 @@ TEST_F(CliEncode, Bf16IsCloseToF32) {
   EXPECT_GT(rel, 0.0);  // it did run in bf16
 }
 
-TEST_F(CliEncode, BadInputGivesOneErrorLine) {
+TEST_F(CliEncode, BadImageNamesTheFile) {
   const std::string clip = "encode --model " + kVision + "clip-tiny ";
   expect_cli_error(run(clip + kFix + "/images/not_image.txt"),
                    {"not_image.txt", "not a readable image"});
   expect_cli_error(run(clip + kFix + "/images/truncated.png"), {"truncated.png"});
-  expect_cli_error(run(clip + kFix + "/images/no_such.png"), {"no_such.png", "not found"});
+  expect_cli_error(run(clip + kImg1 + " " + kFix + "/images/no_such.png"),
+                   {"no_such.png", "not found"});
+}
+
+TEST_F(CliEncode, BadFolderNamesIt) {
   expect_cli_error(run("encode --model " + (dir / "missing").string() + " " + kImg1),
                    {(dir / "missing").string(), "not a folder"});
+  expect_cli_error(run("encode --model " + kFix + "/mamba-tiny " + kImg1),
+                   {"mamba-tiny", "language-model folder"});
+}
+
+TEST_F(CliEncode, BadOptionsAreErrors) {
+  const std::string clip = "encode --model " + kVision + "clip-tiny ";
   expect_cli_error(run(clip + "--layer 9 " + kImg1), {"clip-tiny", "layer 9", "out of range"});
   expect_cli_error(run(clip + "--layer 1 --final-norm " + kImg1), {"final norm", "layer 1"});
   expect_cli_error(run("encode --model " + kVision + "mambaout-tiny --causal " + kImg1),
                    {"--causal", "mambaout"});
-  expect_cli_error(run("encode --model " + kFix + "/mamba-tiny " + kImg1),
-                   {"mamba-tiny", "language-model folder"});
   expect_cli_error(run(clip), {"image files"});
   expect_cli_error(run(clip + "--image-size 4 " + kImg1), {"--image-size 4"});
   const fs::path bad_out = dir / "nope" / "f.safetensors";
