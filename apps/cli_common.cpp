@@ -2,6 +2,8 @@
 
 #include <ATen/Parallel.h>
 
+#include <iostream>
+
 #include "common/error.h"
 #include "kernels/backend.h"
 #include "models/registry.h"
@@ -27,6 +29,25 @@ std::unique_ptr<models::CausalLM> load_model(const std::string& dir, const Runti
   auto m = models::load_causal_lm(dir);
   if (o.dtype == "bf16") m->to_dtype(at::kBFloat16);
   return m;
+}
+
+void TextStreamer::push(int64_t id) {
+  ids_.push_back(id);
+  std::string text = tok_.decode(ids_, /*skip_special_tokens=*/true);
+  static const std::string kRepl = "\xEF\xBF\xBD";
+  if (text.size() >= kRepl.size() &&
+      text.compare(text.size() - kRepl.size(), kRepl.size(), kRepl) == 0)
+    return;
+  flush_text(text);
+}
+
+void TextStreamer::finish() { flush_text(tok_.decode(ids_, /*skip_special_tokens=*/true)); }
+
+void TextStreamer::flush_text(const std::string& text) {
+  if (text.size() > printed_ && text.compare(0, printed_, text, 0, printed_) == 0) {
+    std::cout << text.substr(printed_) << std::flush;
+    printed_ = text.size();
+  }
 }
 
 std::vector<int64_t> parse_ids(const std::string& s) {

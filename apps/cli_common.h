@@ -5,6 +5,7 @@
 #include <string>
 #include <vector>
 
+#include "io/tokenizer.h"
 #include "models/lm.h"
 
 namespace mambavl::cli {
@@ -21,6 +22,21 @@ void add_runtime_options(CLI::App& app, RuntimeOptions& o);
 void apply_runtime_options(const RuntimeOptions& o);
 // Loads a model folder and casts it to --dtype.
 std::unique_ptr<models::CausalLM> load_model(const std::string& dir, const RuntimeOptions& o);
+// Prints generated text to stdout as it is produced. Bytes of a character split across tokens
+// are held back until the character is complete (the decoder shows them as U+FFFD until then).
+class TextStreamer {
+ public:
+  explicit TextStreamer(const io::Tokenizer& tok) : tok_(tok) {}
+  void push(int64_t id);
+  void finish();
+
+ private:
+  void flush_text(const std::string& text);
+  const io::Tokenizer& tok_;
+  std::vector<int64_t> ids_;
+  size_t printed_ = 0;
+};
+
 // "1,2, 3" -> {1, 2, 3}; mambavl::Error on anything else.
 std::vector<int64_t> parse_ids(const std::string& s);
 

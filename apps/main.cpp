@@ -16,12 +16,14 @@
 #include "cmd_data.h"
 #include "cmd_encode.h"
 #include "cmd_vision.h"
+#include "cmd_vlm.h"
 #include "common/error.h"
 #include "eval/perplexity.h"
 #include "generate/generate.h"
 #include "io/tokenizer.h"
 #include "models/presets.h"
 #include "models/registry.h"
+#include "models/vlm.h"
 
 using namespace mambavl;
 
@@ -43,38 +45,10 @@ io::Tokenizer require_tokenizer(const std::string& model_dir, const char* what) 
   return std::move(*tok);
 }
 
-// Prints generated text as it is produced. Bytes of a character split across tokens are held
-// back until the character is complete (the decoder shows them as U+FFFD until then).
-class TextStreamer {
- public:
-  explicit TextStreamer(const io::Tokenizer& tok) : tok_(tok) {}
-  void push(int64_t id) {
-    ids_.push_back(id);
-    std::string text = tok_.decode(ids_, /*skip_special_tokens=*/true);
-    static const std::string kRepl = "\xEF\xBF\xBD";
-    if (text.size() >= kRepl.size() &&
-        text.compare(text.size() - kRepl.size(), kRepl.size(), kRepl) == 0)
-      return;
-    flush_text(text);
-  }
-  void finish() { flush_text(tok_.decode(ids_, /*skip_special_tokens=*/true)); }
-
- private:
-  void flush_text(const std::string& text) {
-    if (text.size() > printed_ && text.compare(0, printed_, text, 0, printed_) == 0) {
-      std::cout << text.substr(printed_) << std::flush;
-      printed_ = text.size();
-    }
-  }
-  const io::Tokenizer& tok_;
-  std::vector<int64_t> ids_;
-  size_t printed_ = 0;
-};
-
 void add_generate(CLI::App& app) {
   struct Opts {
     cli::RuntimeOptions rt;
-    std::string model, prompt, ids, prompt_file;
+    std::string model, prompt, ids, prompt_file, image;
     int64_t max_new = 32, top_k = 0, batch_size = 0;
     bool greedy = false, print_ids = false, stats = false, ignore_eos = false;
     double temperature = 1.0, top_p = 1.0;
@@ -92,8 +66,13 @@ void add_generate(CLI::App& app) {
                            "Text file, one prompt per line (blank lines skipped), generated as one "
                            "batch; prints 'LINE<tab>continuation' per prompt (no streaming)");
   pf->excludes(p)->excludes(i);
+  c->add_option("--image", o->image,
+                "Image file, for a vision-language model folder: the prompt follows the image")
+      ->excludes(pf)
+      ->excludes(i);
   c->add_option("--batch-size", o->batch_size, "With --prompt-file: at most N prompts per batch")
-      ->check(CLI::PositiveNumber);
+      ->check(CLI::PositiveNumber)
+      ->needs(pf);
   c->add_option("--max-new-tokens", o->max_new, "Tokens to generate")
       ->check(CLI::NonNegativeNumber);
   auto* g = c->add_flag("--greedy", o->greedy, "Argmax decoding");
@@ -109,6 +88,23 @@ void add_generate(CLI::App& app) {
   cli::add_runtime_options(*c, o->rt);
   c->callback([o]() {
     cli::apply_runtime_options(o->rt);
+    const bool vlm = models::is_vlm_folder(o->model);
+    MVL_CHECK(o->image.empty() || vlm, o->model,
+              ": --image needs a vision-language model folder (this is a language model)");
+    MVL_CHECK(!vlm || !o->image.empty(), o->model,
+              ": a vision-language model folder: give --image FILE (and --prompt TEXT)");
+    if (vlm) {
+      generate::GenerateOptions go;
+      go.max_new_tokens = o->max_new;
+      go.sampling.greedy = o->greedy;
+      go.sampling.temperature = o->temperature;
+      go.sampling.top_k = o->top_k;
+      go.sampling.top_p = o->top_p;
+      go.sampling.seed = o->seed;
+      if (o->ignore_eos) go.eos_id = -1;  // no token has id -1: never stops early
+      return cli::generate_with_image(o->model, o->image, o->prompt, go, o->rt.dtype, o->print_ids,
+                                      o->stats);
+    }
     MVL_CHECK(!o->prompt.empty() || !o->ids.empty() || !o->prompt_file.empty(),
               "generate: give --prompt TEXT, --ids 1,2,3 or --prompt-file FILE");
     auto model = cli::load_model(o->model, o->rt);
@@ -177,7 +173,7 @@ void add_generate(CLI::App& app) {
       return;
     }
     bool first = true;
-    std::optional<TextStreamer> streamer;
+    std::optional<cli::TextStreamer> streamer;
     const bool text_out = tok && !o->print_ids;
     if (text_out) {
       streamer.emplace(*tok);
@@ -284,14 +280,20 @@ void add_init(CLI::App& app) {
   auto o = std::make_shared<Opts>();
   auto* c =
       app.add_subcommand("init", "Write a randomly initialised model folder of a named shape");
-  c->add_option("--preset", o->preset, "Shape: " + join(models::preset_names()))
-      ->check(CLI::IsMember(models::preset_names()));
+  std::vector<std::string> names = models::preset_names();
+  for (const auto& n : models::vlm_preset_names()) names.push_back(n);
+  c->add_option("--preset", o->preset,
+                "Shape: language models " + join(models::preset_names()) +
+                    "; vision-language models " + join(models::vlm_preset_names()))
+      ->check(CLI::IsMember(names));
   c->add_option("--out", o->out, "Output folder")->required();
   c->add_option("--seed", o->seed, "Initialisation seed");
   c->add_option("--tokenizer", o->tokenizer,
                 "Copy this tokenizer.json into the folder (the vocabulary is sized to fit it)")
       ->check(CLI::ExistingFile);
   c->callback([o]() {
+    if (models::is_vlm_preset(o->preset))
+      return cli::init_vlm_preset(o->preset, o->tokenizer, o->seed, o->out);
     int64_t vocab = 0;
     if (!o->tokenizer.empty()) vocab = io::Tokenizer::from_file(o->tokenizer).vocab_size();
     auto m = models::make_preset(o->preset, o->seed, vocab);
@@ -310,7 +312,8 @@ void add_info(CLI::App& app) {
   auto* c = app.add_subcommand("info", "Describe a model folder");
   c->add_option("--model", *model, "Model folder")->required();
   c->callback([model]() {
-    if (cli::describe_folder(*model, std::cout)) return;  // vision / classifier (cmd_encode.h)
+    if (cli::describe_vlm_folder(*model, std::cout)) return;  // vision-language (cmd_vlm.h)
+    if (cli::describe_folder(*model, std::cout)) return;      // vision / classifier (cmd_encode.h)
     auto m = models::load_causal_lm(*model);
     int64_t n = 0;
     for (auto& p : m->module().parameters()) n += p.numel();
@@ -338,6 +341,7 @@ int main(int argc, char** argv) {
   cli::add_vision_commands(app);
   cli::add_encode_command(app);
   cli::add_data_commands(app);
+  cli::add_vlm_commands(app);
   auto* bench = app.add_subcommand("bench", "Benchmarks (ratios measured side by side in one run)");
   bench->require_subcommand(1);
   bench::add_scan_bench(*bench);

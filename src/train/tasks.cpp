@@ -48,8 +48,13 @@ void VLMTask::load_weights(const std::filesystem::path& dir) {
 }
 
 LMTask::LMTask(models::CausalLM& lm, std::shared_ptr<const data::LMSampleSource> train,
-               int64_t pad_id, std::function<nlohmann::json()> eval)
-    : lm_(lm), src_(std::move(train)), pad_id_(pad_id), eval_(std::move(eval)) {
+               int64_t pad_id, std::function<nlohmann::json()> eval,
+               std::filesystem::path tokenizer_dir)
+    : tok_dir_(std::move(tokenizer_dir)),
+      lm_(lm),
+      src_(std::move(train)),
+      pad_id_(pad_id),
+      eval_(std::move(eval)) {
   MVL_CHECK(src_ && src_->size() > 0, "LM training: the training data set is empty");
 }
 
@@ -65,6 +70,11 @@ StepResult LMTask::forward(const std::vector<int64_t>& samples, uint64_t) {
   r.loss = l.loss;
   r.units = static_cast<double>(l.tokens);
   return r;
+}
+
+void LMTask::save_model(const std::filesystem::path& dir) {
+  lm_.save(dir);
+  models::copy_tokenizer_files(tok_dir_, dir);
 }
 
 void LMTask::load_weights(const std::filesystem::path& dir) {

@@ -38,19 +38,21 @@ class VLMTask : public TrainTask {
 
 class LMTask : public TrainTask {
  public:
-  // `tokenizer_dir`: copied into saved model folders (may be empty).
+  // `tokenizer_dir`: its tokenizer files are copied into saved model folders (may be empty).
   LMTask(models::CausalLM& lm, std::shared_ptr<const data::LMSampleSource> train, int64_t pad_id,
-         std::function<nlohmann::json()> eval = {});
+         std::function<nlohmann::json()> eval = {}, std::filesystem::path tokenizer_dir = {});
   std::string kind() const override { return "lm"; }
   nlohmann::json identity() const override;
   torch::nn::Module& module() override { return lm_.module(); }
   int64_t num_samples() const override { return src_->size(); }
   StepResult forward(const std::vector<int64_t>& samples, uint64_t step_seed) override;
-  void save_model(const std::filesystem::path& dir) override { lm_.save(dir); }
+  // lm.save(dir), plus the tokenizer files of `tokenizer_dir`.
+  void save_model(const std::filesystem::path& dir) override;
   void load_weights(const std::filesystem::path& dir) override;
   nlohmann::json evaluate() override { return eval_ ? eval_() : nlohmann::json(); }
 
  private:
+  std::filesystem::path tok_dir_;
   models::CausalLM& lm_;
   std::shared_ptr<const data::LMSampleSource> src_;
   int64_t pad_id_;

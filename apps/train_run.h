@@ -1,0 +1,45 @@
+// `mambavl train --config FILE.toml`: the run file (model, data, evaluation, trainer) is read here
+// and turned into a trainer task; the trainer itself is src/train/trainer.h.
+//
+//   kind = "vlm"                  # "vlm" | "lm" | "classifier"
+//   out = "runs/mamba-vl-tiny"    # output folder (or --out)
+//   [model]   preset = "mamba-vl-tiny" | path = "DIR";  tokenizer = "tokenizer.json";  seed = 0
+//             prompt_order = "default" | "instruction_first" | "query_first"   (vlm)
+//             num_classes = 8, arch = "mambaout" | "mambaout_ssm" | "vit", variant, causal
+//             (classifier)
+//   [data]    source = "scenes" | "llava" | "grounding"            (vlm)
+//                    | "text" | "retrieval"                         (lm)
+//                    | "synthetic" | "folder"                       (classifier)
+//             n, seed, image_size, min_objects, max_objects, clutter, tasks  (scenes)
+//             path, image_root, on_missing_image = "fail" | "skip"        (llava / grounding /
+//             folder) paths = [...], seq_len                                       (text) lengths =
+//             [20, 100], query = "after" | "before" | "both", max_n, content  (retrieval)
+//             num_classes, val_fraction                                    (classifier)
+//   [eval]    n (held-out examples: scenes / retrieval / synthetic), path (llava / grounding
+//             held-out file), batch_size, max_new_tokens, task
+//   [train]   the trainer (train/trainer.h TrainerConfig), with [[train.stages]]
+// Every key is documented in docs/train-config.md; unknown keys are errors naming the file and
+// the dotted key.
+#pragma once
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+namespace mambavl::cli {
+
+// The keys of each section (for --help and the docs).
+std::string train_config_help();
+
+struct TrainRunResult {
+  std::filesystem::path out, final_model;
+  int64_t steps = 0;
+  nlohmann::json last_eval;
+};
+
+// Runs the training described by `cfg` (already TOML-parsed, overrides applied); `file` names it
+// in errors. `resume`: a checkpoint folder or a previous run's out folder.
+TrainRunResult run_training(const nlohmann::json& cfg, const std::string& file,
+                            const std::filesystem::path& resume, int threads);
+
+}  // namespace mambavl::cli
