@@ -370,6 +370,9 @@ TEST_F(BatchedGenerateCli, PromptFile) {
   EXPECT_EQ(r.out, want_text);
   r = testing_util::run_cli(base + " --prompt hi");
   EXPECT_NE(r.code, 0);
+  r = testing_util::run_cli("generate --model " + m.string() + " --ids 1,2 --batch-size 2");
+  EXPECT_NE(r.code, 0);
+  EXPECT_NE(r.out.find("--prompt-file"), std::string::npos) << r.out;
   r = testing_util::run_cli("generate --model " + m.string() + " --prompt-file " +
                             (dir / "missing.txt").string());
   EXPECT_NE(r.code, 0);
