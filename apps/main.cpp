@@ -12,6 +12,8 @@
 #include "bench/bench_lm.h"
 #include "bench/bench_tokenizer.h"
 #include "bench/bench_vision.h"
+#include "bench/bench_train.h"
+#include "bench/bench_vlm.h"
 #include "cli_common.h"
 #include "cmd_data.h"
 #include "cmd_encode.h"
@@ -348,6 +350,8 @@ int main(int argc, char** argv) {
   bench::add_lm_bench(*bench);
   bench::add_tokenizer_bench(*bench);
   bench::add_vision_bench(*bench);
+  bench::add_train_bench(*bench);
+  bench::add_vlm_bench(*bench);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
