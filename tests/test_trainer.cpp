@@ -203,7 +203,7 @@ TEST_F(Trainer, ScheduleWarmupCosinePerStage) {
   b.warmup_steps = 0;
   c.stages = {a, b};
   c.batch_size = 4;
-  c.progress = false;
+  c.progress = true;  // the bar on stderr (plain lines in a test)
   EXPECT_EQ(train::stage_steps(a, 10, 4), 8);
   std::vector<double> lrs;
   std::vector<int64_t> steps, samples;
@@ -342,6 +342,17 @@ TEST(TrainerRules, FreezingPerStage) {
   expect_error([&] { train::train(task, c); }, {"vision_towr", "matches no parameter"});
   c.stages[1].freeze = {"encoder", "norm", "head"};
   expect_error([&] { train::train(task, c); }, {"every parameter is frozen"});
+  // A loss that depends on nothing trainable: a clear error, not a backward() failure.
+  c.stages[1].freeze = {"head"};
+  struct HeadOnly : ToyTask {
+    using ToyTask::ToyTask;
+    train::StepResult forward(const std::vector<int64_t>& s, uint64_t seed) override {
+      train::StepResult r = ToyTask::forward(s, seed);
+      r.loss = r.loss.detach();
+      return r;
+    }
+  } detached;
+  expect_error([&] { train::train(detached, c); }, {"does not depend on any trainable parameter"});
 }
 
 TEST_F(Trainer, ResumeIsBitIdentical) {

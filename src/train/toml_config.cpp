@@ -62,6 +62,15 @@ toml::table parse_or_throw(const std::string& text, const std::string& name) {
   }
 }
 
+std::string quoted(const std::string& s) {
+  std::string out;
+  out.reserve(s.size() + 2);
+  out.push_back('\'');
+  out.append(s);
+  out.push_back('\'');
+  return out;
+}
+
 bool is_index(const std::string& s) {
   return !s.empty() && s.size() < 10 &&
          std::all_of(s.begin(), s.end(), [](unsigned char c) { return std::isdigit(c); });
@@ -154,11 +163,11 @@ void check_keys(const nlohmann::json& obj, const std::vector<std::string>& allow
   std::vector<std::string> unknown;
   for (const auto& item : obj.items())
     if (std::find(allowed.begin(), allowed.end(), item.key()) == allowed.end())
-      unknown.push_back("'" + dotted(section, item.key()) + "'");
+      unknown.push_back(quoted(dotted(section, item.key())));
   if (unknown.empty()) return;
   MVL_FAIL(file, ": unknown key", unknown.size() > 1 ? "s " : " ", join(unknown), " (allowed in ",
-           section.empty() ? std::string("the top level") : "'" + section + "'", ": ",
-           join(allowed), ")");
+           section.empty() ? std::string("the top level") : quoted(section), ": ", join(allowed),
+           ")");
 }
 
 namespace {

@@ -823,6 +823,9 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
           }
           MVL_CHECK(r.loss.defined() && r.loss.numel() == 1, task.kind(),
                     " task: forward returned no scalar loss");
+          MVL_CHECK(r.loss.requires_grad(), task.kind(), " task, stage '", sc.name,
+                    "': the loss does not depend on any trainable parameter (is everything it "
+                    "uses frozen?)");
           const at::Tensor loss = r.loss.to(at::kFloat).reshape({});
           const double lv = loss.item<double>();
           MVL_CHECK(std::isfinite(lv), "training diverged: the loss is ", lv, " at step ",
@@ -912,6 +915,7 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
           at_.log_metrics = nlohmann::json::object();
           t_log = now;
         }
+        if (stage_end && bar) bar->finish();  // before the end-of-stage evaluation prints
         if (cfg.eval_every > 0 && at_.global_step % cfg.eval_every == 0) {
           run_eval(at_);
           evaluated_at_end = stage_end;
