@@ -21,6 +21,7 @@
 #include "io/safetensors.h"
 #include "models/vision.h"
 #include "models/vit.h"
+#include "models/vlm.h"
 
 namespace mambavl::cli {
 
@@ -171,7 +172,7 @@ void add_encode_command(CLI::App& app) {
   c->add_option("--out", o->out, "Write the features [images, tokens, dim] (f32) to this file");
   c->add_option("images", o->images, "Image files (PNG, JPEG, BMP, GIF)");
   add_runtime_options(*c, o->rt);
-  c->callback([o]() {
+  c->callback([o, c]() {
     apply_runtime_options(o->rt);
     MVL_CHECK(!o->images.empty(), "encode: give one or more image files after the options");
     if (!o->out.empty()) {
@@ -179,43 +180,75 @@ void add_encode_command(CLI::App& app) {
       MVL_CHECK(parent.empty() || fs::is_directory(parent), o->out, ": the folder ",
                 parent.string(), " does not exist (create it first)");
     }
-    // One dispatch point per folder kind (a VLM's encoder + connector goes here too).
-    const FolderKind kind = detect_folder_kind(o->model);
-    MVL_CHECK(fs::is_directory(o->model), o->model,
-              ": not a folder (expected a vision encoder folder with config.json and "
-              "model.safetensors)");
-    MVL_CHECK(kind != FolderKind::LanguageModel || !fs::exists(fs::path(o->model) / "config.json"),
-              o->model,
-              ": this is a language-model folder; encode needs a vision encoder folder (CLIP / "
-              "SigLIP / EVA-02 / MambaOut)");
-    if (kind == FolderKind::Classifier) {
-      const auto cfg = io::read_json_file(fs::path(o->model) / "config.json");
-      MVL_CHECK(starts_with(cfg.value("architecture", std::string()), "mambaout"), o->model,
-                ": this is an image classifier folder (", cfg.value("architecture", std::string()),
-                "); encode needs a vision encoder folder (CLIP / SigLIP / EVA-02 / MambaOut)");
-    }
-    auto enc = models::load_vision_encoder(o->model);
-    enc->module().eval();
-    if (o->causal) {
-      auto* vit = dynamic_cast<models::ViTEncoder*>(enc.get());
-      MVL_CHECK(vit, o->model, ": --causal needs a ViT encoder (clip, siglip, eva02); ",
-                enc->arch(), " has no attention");
-      vit->set_causal(true);
-    }
-    models::FeatureSelect sel = models::FeatureSelect::parse(o->layer, o->feature);
-    sel.final_norm = o->final_norm;
-    io::ImagePreprocess pp = enc->preprocess();
-    if (o->image_size > 0) pp.size = o->image_size;
-    const auto grid = enc->grid_size(pp.size, pp.size);
-    MVL_CHECK(grid[0] > 0 && grid[1] > 0, "--image-size ", pp.size,
-              " gives no patches for this encoder (", enc->arch(), "); use a larger size");
+    // One dispatch point per folder kind. A VLM folder: its encoder + connector, with the
+    // feature selection and input size of its config (the tokens its language model sees).
+    std::function<models::VisionFeatures(const at::Tensor&)> run;
+    std::unique_ptr<models::VisionEncoder> enc;
+    std::unique_ptr<models::VLM> vlm;
+    io::ImagePreprocess pp;
     const at::ScalarType dtype = o->rt.dtype == "bf16" ? at::kBFloat16 : at::kFloat;
-    if (dtype != at::kFloat) enc->to_dtype(dtype);
+    std::string what;
+    if (models::is_vlm_folder(o->model)) {
+      for (const char* opt : {"--layer", "--feature", "--final-norm", "--causal", "--image-size"})
+        MVL_CHECK(c->count(opt) == 0, o->model, ": a vision-language model folder: ", opt,
+                  " is set by its config.json (encode runs its encoder + connector as the model "
+                  "does); give the vision encoder folder itself to choose other features");
+      vlm = models::VLM::load(o->model);
+      vlm->module().eval();
+      if (dtype != at::kFloat) vlm->to_dtype(dtype);
+      pp = vlm->preprocess();
+      const auto g = vlm->grid();
+      run = [&vlm, g](const at::Tensor& x) {
+        models::VisionFeatures f;
+        f.tokens = vlm->encode_images(x);  // [1, T, d_lm]
+        f.grid_h = g[0], f.grid_w = g[1];
+        f.num_prefix = f.tokens.size(1) - g[0] * g[1];
+        return f;
+      };
+      what = vlm->config().family + ": " + vlm->vision().arch() + " + " +
+             vlm->config().connector.type + ", output dim " +
+             std::to_string(vlm->lm().hidden_size());
+    } else {
+      const FolderKind kind = detect_folder_kind(o->model);
+      MVL_CHECK(fs::is_directory(o->model), o->model,
+                ": not a folder (expected a vision encoder folder with config.json and "
+                "model.safetensors)");
+      MVL_CHECK(
+          kind != FolderKind::LanguageModel || !fs::exists(fs::path(o->model) / "config.json"),
+          o->model,
+          ": this is a language-model folder; encode needs a vision encoder folder (CLIP / "
+          "SigLIP / EVA-02 / MambaOut)");
+      if (kind == FolderKind::Classifier) {
+        const auto cfg = io::read_json_file(fs::path(o->model) / "config.json");
+        MVL_CHECK(starts_with(cfg.value("architecture", std::string()), "mambaout"), o->model,
+                  ": this is an image classifier folder (",
+                  cfg.value("architecture", std::string()),
+                  "); encode needs a vision encoder folder (CLIP / SigLIP / EVA-02 / MambaOut)");
+      }
+      enc = models::load_vision_encoder(o->model);
+      enc->module().eval();
+      if (o->causal) {
+        auto* vit = dynamic_cast<models::ViTEncoder*>(enc.get());
+        MVL_CHECK(vit, o->model, ": --causal needs a ViT encoder (clip, siglip, eva02); ",
+                  enc->arch(), " has no attention");
+        vit->set_causal(true);
+      }
+      models::FeatureSelect sel = models::FeatureSelect::parse(o->layer, o->feature);
+      sel.final_norm = o->final_norm;
+      pp = enc->preprocess();
+      if (o->image_size > 0) pp.size = o->image_size;
+      const auto grid = enc->grid_size(pp.size, pp.size);
+      MVL_CHECK(grid[0] > 0 && grid[1] > 0, "--image-size ", pp.size,
+                " gives no patches for this encoder (", enc->arch(), "); use a larger size");
+      if (dtype != at::kFloat) enc->to_dtype(dtype);
+      run = [&enc, sel](const at::Tensor& x) { return enc->encode(x, sel); };
+      what = enc->arch() + ", feature dim " + std::to_string(enc->feature_dim()) + "; layer " +
+             std::to_string(o->layer) + ", " + o->feature + (o->final_norm ? ", final norm" : "") +
+             (o->causal ? ", causal" : "");
+    }
 
-    std::cout << "model: " << o->model << " (" << enc->arch() << ", feature dim "
-              << enc->feature_dim() << "); input " << describe_preprocess(pp) << "; layer "
-              << o->layer << ", " << o->feature << (o->final_norm ? ", final norm" : "")
-              << (o->causal ? ", causal" : "") << "\n";
+    std::cout << "model: " << o->model << " (" << what << "); input " << describe_preprocess(pp)
+              << "\n";
     at::NoGradGuard no_grad;
     std::vector<at::Tensor> all;  // each [tokens, dim] f32
     models::VisionFeatures last;
@@ -224,7 +257,7 @@ void add_encode_command(CLI::App& app) {
       const at::Tensor x = pp(img).unsqueeze(0).to(dtype);  // [1, 3, S, S]
       models::VisionFeatures f;
       try {
-        f = enc->encode(x, sel);
+        f = run(x);
       } catch (const Error& e) {
         MVL_FAIL(o->model, ": ", e.what());
       }

@@ -82,7 +82,18 @@ TEST_F(CliVlm, InitPresetInfoGenerateAndChat) {
   ASSERT_EQ(r.code, 0) << r.out;
   int commas = 0;
   for (char ch : r.out) commas += ch == ',';
-  EXPECT_GE(commas, 0);
+  EXPECT_EQ(commas, 4) << r.out;  // 5 ids (a random model rarely emits eos first; greedy is fixed)
+  // encode: the VLM's encoder + connector, [images, 64, 256] (the LM's width).
+  r = run_cli("encode --model " + (dir / "m").string() + " " + img + " " + img + " --out " +
+              (dir / "f.safetensors").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  {
+    mambavl::io::SafetensorsFile f(dir / "f.safetensors");
+    EXPECT_EQ(f.entry("features").shape, (std::vector<int64_t>{2, 64, 256}));
+  }
+  r = run_cli("encode --model " + (dir / "m").string() + " --layer -2 " + img);
+  EXPECT_EQ(r.code, 1);
+  EXPECT_NE(r.out.find("--layer is set by its config.json"), std::string::npos) << r.out;
   r = run_cli("chat --model " + (dir / "m").string() + " --image " + img +
               " --task vqa --prompt 'what colour is the square?' --max-new-tokens 4 --greedy");
   EXPECT_EQ(r.code, 0) << r.out;
