@@ -1,0 +1,121 @@
+// `mambavl bench vlm` and `mambavl bench train` end to end on tiny shapes: each prints one table
+// row per model with the sequence / token counts the run is defined by; bad options give one
+// `error:` line naming the problem and exit code 1. No timing value is asserted (only that the
+// timed columns are finite numbers).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include "cli_run.h"
+#include "data/vl_sequence.h"
+#include "models/vlm.h"
+
+using namespace mambavl;
+
+namespace {
+
+using testing_util::CliRun;
+CliRun run(const std::string& args) { return testing_util::run_cli(args); }
+
+void expect_error(const CliRun& r, std::initializer_list<std::string> parts) {
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("error:"), std::string::npos) << r.out;
+  for (const auto& p : parts)
+    EXPECT_NE(r.out.find(p), std::string::npos) << "missing '" << p << "' in: " << r.out;
+}
+
+// The whitespace-separated fields of the table row that starts with `name ` (empty: none, or
+// more than one such row).
+std::vector<std::string> row(const std::string& out, const std::string& name) {
+  std::istringstream in(out);
+  std::string line;
+  std::vector<std::string> found;
+  int n = 0;
+  while (std::getline(in, line)) {
+    if (line.rfind(name + " ", 0) != 0) continue;
+    ++n;
+    std::istringstream f(line);
+    found.clear();
+    for (std::string w; f >> w;) found.push_back(w);
+  }
+  return n == 1 ? found : std::vector<std::string>{};
+}
+
+// A table cell as a number ("45%" -> 45); NaN when it is not one.
+double num(const std::string& cell) {
+  std::string s = cell;
+  if (!s.empty() && s.back() == '%') s.pop_back();
+  try {
+    size_t used = 0;
+    const double v = std::stod(s, &used);
+    return used == s.size() ? v : NAN;
+  } catch (...) {
+    return NAN;
+  }
+}
+
+// Image block of the tiny presets (grid from the model itself) + the 24-token VQA prompt.
+int64_t expected_tiny_sequence(const std::string& preset) {
+  models::VLM vlm(models::vlm_preset(preset, 1104), 0);
+  data::ImageBlockFormat f;
+  f.style = vlm.config().image_block;
+  f.grid_h = vlm.grid()[0];
+  f.grid_w = vlm.grid()[1];
+  f.prefix = vlm.image_tokens() - f.grid_h * f.grid_w;
+  return f.length() + 24;
+}
+
+TEST(CliBenchVlm, SmallPairPrintsOneRowPerModel) {
+  const CliRun r = run("bench vlm --small --decode-tokens 2 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("read bandwidth"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("fp32 GEMM"), std::string::npos) << r.out;
+  for (const std::string name : {"mamba-vl-tiny", "pythia-vl-tiny"}) {
+    const auto f = row(r.out, name);
+    // model params image img-tokens seq enc conn prefill 1st %GEMM dec-t/s bound %BW peak
+    ASSERT_EQ(f.size(), 14u) << name << " row missing or malformed in:\n" << r.out;
+    models::VLM vlm(models::vlm_preset(name, 1104), 0);
+    EXPECT_NEAR(num(f[1]), static_cast<double>(vlm.num_parameters()) / 1e6, 0.051) << r.out;
+    EXPECT_EQ(num(f[2]), static_cast<double>(vlm.preprocess().size)) << r.out;
+    EXPECT_EQ(num(f[3]), static_cast<double>(vlm.image_tokens())) << r.out;
+    EXPECT_EQ(num(f[4]), static_cast<double>(expected_tiny_sequence(name))) << r.out;
+    for (size_t i = 5; i < f.size(); ++i)
+      EXPECT_TRUE(std::isfinite(num(f[i]))) << name << " column " << i << ": " << f[i];
+  }
+}
+
+TEST(CliBenchVlm, BadPairsAreErrors) {
+  expect_error(run("bench vlm --pairs mamba-vl-tiny"), {"--pairs", "is not A:B"});
+  expect_error(run("bench vlm --pairs mamba-vl-tiny:no-such-vlm --vocab 1104"),
+               {"unknown VLM preset 'no-such-vlm'", "pythia-vl-1b"});
+}
+
+TEST(CliBenchTrain, TinyModelsPrintTokensPerStep) {
+  const CliRun r =
+      run("bench train --models mamba-tiny,pythia-tiny,mamba-vl-tiny --steps 1 --batch 2 --seq 16 "
+          "--threads 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("6PT"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("note:"), std::string::npos)
+      << "the recount of the VLM's supervised tokens disagreed with the trainer:\n"
+      << r.out;
+  for (const std::string name : {"mamba-tiny", "pythia-tiny", "mamba-vl-tiny"}) {
+    const auto f = row(r.out, name);
+    // model params tok/step s/step tok/s GFLOP/s %GEMM loss
+    ASSERT_EQ(f.size(), 8u) << name << " row missing or malformed in:\n" << r.out;
+    if (name != "mamba-vl-tiny") EXPECT_EQ(num(f[2]), 2.0 * 16) << r.out;  // B x L
+    EXPECT_GT(num(f[2]), 0) << r.out;
+    for (size_t i = 3; i < 7; ++i)
+      EXPECT_TRUE(std::isfinite(num(f[i]))) << name << " column " << i << ": " << f[i];
+  }
+}
+
+TEST(CliBenchTrain, UnknownModelIsAnError) {
+  expect_error(run("bench train --models mamba-tiny,no-such-model --steps 1"),
+               {"--models", "unknown model 'no-such-model'", "vlm-tiny"});
+}
+
+}  // namespace
