@@ -236,3 +236,21 @@ TEST_F(CliVlm, RunFileErrorsNameFileAndKey) {
   EXPECT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("skipped 1"), std::string::npos) << r.out;
 }
+
+// Every shipped run file is valid and trains (one step on two scenes, no evaluation).
+TEST_F(CliVlm, ShippedConfigsRunOneStep) {
+  const fs::path configs = fs::path(MAMBAVL_FIXTURES_DIR) / "../../configs";
+  int n = 0;
+  for (const auto& e : fs::directory_iterator(configs)) {
+    if (e.path().extension() != ".toml") continue;
+    SCOPED_TRACE(e.path().string());
+    ++n;
+    auto r = run_cli("train --config " + e.path().string() +
+                     " --set data.n=4 --set eval.n=0 --set train.batch_size=2 --set "
+                     "train.stages.0.steps=1 --set train.progress=false --threads 1 --out " +
+                     (dir / e.path().stem()).string());
+    EXPECT_EQ(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("trained 1 steps"), std::string::npos) << r.out;
+  }
+  EXPECT_GE(n, 4);
+}
