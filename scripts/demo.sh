@@ -3,7 +3,8 @@
 # downloaded; random weights, so the text is gibberish, but every step is the real path a
 # Hugging Face checkpoint folder takes): write Mamba and Pythia folders in HF format with a BPE
 # tokenizer, inspect, tokenize, score a text, generate (streaming), and benchmark briefly; then the
-# vision side: train a small MambaOut classifier on synthetic images, classify, evaluate, bench.
+# vision side: train a small MambaOut classifier on synthetic images, classify, evaluate, bench;
+# then a tiny vision-language model: built-in scenes, a short training run, evaluation, chat.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 M=build/mambavl
@@ -34,4 +35,16 @@ echo "== mambavl eval-classifier (the held-out 10 % of the same synthetic data)"
 $M eval-classifier --model "$OUT/mambaout-cls/best" --synthetic 256 --no-progress
 echo "== mambavl bench vision (short run: two connectors, two encoders)"
 $M bench vision --iters 1 --types mlp,vss_l2 --scans bsm --cases 16x16-768 --encoders mambaout-femto,clip-vit-b16 --sizes 224
-echo "demo done: see 'build/mambavl --help'; full benchmarks: 'build/mambavl bench lm', 'bench scan', 'bench vision'"
+echo "== mambavl make-data scenes (built-in synthetic scenes: PNG + LLaVA JSON + grounding JSONL + tokenizer)"
+$M make-data scenes --n 8 --seed 0 --out "$OUT/scenes"
+echo "== mambavl train (a tiny Mamba-VL from scratch, a short run of configs/mamba-vl-tiny.toml)"
+rm -rf "$OUT/mamba-vl-tiny"
+$M train --config configs/mamba-vl-tiny.toml --set train.stages.0.steps=40 --set train.batch_size=8 \
+  --set eval.n=30 --set train.progress=false --set train.save_every=0 --out "$OUT/mamba-vl-tiny"
+$M info --model "$OUT/mamba-vl-tiny/final"
+echo "== mambavl eval (held-out scenes: caption CIDEr-D, VQA exact match, grounding IoU > 0.5; 40 steps is far too few to learn much)"
+$M eval --model "$OUT/mamba-vl-tiny/final" --scenes 30 --quiet --out "$OUT/mamba-vl-tiny/eval"
+echo "== mambavl chat (one VQA turn about a scene, streamed)"
+$M chat --model "$OUT/mamba-vl-tiny/final" --image "$OUT/scenes/images/scene_000001.png" --task vqa \
+  --prompt "how many shapes are there?" --greedy --max-new-tokens 8
+echo "demo done: see 'build/mambavl --help'; full benchmarks: 'build/mambavl bench lm', 'bench scan', 'bench vision', 'bench vlm', 'bench train'; tiny VLM run files: configs/"

@@ -69,10 +69,10 @@ nlohmann::json text_config(const std::string& name, int64_t vocab) {
   if (name == "tiny-mamba" || name == "tiny-hybrid") {
     MambaConfig c;
     c.d_model = 256;
-    c.n_layer = name == "tiny-mamba" ? 8 : 7;
+    c.n_layer = 8;
     c.vocab_size = round8(vocab);
     c.d_inner = 0, c.dt_rank = 0;
-    if (name == "tiny-hybrid") {  // one attention layer in the middle (Jamba-like ratio)
+    if (name == "tiny-hybrid") {  // layer 3 of 8 is attention (about the Jamba ratio)
       c.attn_layer_idx = {3};
       c.attn.num_heads = 4;
       c.attn.rotary_emb_dim = 32;
