@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <torch/nn/module.h>
 #include <torch/nn/modules/linear.h>
+#include <torch/optim/adamw.h>
 #include <unistd.h>
 
 #include <chrono>
@@ -276,6 +277,51 @@ TEST(TrainerRules, WeightDecayOnlyOnDecayedGroup) {
   EXPECT_LE((w1.at("head.weight") - w0.at("head.weight") * 0.5).abs().max().item<double>(), bound);
   for (const char* k : {"encoder.bias", "head.bias", "norm.weight"})
     EXPECT_LE((w1.at(k) - w0.at(k)).abs().max().item<double>(), bound) << k;
+}
+
+TEST(TrainerRules, AdamWMatchesTorchOptim) {
+  // Full-batch steps at a constant lr: the trainer's AdamW (decay groups by the no-decay rule)
+  // equals torch::optim::AdamW with the same two groups, up to summation order.
+  ToyTask ours({.n = 16, .dropout = 0, .noise = false});
+  ToyTask ref({.n = 16, .dropout = 0, .noise = false});
+  train::TrainerConfig c;
+  train::StageConfig s;
+  s.steps = 4;
+  s.lr = 0.01;
+  s.warmup_steps = 0;
+  s.min_lr_ratio = 1.0;  // constant
+  s.weight_decay = 0.2;
+  c.stages = {s};
+  c.batch_size = 16;
+  c.grad_clip = 0;
+  c.adam_beta2 = 0.99;
+  c.adam_eps = 1e-6;
+  c.progress = false;
+  train::train(ours, c);
+
+  std::vector<at::Tensor> decay, no_decay;
+  for (const auto& p : ref.module().named_parameters())
+    (train::no_decay_param(p.key(), p.value().dim(), c.no_decay) ? no_decay : decay)
+        .push_back(p.value());
+  ASSERT_EQ(decay.size(), 2u);  // encoder.weight, head.weight
+  std::vector<torch::optim::OptimizerParamGroup> groups;
+  auto opts = [&](double wd) {
+    auto o = std::make_unique<torch::optim::AdamWOptions>(s.lr);
+    o->weight_decay(wd).betas({c.adam_beta1, c.adam_beta2}).eps(c.adam_eps);
+    return o;
+  };
+  groups.emplace_back(decay, opts(s.weight_decay));
+  groups.emplace_back(no_decay, opts(0.0));
+  torch::optim::AdamW opt(std::move(groups), torch::optim::AdamWOptions(s.lr));
+  std::vector<int64_t> all(16);
+  for (int64_t i = 0; i < 16; ++i) all[i] = i;
+  for (int step = 0; step < 4; ++step) {
+    opt.zero_grad();
+    ref.forward(all, 0).loss.backward();
+    opt.step();
+  }
+  const auto a = ours.weights(), b = ref.weights();
+  for (const auto& [k, v] : b) EXPECT_TRUE(testing_util::close(a.at(k), v, 1e-4, 1e-6)) << k;
 }
 
 TEST(TrainerRules, GradientAccumulationEqualsTheFullBatch) {
