@@ -162,10 +162,10 @@ Result bench_one(const std::string& name, const VlmBenchOptions& o, int64_t voca
     if (conn_s) *conn_s = secs(t1, t2);
     return std::make_pair(out, f);
   };
-  {  // warm-up (thread pool, oneDNN / BLAS init) on a quarter-size image and a short prefill
-    const int64_t ws = std::max<int64_t>(32, r.image / 4);
+  {  // warm-up (thread pool, oneDNN / BLAS init): the encoder + connector on an image of the
+     // timed size (kernels are set up per shape), a short prefill and one decode step
     at::manual_seed(3);
-    encode(at::randn({1, 3, ws, ws}), nullptr, nullptr);
+    encode(at::randn({1, 3, r.image, r.image}), nullptr, nullptr);
     auto cache = lm.make_cache(1, 9);
     lm.forward(at::zeros({1, 8}, at::kLong), cache.get(), true);
     lm.forward(at::zeros({1, 1}, at::kLong), cache.get(), true);
@@ -240,6 +240,7 @@ void run(const VlmBenchOptions& o) {
   std::printf(
       "bounds: decode <= bandwidth / LM weight bytes per token (%% BW); prefill <= GEMM rate / "
       "(2 x LM matmul weights) per token (%% GEMM)\n");
+  std::fflush(stdout);  // before the progress lines on stderr
   std::vector<Result> rows;
   for (const auto& n : names) {
     rows.push_back(bench_one(n, o, vocab));  // the model is freed before the next is built
