@@ -324,6 +324,48 @@ TEST(TrainerRules, AdamWMatchesTorchOptim) {
   for (const auto& [k, v] : b) EXPECT_TRUE(testing_util::close(a.at(k), v, 1e-4, 1e-6)) << k;
 }
 
+TEST(TrainerRules, GradNormAndClipping) {
+  // betas 0 and eps 1 make one AdamW step p -= lr * g / (|g| + 1): the clipped gradient shows
+  // directly. g' = g * clip / (norm + 1e-6), norm = the global L2 norm before clipping.
+  ToyTask ref({.n = 16, .dropout = 0, .noise = false});
+  std::vector<int64_t> all(16);
+  for (int64_t i = 0; i < 16; ++i) all[i] = i;
+  const auto w0 = ref.weights();
+  ref.forward(all, 0).loss.backward();
+  double sq = 0;
+  std::map<std::string, at::Tensor> grads;
+  for (const auto& p : ref.module().named_parameters()) {
+    grads[p.key()] = p.value().grad().clone();
+    sq += p.value().grad().pow(2).sum().item<double>();
+  }
+  const double norm = std::sqrt(sq);
+  for (double clip : {0.0, 0.01}) {
+    ToyTask task({.n = 16, .dropout = 0, .noise = false});
+    train::TrainerConfig c;
+    c.stages.resize(1);
+    c.stages[0].steps = 1;
+    c.stages[0].lr = 0.1;
+    c.stages[0].warmup_steps = 0;
+    c.batch_size = 16;
+    c.grad_clip = clip;
+    c.adam_beta1 = c.adam_beta2 = 0;
+    c.adam_eps = 1;
+    c.progress = false;
+    double reported = -1;
+    train::TrainerHooks hooks;
+    hooks.on_step = [&](const train::StepInfo& s) { reported = s.grad_norm; };
+    train::train(task, c, {}, hooks);
+    EXPECT_NEAR(reported, norm, 1e-5 * norm) << "clip " << clip;
+    const double scale = clip > 0 ? clip / (norm + 1e-6) : 1.0;
+    const auto w1 = task.weights();
+    for (const auto& [k, g] : grads) {
+      const at::Tensor gc = g * scale;
+      const at::Tensor expected = w0.at(k) - 0.1 * gc / (gc.abs() + 1);
+      EXPECT_TRUE(testing_util::close(w1.at(k), expected, 1e-5, 1e-7)) << k << " clip " << clip;
+    }
+  }
+}
+
 TEST(TrainerRules, GradientAccumulationEqualsTheFullBatch) {
   auto run = [](int64_t accum) {
     ToyTask task({.n = 20, .dropout = 0, .noise = false});
