@@ -5,8 +5,10 @@
 //
 // Output layout of a run in `out_dir` (nothing is written when it is empty):
 //   train_log.jsonl   one JSON object per logged step: {"step", "stage", "epoch", "loss" (mean over
-//                     the steps since the previous line), "lr", "grad_norm" (before clipping),
-//                     "units_per_second", "<unit>_per_second", "elapsed", + the task's metrics};
+//                     the steps since the previous line), "lr", "grad_norm" (before clipping;
+//                     mean), "units_per_second", "<unit>_per_second", "elapsed", "epoch", + the
+//                     task's numeric metrics (sample-weighted over a step's micro-batches, mean
+//                     over the logged steps)};
 //                     evaluation lines {"step", "stage", "eval": {...}}. On resume the lines after
 //                     the resumed step are dropped and new ones appended.
 //   config.json       the resolved TrainerConfig (to_json()).
@@ -23,6 +25,9 @@
 // renamed into place, so a crash (even kill -9) while writing leaves every earlier checkpoint
 // intact; --resume ignores (and a new run in the same out_dir deletes) the temp folders. Rotation
 // keeps the `keep_last` newest step folders (the final one is the newest and always kept).
+// (Test hook: with MAMBAVL_TEST_PAUSE_IN_CHECKPOINT=<step> in the environment the process pauses
+// forever inside the write of that step's checkpoint, after the model and before the trainer state,
+// leaving a file "paused" in the temp folder; tests SIGKILL it there.)
 // A fresh run (no resume) into an out_dir that already holds step checkpoints is an error (say
 // --resume, or use another folder); a resumed run deletes the step folders of out_dir after the
 // resumed step (an abandoned continuation) before it writes new ones.
@@ -166,7 +171,7 @@ struct StepInfo {
   double lr = 0, grad_norm = 0;
   double units = 0;        // summed over the micro-batches
   int64_t samples = 0;     // samples in the step
-  nlohmann::json metrics;  // the micro-batches' metrics, numbers summed
+  nlohmann::json metrics;  // the micro-batches' numeric metrics, weighted by their share of samples
 };
 
 struct EpochInfo {
