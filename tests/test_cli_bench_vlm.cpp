@@ -69,7 +69,7 @@ int64_t expected_tiny_sequence(const std::string& preset) {
 }
 
 TEST(CliBenchVlm, SmallPairPrintsOneRowPerModel) {
-  const CliRun r = run("bench vlm --small --decode-tokens 2 --threads 1");
+  const CliRun r = run("bench vlm --small --decode-tokens 2 --threads 1 --bound-repeats 1");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("read bandwidth"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("fp32 GEMM"), std::string::npos) << r.out;
@@ -96,7 +96,7 @@ TEST(CliBenchVlm, BadPairsAreErrors) {
 TEST(CliBenchTrain, TinyModelsPrintTokensPerStep) {
   const CliRun r =
       run("bench train --models mamba-tiny,pythia-tiny,mamba-vl-tiny --steps 1 --batch 2 --seq 16 "
-          "--threads 1");
+          "--threads 1 --bound-repeats 1");
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("6PT"), std::string::npos) << r.out;
   EXPECT_EQ(r.out.find("note:"), std::string::npos)
