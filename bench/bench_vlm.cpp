@@ -295,7 +295,8 @@ void add_vlm_bench(CLI::App& bench) {
   c->add_option("--pairs", o->pairs,
                 "Pairs A:B of VLM presets compared side by side (" +
                     join(models::vlm_preset_names()) +
-                    "); the papers' shapes take ~4-5 GB each in f32")
+                    "); the papers' shapes take ~5-6 GB peak each in f32 (mamba-vl-790m 4.7, "
+                    "pythia-vl-1b 6.0)")
       ->delimiter(',')
       ->capture_default_str();
   c->add_flag("--small", o->small,
