@@ -11,8 +11,8 @@
 #include "bench/bench.h"
 #include "bench/bench_lm.h"
 #include "bench/bench_tokenizer.h"
-#include "bench/bench_vision.h"
 #include "bench/bench_train.h"
+#include "bench/bench_vision.h"
 #include "bench/bench_vlm.h"
 #include "cli_common.h"
 #include "cmd_data.h"
@@ -95,14 +95,15 @@ void add_generate(CLI::App& app) {
               ": --image needs a vision-language model folder (this is a language model)");
     MVL_CHECK(!vlm || !o->image.empty(), o->model,
               ": a vision-language model folder: give --image FILE (and --prompt TEXT)");
+    generate::GenerateOptions go;
+    go.max_new_tokens = o->max_new;
+    go.sampling.greedy = o->greedy;
+    go.sampling.temperature = o->temperature;
+    go.sampling.top_k = o->top_k;
+    go.sampling.top_p = o->top_p;
+    go.sampling.seed = o->seed;
+    go.batch_size = o->batch_size;
     if (vlm) {
-      generate::GenerateOptions go;
-      go.max_new_tokens = o->max_new;
-      go.sampling.greedy = o->greedy;
-      go.sampling.temperature = o->temperature;
-      go.sampling.top_k = o->top_k;
-      go.sampling.top_p = o->top_p;
-      go.sampling.seed = o->seed;
       if (o->ignore_eos) go.eos_id = -1;  // no token has id -1: never stops early
       return cli::generate_with_image(o->model, o->image, o->prompt, go, o->rt.dtype, o->print_ids,
                                       o->stats);
@@ -133,18 +134,10 @@ void add_generate(CLI::App& app) {
       tok = require_tokenizer(o->model, "--prompt");
       prompt = tok->encode(o->prompt);
     }
-    generate::GenerateOptions go;
     if (tok && !o->ignore_eos) {
       go.eos_id = tok->eos_id();
       if (!go.eos_id) go.eos_id = tok->token_to_id("<|endoftext|>");
     }
-    go.max_new_tokens = o->max_new;
-    go.sampling.greedy = o->greedy;
-    go.sampling.temperature = o->temperature;
-    go.sampling.top_k = o->top_k;
-    go.sampling.top_p = o->top_p;
-    go.sampling.seed = o->seed;
-    go.batch_size = o->batch_size;
     generate::GenerateStats st;
     auto print_stats = [&] {
       if (!o->stats) return;

@@ -8,6 +8,7 @@
 
 #include "common/error.h"
 #include "data/synth_draw.h"
+#include "data/word_tokenizer.h"
 #include "io/atomic_file.h"
 #include "io/json_util.h"
 
@@ -42,26 +43,9 @@ std::string RetrievalVocab::tokenizer_json() const {
     vocab[std::string(1, 'p').append(std::to_string(p))] = position_id(p);
   for (int64_t k = 0; k < content; ++k)
     vocab[std::string(1, 't').append(std::to_string(k))] = content_id(k);
-  json added = json::array();
-  for (const auto& [tok, id] : {std::pair<const char*, int64_t>{"<pad>", pad_id()},
-                                {"<sep>", sep_id()},
-                                {"<ans>", answer_id()}})
-    added.push_back({{"id", id},
-                     {"content", tok},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  json j = {{"version", "1.0"},
-            {"truncation", nullptr},
-            {"padding", nullptr},
-            {"added_tokens", added},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "WhitespaceSplit"}}},
-            {"post_processor", nullptr},
-            {"decoder", nullptr},
-            {"model", {{"type", "WordLevel"}, {"vocab", vocab}, {"unk_token", "<pad>"}}}};
+  json j = wordlevel_tokenizer_document(
+      {{"<pad>", pad_id()}, {"<sep>", sep_id()}, {"<ans>", answer_id()}}, vocab, "WhitespaceSplit",
+      "<pad>");
   return j.dump(2) + "\n";
 }
 

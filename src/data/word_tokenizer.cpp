@@ -53,6 +53,29 @@ std::vector<std::string> whitespace_pretokens(const std::string& text) {
   return out;
 }
 
+json wordlevel_tokenizer_document(const std::vector<std::pair<std::string, int64_t>>& specials,
+                                  const json& vocab, const std::string& pre_tokenizer,
+                                  const std::string& unk) {
+  json added = json::array();
+  for (const auto& [content, id] : specials)
+    added.push_back({{"id", id},
+                     {"content", content},
+                     {"single_word", false},
+                     {"lstrip", false},
+                     {"rstrip", false},
+                     {"normalized", false},
+                     {"special", true}});
+  return {{"version", "1.0"},
+          {"truncation", nullptr},
+          {"padding", nullptr},
+          {"added_tokens", added},
+          {"normalizer", nullptr},
+          {"pre_tokenizer", {{"type", pre_tokenizer}}},
+          {"post_processor", nullptr},
+          {"decoder", nullptr},
+          {"model", {{"type", "WordLevel"}, {"vocab", vocab}, {"unk_token", unk}}}};
+}
+
 std::string make_wordlevel_tokenizer_json(const std::vector<std::string>& texts,
                                           const std::vector<std::string>& extra) {
   static const char* kSpecials[3] = {"<|endoftext|>", "<unk>", "<pad>"};
@@ -76,24 +99,8 @@ std::string make_wordlevel_tokenizer_json(const std::vector<std::string>& texts,
     for (auto& w : whitespace_pretokens(t)) words.insert(std::move(w));
   for (const auto& w : words) add(w);
 
-  json added = json::array();
-  for (int64_t id = 0; id < 3; ++id)
-    added.push_back({{"id", id},
-                     {"content", kSpecials[id]},
-                     {"single_word", false},
-                     {"lstrip", false},
-                     {"rstrip", false},
-                     {"normalized", false},
-                     {"special", true}});
-  json j = {{"version", "1.0"},
-            {"truncation", nullptr},
-            {"padding", nullptr},
-            {"added_tokens", added},
-            {"normalizer", nullptr},
-            {"pre_tokenizer", {{"type", "Whitespace"}}},
-            {"post_processor", nullptr},
-            {"decoder", nullptr},
-            {"model", {{"type", "WordLevel"}, {"vocab", vocab}, {"unk_token", "<unk>"}}}};
+  json j = wordlevel_tokenizer_document({{kSpecials[0], 0}, {kSpecials[1], 1}, {kSpecials[2], 2}},
+                                        vocab, "Whitespace", "<unk>");
   std::string out = j.dump(2) + "\n";
 
   // Self-check with the real tokenizer: every text encodes without <unk>.

@@ -3,7 +3,9 @@
 // no decoder (decoding joins tokens with spaces).
 #pragma once
 #include <filesystem>
+#include <nlohmann/json.hpp>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace mambavl::data {
@@ -12,6 +14,13 @@ namespace mambavl::data {
 // code point except Unicode spaces; exact for ASCII text, and make_wordlevel_tokenizer_json checks
 // its result against io::Tokenizer anyway.
 std::vector<std::string> whitespace_pretokens(const std::string& text);
+
+// A WordLevel tokenizer.json document: `specials` (content, id) as added special tokens,
+// `vocab` ({token: id}, the specials included), pre-tokenizer `pre_tokenizer` ("Whitespace" or
+// "WhitespaceSplit"), no normalizer / post-processor / decoder, unknown words -> `unk`.
+nlohmann::json wordlevel_tokenizer_document(
+    const std::vector<std::pair<std::string, int64_t>>& specials, const nlohmann::json& vocab,
+    const std::string& pre_tokenizer, const std::string& unk);
 
 // tokenizer.json text. Ids: 0 "<|endoftext|>" (eos), 1 "<unk>" (unk), 2 "<pad>" (the three are
 // added special tokens), then "0".."1000", "00".."99", then `extra` (e.g. "###", "&&"; each must be
