@@ -212,8 +212,8 @@ void add_eval(CLI::App& app) {
   struct Opts {
     std::string model, task = "all", data, out, order, dtype = "f32", lengths = "20",
                        query = "after";
-    int64_t scenes = 0, image_size = 64, limit = 0, batch = 16, max_new = 32, retrieval = 0,
-            max_n = 600, content = 1024;
+    int64_t scenes = 0, image_size = 64, min_objects = 1, max_objects = 3, limit = 0, batch = 16,
+            max_new = 32, retrieval = 0, max_n = 600, content = 1024;
     uint64_t seed = 1;
     int threads = 0;
     bool quiet = false;
@@ -240,6 +240,8 @@ void add_eval(CLI::App& app) {
   c->add_option("--content", o->content, "Retrieval vocabulary: content tokens (as trained)");
   c->add_option("--seed", o->seed, "Seed of the built-in data (default 1: not a training seed)");
   c->add_option("--image-size", o->image_size, "Canvas of the built-in scenes");
+  c->add_option("--min-objects", o->min_objects, "Built-in scenes: fewest objects");
+  c->add_option("--max-objects", o->max_objects, "Built-in scenes: most objects (as trained)");
   c->add_option("--limit", o->limit, "Evaluate only the first N examples");
   c->add_option("--batch-size", o->batch, "Examples per batch")->check(CLI::PositiveNumber);
   c->add_option("--max-new-tokens", o->max_new, "Generated tokens per answer")
@@ -291,6 +293,9 @@ void add_eval(CLI::App& app) {
       if (o->scenes > 0) {
         data::SceneOptions so;
         so.image_size = o->image_size;
+        so.min_objects = o->min_objects;
+        so.max_objects = o->max_objects;
+        data::check_scene_options(so);
         ds = std::make_shared<data::SceneDataset>(o->scenes, o->seed, so);
       } else {
         MVL_CHECK(!o->data.empty(),
