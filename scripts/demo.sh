@@ -37,14 +37,14 @@ echo "== mambavl bench vision (short run: two connectors, two encoders)"
 $M bench vision --iters 1 --types mlp,vss_l2 --scans bsm --cases 16x16-768 --encoders mambaout-femto,clip-vit-b16 --sizes 224
 echo "== mambavl make-data scenes (built-in synthetic scenes: PNG + LLaVA JSON + grounding JSONL + tokenizer)"
 $M make-data scenes --n 8 --seed 0 --out "$OUT/scenes"
-echo "== mambavl train (a tiny Mamba-VL from scratch, a short run of configs/mamba-vl-tiny.toml)"
+echo "== mambavl train (a tiny Mamba-VL from scratch: a short run of configs/mamba-vl-tiny-1-captions.toml)"
 rm -rf "$OUT/mamba-vl-tiny"
-$M train --config configs/mamba-vl-tiny.toml --set train.stages.0.steps=40 --set train.batch_size=8 \
+$M train --config configs/mamba-vl-tiny-1-captions.toml --set train.stages.0.steps=40 --set train.batch_size=8 \
   --set eval.n=30 --set train.progress=false --set train.save_every=0 --out "$OUT/mamba-vl-tiny"
 $M info --model "$OUT/mamba-vl-tiny/final"
-echo "== mambavl eval (held-out scenes: caption CIDEr-D, VQA exact match, grounding IoU > 0.5; 40 steps is far too few to learn much)"
-$M eval --model "$OUT/mamba-vl-tiny/final" --scenes 30 --quiet --out "$OUT/mamba-vl-tiny/eval"
-echo "== mambavl chat (one VQA turn about a scene, streamed)"
-$M chat --model "$OUT/mamba-vl-tiny/final" --image "$OUT/scenes/images/scene_000001.png" --task vqa \
-  --prompt "how many shapes are there?" --greedy --max-new-tokens 8
+echo "== mambavl eval (held-out one-object scenes: caption CIDEr-D; 40 steps is far too few to learn much)"
+$M eval --model "$OUT/mamba-vl-tiny/final" --scenes 30 --max-objects 1 --task caption --quiet --out "$OUT/mamba-vl-tiny/eval"
+echo "== mambavl chat (a caption of a scene, streamed)"
+$M chat --model "$OUT/mamba-vl-tiny/final" --image "$OUT/scenes/images/scene_000001.png" --task caption \
+  --greedy --max-new-tokens 12
 echo "demo done: see 'build/mambavl --help'; full benchmarks: 'build/mambavl bench lm', 'bench scan', 'bench vision', 'bench vlm', 'bench train'; tiny VLM run files: configs/"
