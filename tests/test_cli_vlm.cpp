@@ -238,27 +238,30 @@ TEST_F(CliVlm, RunFileErrorsNameFileAndKey) {
   EXPECT_NE(r.out.find("skipped 1"), std::string::npos) << r.out;
 }
 
-// Every shipped run file is valid and trains (one step on a few scenes, no evaluation); a
-// "-2-" file continues from the "-1-" run of the same model.
+// Every shipped run file is valid and trains (one step on a few scenes, no evaluation); run
+// "-2-" continues from "-1-" of the same model, "-3-" from "-2-" (sorted order).
 TEST_F(CliVlm, ShippedConfigsRunOneStep) {
   const fs::path configs = fs::path(MAMBAVL_FIXTURES_DIR) / "../../configs";
   std::vector<fs::path> files;
   for (const auto& e : fs::directory_iterator(configs))
     if (e.path().extension() == ".toml") files.push_back(e.path());
   std::sort(files.begin(), files.end());
+  std::string prev;
   for (const auto& f : files) {
     SCOPED_TRACE(f.string());
     const std::string stem = f.stem().string();
     std::string extra;
-    if (const auto k = stem.find("-2-"); k != std::string::npos)
-      extra = " --set 'model.path=\"" +
-              (dir / (stem.substr(0, k) + "-1-captions") / "final").string() + "\"'";
+    if (stem.find("-1-") == std::string::npos) {
+      ASSERT_FALSE(prev.empty());
+      extra = " --set 'model.path=\"" + (dir / prev / "final").string() + "\"'";
+    }
     auto r = run_cli("train --config " + f.string() +
                      " --set data.n=4 --set eval.n=0 --set train.batch_size=2 --set "
                      "train.stages.0.steps=1 --set train.progress=false --threads 1 --out " +
                      (dir / stem).string() + extra);
     EXPECT_EQ(r.code, 0) << r.out;
     EXPECT_NE(r.out.find("trained 1 steps"), std::string::npos) << r.out;
+    prev = stem;
   }
-  EXPECT_GE(files.size(), 8u);
+  EXPECT_GE(files.size(), 12u);
 }
