@@ -239,7 +239,7 @@ TEST_F(CliVlm, RunFileErrorsNameFileAndKey) {
 }
 
 // Every shipped run file is valid and trains (one step on a few scenes, no evaluation); run
-// "-2-" continues from "-1-" of the same model, "-3-" from "-2-" (sorted order).
+// "-N-" continues from "-(N-1)-" of the same model (the previous file in sorted order).
 TEST_F(CliVlm, ShippedConfigsRunOneStep) {
   const fs::path configs = fs::path(MAMBAVL_FIXTURES_DIR) / "../../configs";
   std::vector<fs::path> files;
@@ -263,5 +263,5 @@ TEST_F(CliVlm, ShippedConfigsRunOneStep) {
     EXPECT_NE(r.out.find("trained 1 steps"), std::string::npos) << r.out;
     prev = stem;
   }
-  EXPECT_GE(files.size(), 12u);
+  EXPECT_GE(files.size(), 16u);
 }
