@@ -54,13 +54,6 @@ struct TrainBenchOptions {
   int bound_repeats = 10;  // GEMM / bandwidth measurements, best of, before and after
 };
 
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  if (!(f >> a >> b >> c)) return "n/a";
-  return a + " " + b + " " + c;
-}
-
 uint64_t splitmix64(uint64_t x) {
   x += 0x9E3779B97F4A7C15ull;
   x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;

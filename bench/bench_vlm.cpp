@@ -64,13 +64,6 @@ struct VlmBenchOptions {
   int bound_repeats = 10;    // GEMM / bandwidth measurements, best of, before and after
 };
 
-std::string load_average() {
-  std::ifstream f("/proc/loadavg");
-  std::string a, b, c;
-  if (!(f >> a >> b >> c)) return "n/a";
-  return a + " " + b + " " + c;
-}
-
 struct Result {
   std::string name;
   double params_m = 0;

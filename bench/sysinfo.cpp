@@ -76,4 +76,11 @@ std::string machine_summary() {
   return s.str();
 }
 
+std::string load_average() {
+  std::ifstream f("/proc/loadavg");
+  std::string a, b, c;
+  if (!(f >> a >> b >> c)) return "n/a";
+  return a + " " + b + " " + c;
+}
+
 }  // namespace mambavl::bench
