@@ -26,6 +26,7 @@
 
 #include "cli_common.h"
 #include "common/error.h"
+#include "common/mix64.h"
 #include "data/lm_samples.h"
 #include "data/scenes.h"
 #include "data/vl_sequence.h"
@@ -54,13 +55,6 @@ struct TrainBenchOptions {
   int bound_repeats = 10;  // GEMM / bandwidth measurements, best of, before and after
 };
 
-uint64_t splitmix64(uint64_t x) {
-  x += 0x9E3779B97F4A7C15ull;
-  x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
-  x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
-  return x ^ (x >> 31);
-}
-
 // Sample i: `len` uniformly random token ids in [0, vocab) (a pure function of i), every next
 // token supervised.
 class RandomTokens : public data::LMSampleSource {
@@ -72,7 +66,7 @@ class RandomTokens : public data::LMSampleSource {
     s.ids.resize(static_cast<size_t>(len_));
     for (int64_t t = 0; t < len_; ++t)
       s.ids[static_cast<size_t>(t)] = static_cast<int64_t>(
-          splitmix64(static_cast<uint64_t>(i * len_ + t)) % static_cast<uint64_t>(vocab_));
+          mix64(static_cast<uint64_t>(i * len_ + t)) % static_cast<uint64_t>(vocab_));
     s.labels = s.ids;  // labels[t]: the target of position t - 1 (HF convention)
     s.labels[0] = -100;
     return s;

@@ -7,16 +7,11 @@
 #include <cstdint>
 #include <cstdlib>
 
+#include "common/mix64.h"
+
 namespace mambavl::data::synth {
 
-// splitmix64 (Steele, Lea, Flood 2014): a fixed, portable mix, so synthetic images and splits are
-// the same on every platform (std distributions are implementation-defined).
-inline uint64_t mix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
+using mambavl::mix64;  // common/mix64.h
 
 // Counter-based stream keyed by (seed, key): draw n is mix64(state + n * golden).
 class Stream {

@@ -20,6 +20,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "common/mix64.h"
 #include "common/progress.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
@@ -32,17 +33,14 @@ namespace fs = std::filesystem;
 
 namespace {
 
+// The splitmix64 generator: the next output of the stream whose state is `x` (advanced).
 uint64_t splitmix64(uint64_t& x) {
-  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
+  const uint64_t r = mix64(x);
+  x += 0x9E3779B97F4A7C15ull;
+  return r;
 }
 
-uint64_t mix(uint64_t seed, uint64_t a) {
-  uint64_t s = seed ^ (a * 0xD6E8FEB86659FD93ull);
-  return splitmix64(s);
-}
+uint64_t mix(uint64_t seed, uint64_t a) { return mix64(seed ^ (a * 0xD6E8FEB86659FD93ull)); }
 
 uint64_t stage_seed(uint64_t seed, int64_t stage) {
   return stage == 0 ? seed : mix(seed, 0x57A6E000ull + static_cast<uint64_t>(stage));
