@@ -24,7 +24,7 @@
 #include "models/vision.h"
 #include "models/vlm.h"
 #include "train/toml_config.h"
-#include "train_run.h"
+#include "experiments/train_run.h"
 
 namespace mambavl::cli {
 
@@ -188,8 +188,8 @@ void add_train(CLI::App& app) {
       "Train a language model, a vision-language model or an image classifier from a "
       "TOML run file (stages, freezing, AdamW, warmup + cosine, checkpoints, exact "
       "resume)");
-  c->footer(train_config_help());
-  c->add_option("--config", o->config, "Run file (TOML)")->required()->check(CLI::ExistingFile);
+  c->footer(experiments::train_config_help());
+  c->add_option("--config", o->config, "Run file (TOML, or the same keys as JSON: *.json)")->required()->check(CLI::ExistingFile);
   c->add_option("--set", o->sets,
                 "Override a key: --set train.batch_size=16 --set 'train.stages.0.lr=1e-4' "
                 "(repeatable; values in TOML syntax)");
@@ -199,10 +199,12 @@ void add_train(CLI::App& app) {
   c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)")
       ->check(CLI::NonNegativeNumber);
   c->callback([o] {
-    json cfg = train::load_toml(o->config);
+    // A .json run file (as `mambavl experiment` writes them) or TOML.
+    json cfg = fs::path(o->config).extension() == ".json" ? io::read_json_file(o->config)
+                                                          : train::load_toml(o->config);
     train::apply_overrides(cfg, o->sets);
     if (!o->out.empty()) cfg["out"] = o->out;
-    auto r = run_training(cfg, o->config, o->resume, o->threads);
+    auto r = experiments::run_training(cfg, o->config, o->resume, o->threads);
     std::cout << "trained " << r.steps << " steps; model: " << r.final_model.string() << "\n";
     if (!r.last_eval.is_null()) std::cout << "eval: " << r.last_eval.dump() << "\n";
   });

@@ -17,6 +17,7 @@
 #include "cli_common.h"
 #include "cmd_data.h"
 #include "cmd_encode.h"
+#include "cmd_experiment.h"
 #include "cmd_vision.h"
 #include "cmd_vlm.h"
 #include "common/error.h"
@@ -337,6 +338,8 @@ int main(int argc, char** argv) {
   cli::add_encode_command(app);
   cli::add_data_commands(app);
   cli::add_vlm_commands(app);
+  cli::add_experiment_commands(app);
+  cli::set_experiment_command_line(argc, argv);
   auto* bench = app.add_subcommand("bench", "Benchmarks (ratios measured side by side in one run)");
   bench->require_subcommand(1);
   bench::add_scan_bench(*bench);

@@ -11,9 +11,10 @@
 #include "cli_common.h"
 #include "common/error.h"
 #include "models/presets.h"
-#include "sysinfo.h"
+#include "common/sysinfo.h"
 
 namespace mambavl::bench {
+using namespace ::mambavl::sys;
 
 namespace {
 using clock = std::chrono::steady_clock;

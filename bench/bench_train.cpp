@@ -35,11 +35,12 @@
 #include "kernels/backend.h"
 #include "models/presets.h"
 #include "models/vlm.h"
-#include "sysinfo.h"
+#include "common/sysinfo.h"
 #include "train/tasks.h"
 #include "train/trainer.h"
 
 namespace mambavl::bench {
+using namespace ::mambavl::sys;
 
 namespace {
 

@@ -19,9 +19,10 @@
 #include "models/mambaout.h"
 #include "models/vision.h"
 #include "models/vit.h"
-#include "sysinfo.h"
+#include "common/sysinfo.h"
 
 namespace mambavl::bench {
+using namespace ::mambavl::sys;
 
 namespace {
 

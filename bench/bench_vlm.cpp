@@ -30,9 +30,10 @@
 #include "common/error.h"
 #include "data/vl_sequence.h"
 #include "models/vlm.h"
-#include "sysinfo.h"
+#include "common/sysinfo.h"
 
 namespace mambavl::bench {
+using namespace ::mambavl::sys;
 
 namespace {
 

@@ -1,4 +1,4 @@
-#include "sysinfo.h"
+#include "common/sysinfo.h"
 
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
@@ -9,7 +9,7 @@
 #include <fstream>
 #include <sstream>
 
-namespace mambavl::bench {
+namespace mambavl::sys {
 
 namespace {
 int64_t status_kb(const std::string& key) {
@@ -83,4 +83,4 @@ std::string load_average() {
   return a + " " + b + " " + c;
 }
 
-}  // namespace mambavl::bench
+}  // namespace mambavl::sys

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-namespace mambavl::cli {
+namespace mambavl::experiments {
 
 // The keys of each section (for --help and the docs).
 std::string train_config_help();
@@ -42,4 +42,4 @@ struct TrainRunResult {
 TrainRunResult run_training(const nlohmann::json& cfg, const std::string& file,
                             const std::filesystem::path& resume, int threads);
 
-}  // namespace mambavl::cli
+}  // namespace mambavl::experiments

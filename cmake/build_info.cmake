@@ -1,0 +1,25 @@
+# Run at build time (cmake -P): writes OUT (a header with the commit) only when it changed, so a
+# build without a new commit recompiles nothing. SRC: the source folder.
+execute_process(COMMAND git -C "${SRC}" rev-parse HEAD OUTPUT_VARIABLE commit
+                OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET RESULT_VARIABLE rc)
+if(NOT rc EQUAL 0 OR commit STREQUAL "")
+  set(commit "unknown")
+  set(dirty "")
+else()
+  execute_process(COMMAND git -C "${SRC}" status --porcelain --untracked-files=no
+                  OUTPUT_VARIABLE status OUTPUT_STRIP_TRAILING_WHITESPACE ERROR_QUIET)
+  if(status STREQUAL "")
+    set(dirty "")
+  else()
+    set(dirty "-dirty")
+  endif()
+endif()
+set(text "#pragma once\n#define MAMBAVL_COMMIT \"${commit}${dirty}\"\n")
+if(EXISTS "${OUT}")
+  file(READ "${OUT}" old)
+else()
+  set(old "")
+endif()
+if(NOT old STREQUAL text)
+  file(WRITE "${OUT}" "${text}")
+endif()
