@@ -63,7 +63,7 @@ void add_experiment(CLI::App& app) {
   struct Opts {
     std::string name;
     ExperimentOptions eo;
-    std::string out, data;
+    std::string out, data, cache;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand(
@@ -78,6 +78,9 @@ void add_experiment(CLI::App& app) {
   c->add_option("--out", o->out, "Results folder (new or empty, or a previous run of the same experiment)")
       ->required();
   c->add_option("--data", o->data, "mambaout: an image folder (root/<class>/*.png|jpg)");
+  c->add_option("--cache", o->cache,
+                "A run cache folder shared between experiments: a training run whose exact "
+                "config finished before (in this cache) is reused, not rerun");
   c->add_flag("--dry-run", o->eo.dry_run, "Write the configs and metadata only; train nothing");
   c->add_flag("--keep-models", o->eo.keep_models, "Keep every run's final model folder");
   add_common(c, o->eo);
@@ -85,6 +88,7 @@ void add_experiment(CLI::App& app) {
     ExperimentOptions eo = o->eo;
     eo.out = o->out;
     eo.data = o->data;
+    eo.cache = o->cache;
     eo.command = g_command;
     run_one(o->name, eo);
   });

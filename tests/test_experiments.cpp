@@ -161,6 +161,13 @@ TEST(Claims, VerdictsFromSavedResults) {
   EXPECT_EQ(find(cs, "efficiency-mamba-decode-flat").verdict, "supported");
   EXPECT_EQ(find(cs, "efficiency-attention-decode-grows").verdict, "supported");
   EXPECT_EQ(find(cs, "efficiency-prefill-scaling").verdict, "inconclusive");
+  // "≈" with a spread too wide to show equivalence: inconclusive, not supported by default.
+  const auto wide = evaluate_claims({saved("efficiency", {{"mamba", "decode_growth_fit", 1.1, 0.37, 2}}),
+                                     saved("mambaout", {{"gated-cnn", "val_top1", 0.5, 0.04, 2},
+                                                        {"ssm-mixer", "val_top1", 0.51, 0.04, 2}})});
+  EXPECT_EQ(find(wide, "efficiency-mamba-decode-flat").verdict, "inconclusive");
+  EXPECT_NE(find(wide, "efficiency-mamba-decode-flat").evidence.find("too wide"), std::string::npos);
+  EXPECT_EQ(find(wide, "mambaout-gated-cnn").verdict, "inconclusive");
   // Experiments not given: "not run"; results lacking the variants: "not run" with a reason.
   EXPECT_EQ(find(cs, "task-aware-helps-mamba").verdict, "not run");
   EXPECT_EQ(find(cs, "connectors-vss-l2").verdict, "not run");
@@ -250,4 +257,46 @@ TEST_F(ExperimentsTest, PaperScaleDryRunAndBadOptions) {
   auto d = run_cli("experiment retrieval --device cuda --out " + (dir / "c").string());
   EXPECT_EQ(d.code, 1) << d.out;
   EXPECT_NE(d.out.find("--device cuda"), std::string::npos) << d.out;
+}
+
+TEST_F(ExperimentsTest, DemoMicroRunsEveryExperimentAndChecksTheClaims) {
+  const fs::path out = dir / "demo";
+  auto r = run_cli("demo --scale micro --seeds 2 --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  // One progress line per stage, in order.
+  size_t pos = 0;
+  int k = 0;
+  for (const auto& e : mambavl::experiments::experiments()) {
+    const std::string line = "[" + std::to_string(++k) + "/7] " + e.name;
+    const size_t at = r.out.find(line, pos);
+    ASSERT_NE(at, std::string::npos) << line << "\n" << r.out;
+    EXPECT_NE(r.out.find("done in", at), std::string::npos);
+    pos = at;
+    EXPECT_TRUE(fs::exists(out / e.name / "results.json")) << e.name;
+  }
+  // The summary: every claim with a verdict; claims.json; the report; demo.json.
+  const json claims = io::read_json_file(out / "claims.json");
+  ASSERT_EQ(claims.size(), evaluate_claims({}).size());
+  for (const auto& c : claims) {
+    const std::string v = c["verdict"];
+    EXPECT_TRUE(v == "supported" || v == "not supported" || v == "inconclusive") << c.dump();
+    EXPECT_NE(r.out.find(c["statement"].get<std::string>()), std::string::npos);
+    EXPECT_NE(r.out.find(c["evidence"].get<std::string>()), std::string::npos);
+  }
+  EXPECT_GT(fs::file_size(out / "report.html"), 100000u);
+  const json demo = io::read_json_file(out / "demo.json");
+  EXPECT_EQ(demo["status"], "done");
+  EXPECT_EQ(demo["stages"].size(), 7u);
+  EXPECT_NE(r.out.find("total time"), std::string::npos);
+  // The report command on the demo folder (one level down) works too.
+  auto rep = run_cli("report " + out.string() + " --out " + (dir / "r.html").string());
+  EXPECT_EQ(rep.code, 0) << rep.out;
+  EXPECT_TRUE(fs::exists(dir / "r.html"));
+  // A folder that is neither empty nor a demo's is refused, and left alone.
+  fs::create_directories(dir / "mine");
+  std::ofstream(dir / "mine" / "keep.txt") << "x";
+  auto bad = run_cli("demo --scale micro --out " + (dir / "mine").string());
+  EXPECT_EQ(bad.code, 1) << bad.out;
+  EXPECT_NE(bad.out.find("no demo folder"), std::string::npos) << bad.out;
+  EXPECT_TRUE(fs::exists(dir / "mine" / "keep.txt"));
 }

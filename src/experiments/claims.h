@@ -7,9 +7,9 @@
 //   not supported  the intervals do not overlap, in the other direction
 //   inconclusive   the intervals overlap, or a side has one seed only (no spread to judge by)
 //   not run        the experiment's results are not among the inputs
-// Claims of the form "A ≈ B" are supported when |mean A - mean B| <= max(std A + std B,
-// tolerance), not supported when the intervals are further apart than that, and inconclusive with
-// one seed.
+// Claims of the form "A ≈ B" (within a tolerance t) are supported when |mean A - mean B| <= t and
+// std A + std B <= 2t (precise enough to show it), not supported when |mean A - mean B| -
+// (std A + std B) > t, otherwise (and with one seed) inconclusive.
 #pragma once
 #include <nlohmann/json.hpp>
 #include <string>

@@ -142,12 +142,6 @@ json model_config(const Variant& v, const Scale& s, int64_t num_classes) {
   return m;
 }
 
-// Whether the run files' [model] section takes the ViT sizes (hidden_size, num_layers, ...);
-// when it does not, a ViT run starts from an initialised model folder (model.path) written here
-// with the same make_classifier config and seed, which is the same model.
-bool run_files_take_vit_sizes() {
-  return train_config_help().find("hidden_size") != std::string::npos;
-}
 
 int64_t count_parameters(models::ImageClassifier& clf) {
   int64_t n = 0;
@@ -200,7 +194,6 @@ void run_mambaout(const ExperimentOptions& opt) {
   const Scale s = scale_of(opt.scale);
   const DataChoice data = choose_data(opt, s);
   const int64_t num_classes = static_cast<int64_t>(data.classes.size());
-  const bool inline_vit = run_files_take_vit_sizes();
 
   const std::string where = opt.data.empty()
                                 ? "the synthetic shapes x colours classes"
@@ -242,10 +235,6 @@ void run_mambaout(const ExperimentOptions& opt) {
                                                             {"warmup_ratio", s.warmup_ratio},
                                                             {"weight_decay", s.weight_decay}}})}};
 
-  if (!inline_vit) {
-    std::error_code ec;
-    fs::remove_all(opt.out / "init", ec);  // a previous run's initial models
-  }
   std::vector<RunSpec> specs;
   std::vector<std::pair<std::string, int>> which;  // spec index -> (variant, seed)
   for (const auto& v : kVariants)
@@ -254,13 +243,6 @@ void run_mambaout(const ExperimentOptions& opt) {
       r.name = seed_name(v.name, seed);
       r.label = v.name + " seed " + std::to_string(seed);
       json model = model_cfg[v.name];
-      if (v.architecture == "vit" && !inline_vit) {
-        const fs::path init = opt.out / "init" / r.name;
-        auto clf = models::make_classifier(model, static_cast<uint64_t>(seed),
-                                           std::string(kName) + " " + v.name);
-        models::save_classifier(*clf, data.classes, init);
-        model = {{"path", fs::absolute(init).string()}};
-      }
       model["seed"] = seed;
       json train = train_section_base;
       train["seed"] = seed;

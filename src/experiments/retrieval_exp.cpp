@@ -36,7 +36,7 @@ struct RetrievalScale {
 RetrievalScale scale_of(const std::string& s) {
   if (s == "micro") return {32, 1, {8, 16}, {"after"}, 24, 16, 8, 48, 512, 16, 64, 2e-3};
   if (s == "tiny")
-    return {64, 2, {6, 12}, {"after"}, 600, 32, 50, 120, 19200, 12, 256, 3e-3};
+    return {64, 2, {5, 10}, {"after"}, 800, 32, 50, 120, 25600, 10, 256, 2e-3};
   if (s == "small")
     return {128,  4,   {20, 100, 300, 600}, {"after", "before"}, 3000, 32, 150, 600, 96000, 600,
             1024, 1e-3};

@@ -1,6 +1,7 @@
-#include "train_run.h"
+#include "experiments/train_run.h"
 
 #include <ATen/Parallel.h>
+#include <ATen/core/grad_mode.h>
 
 #include <iostream>
 #include <memory>
@@ -25,7 +26,7 @@
 #include "train/toml_config.h"
 #include "train/trainer.h"
 
-namespace mambavl::cli {
+namespace mambavl::experiments {
 
 namespace fs = std::filesystem;
 using json = nlohmann::json;
@@ -36,9 +37,10 @@ namespace {
 
 const std::vector<std::string> kTop = {"kind", "out", "model", "data", "eval", "train"};
 const std::vector<std::string> kModel = {
-    "preset", "path",         "tokenizer", "seed",           "prompt_order",
-    "dtype",  "architecture", "variant",   "num_classes",    "image_size",
-    "causal", "depths",       "dims",      "drop_path_rate", "pool"};
+    "preset",     "path",       "tokenizer", "seed",         "prompt_order",   "overrides",
+    "init_from",  "init_parts", "dtype",     "architecture", "variant",        "num_classes",
+    "image_size", "causal",     "depths",    "dims",         "drop_path_rate", "pool",
+    "hidden_size", "num_layers", "num_heads", "patch_size",  "intermediate_size"};
 const std::vector<std::string> kData = {
     "source", "n",     "seed",    "image_size",  "min_objects",      "max_objects", "clutter",
     "tasks",  "path",  "paths",   "image_root",  "on_missing_image", "seq_len",     "lengths",
@@ -124,9 +126,58 @@ std::unique_ptr<models::VLM> build_vlm(const json& cfg, const std::string& file,
                                       {"###", "&&"});
     }
     const int64_t vocab = io::Tokenizer::from_file(tok).vocab_size();
-    vlm = std::make_unique<models::VLM>(models::vlm_preset(preset, vocab),
-                                        get_or<uint64_t>(m, "seed", 0, file, "model"));
+    models::VLMConfig vc = models::vlm_preset(preset, vocab);
+    if (m.contains("overrides")) {
+      // A JSON merge patch (RFC 7386) on the preset's config.json: nested objects merge, other
+      // values replace, null removes a key.
+      const json& ov = m.at("overrides");
+      MVL_CHECK(ov.is_object(), file,
+                ": model.overrides must be a table (merged into the preset's config.json)");
+      json j = vc.to_json();
+      j.merge_patch(ov);
+      vc = models::VLMConfig::from_json(j, file + " [model.overrides on preset " + preset + "]");
+    }
+    vlm = std::make_unique<models::VLM>(vc, get_or<uint64_t>(m, "seed", 0, file, "model"));
     vlm->set_tokenizer(tok);
+  }
+  MVL_CHECK(path.empty() || !m.contains("overrides"), file,
+            ": model.overrides applies to a preset only (model.path loads a model as saved)");
+  const std::string init_from = get_or<std::string>(m, "init_from", "", file, "model");
+  MVL_CHECK(!init_from.empty() || !m.contains("init_parts"), file,
+            ": model.init_parts needs model.init_from");
+  if (!init_from.empty()) {
+    // Relative to the folder that holds `out`, so the runs of one experiment name each other
+    // ("NAME/final") whatever the working directory.
+    fs::path src = init_from;
+    fs::path holder = out.lexically_normal();
+    if (!holder.has_filename()) holder = holder.parent_path();  // "runs/x/"
+    if (src.is_relative()) src = holder.parent_path() / src;
+    const auto parts =
+        get_or<std::vector<std::string>>(m, "init_parts", {"vision_tower"}, file, "model");
+    MVL_CHECK(!parts.empty(), file, ": model.init_parts is empty (nothing would be copied)");
+    MVL_CHECK(models::is_vlm_folder(src), file, ": model.init_from: ", src.string(),
+              " is not a vision-language model folder (a relative path is relative to the folder "
+              "that holds `out`)");
+    auto from = models::VLM::load(src);
+    auto theirs = from->module().named_parameters(/*recurse=*/true);
+    at::NoGradGuard ng;
+    for (const auto& part : parts) {
+      int64_t copied = 0;
+      for (auto& p : vlm->module().named_parameters(/*recurse=*/true)) {
+        const std::string& k = p.key();
+        if (k.rfind(part, 0) != 0 || (k.size() > part.size() && k[part.size()] != '.')) continue;
+        const at::Tensor* t = theirs.find(k);
+        MVL_CHECK(t, file, ": model.init_from ", src.string(), " has no parameter '", k, "'");
+        MVL_CHECK(t->sizes() == p.value().sizes(), file, ": model.init_from ", src.string(),
+                  ": parameter '", k, "' has shape ", t->sizes(), ", the new model's is ",
+                  p.value().sizes());
+        p.value().copy_(t->to(p.value().scalar_type()));
+        ++copied;
+      }
+      MVL_CHECK(copied > 0, file, ": model.init_parts: '", part,
+                "' names no parameter (parts: vision_tower, multi_modal_projector, "
+                "language_model, or a longer dotted prefix)");
+    }
   }
   return vlm;
 }
@@ -312,4 +363,4 @@ TrainRunResult run_training(const json& cfg, const std::string& file, const fs::
   return res;
 }
 
-}  // namespace mambavl::cli
+}  // namespace mambavl::experiments

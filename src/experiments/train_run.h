@@ -5,6 +5,9 @@
 //   out = "runs/mamba-vl-tiny"    # output folder (or --out)
 //   [model]   preset = "mamba-vl-tiny" | path = "DIR";  tokenizer = "tokenizer.json";  seed = 0
 //             prompt_order = "default" | "instruction_first" | "query_first"   (vlm)
+//             overrides = {...} (vlm preset: merged into its config.json), init_from = "DIR",
+//             init_parts = ["vision_tower", ...] (vlm: parameters copied from another VLM folder)
+//             hidden_size, num_layers, num_heads, patch_size, intermediate_size (classifier: vit)
 //             num_classes = 8, arch = "mambaout" | "mambaout_ssm" | "vit", variant, causal
 //             (classifier)
 //   [data]    source = "scenes" | "llava" | "grounding"            (vlm)
