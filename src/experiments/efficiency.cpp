@@ -121,7 +121,7 @@ ScaleSpec scale_spec(const std::string& scale) {
             .neox_heads = 4,
             .vocab = 1024,
             .lengths = {128, 256, 512, 1024, 2048, 4096, 8192},
-            .decode_steps = 64,
+            .decode_steps = 128,
             .min_point_s = 1.5,
             .max_inner = 3,
             .max_prefill_s = 20,

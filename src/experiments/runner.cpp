@@ -27,16 +27,11 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// FNV-1a 64 of the config text: the cache key.
+// The cache key of a run: its config without "out".
 std::string config_key(const json& config) {
   json c = config;
   c.erase("out");
-  const std::string s = c.dump();
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char ch : s) h = (h ^ ch) * 1099511628211ull;
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return buf;
+  return content_hash(c);
 }
 
 fs::path self_exe(const ExperimentOptions& opt) {
@@ -114,6 +109,14 @@ std::string tail_of(const fs::path& file, size_t max_lines) {
 }
 
 }  // namespace
+
+std::string content_hash(const json& j) {
+  uint64_t h = 1469598103934665603ull;  // FNV-1a 64 of the compact JSON text
+  for (unsigned char ch : j.dump()) h = (h ^ ch) * 1099511628211ull;
+  char buf[17];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
+  return buf;
+}
 
 RunOutcome read_run(const fs::path& dir, const std::string& name) {
   RunOutcome o;

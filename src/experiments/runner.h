@@ -43,6 +43,10 @@ struct RunOutcome {
 std::vector<RunOutcome> run_all(const std::vector<RunSpec>& runs, const ExperimentOptions& opt,
                                 const std::string& experiment);
 
+// 16 hex digits naming a JSON value by its content (FNV-1a 64 of its compact text): the run
+// cache's keys, and names of shared runs that change whenever their config does.
+std::string content_hash(const json& j);
+
 // Reads a run folder's train_log.jsonl into an outcome (evals, steps, final_eval).
 RunOutcome read_run(const std::filesystem::path& dir, const std::string& name);
 

@@ -31,7 +31,7 @@ struct Shapes {
   int64_t steps = 200;
   double lr = 1e-3;
   std::vector<std::string> tasks = {"caption", "vqa", "grounding", "grounding"};
-  int64_t eval_n = 120, eval_batch = 60, max_new_tokens = 24;
+  int64_t eval_n = 240, eval_batch = 60, max_new_tokens = 24;
   int64_t log_every = 10;
 };
 
@@ -51,18 +51,9 @@ Shapes shapes(const std::string& scale) {
   return s;
 }
 
-// 64-bit FNV-1a of a config's text: names a shared run by its content, so a variant that starts
+// A config's content hash, short: names a shared run by its content, so a variant that starts
 // from it has another config (and cache key) whenever the shared run changes.
-std::string short_hash(const json& j) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : j.dump()) {
-    h ^= c;
-    h *= 1099511628211ull;
-  }
-  char buf[17];
-  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(h));
-  return std::string(buf, 8);
-}
+std::string short_hash(const json& j) { return content_hash(j).substr(0, 8); }
 
 json merged(json a, const json& b) {
   a.merge_patch(b);
