@@ -122,22 +122,26 @@ struct StageResult {
 
 void run_demo(ExperimentOptions base, const fs::path& out, const std::vector<std::string>& only) {
   // The folder: new, empty, or a previous demo's (then replaced).
+  for (const auto& n : only) experiments::find_experiment(n);  // unknown names: an error, first
+  std::vector<const experiments::ExperimentInfo*> stages;
+  for (const auto& e : experiments::experiments())
+    if (only.empty() || std::find(only.begin(), only.end(), e.name) != only.end())
+      stages.push_back(&e);
+  // The folder: new, empty, or a previous demo's (then what a demo writes is replaced; anything
+  // else in it is left alone).
   std::error_code ec;
   if (fs::exists(out, ec)) {
     MVL_CHECK(fs::is_directory(out, ec), out.string(), ": exists and is not a folder");
     MVL_CHECK(fs::is_empty(out, ec) || fs::exists(out / "demo.json", ec), out.string(),
               ": is not empty and is no demo folder; choose another --out");
-    for (const auto& e : fs::directory_iterator(out)) fs::remove_all(e.path(), ec);
+    std::vector<std::string> ours = {"cache", "report.html", "summary.txt", "claims.json",
+                                     "demo.json"};
+    for (const auto& e : experiments::experiments()) ours.push_back(e.name);
+    for (const auto& name : ours) fs::remove_all(out / name, ec);
   }
   fs::create_directories(out);
   if (base.threads > 0) at::set_num_threads(base.threads);
   io::write_json_file(out / "demo.json", {{"command", base.command}, {"status", "running"}});
-
-  std::vector<const experiments::ExperimentInfo*> stages;
-  for (const auto& e : experiments::experiments())
-    if (only.empty() || std::find(only.begin(), only.end(), e.name) != only.end())
-      stages.push_back(&e);
-  for (const auto& n : only) experiments::find_experiment(n);  // unknown names: an error
   const auto t_all = std::chrono::steady_clock::now();
   std::vector<StageResult> done;
   std::printf("mambavl demo: %zu experiments at scale %s, %d seed(s), %d threads -> %s\n",
@@ -212,7 +216,7 @@ void run_demo(ExperimentOptions base, const fs::path& out, const std::vector<std
 void add_demo(CLI::App& app) {
   struct Opts {
     ExperimentOptions eo;
-    std::string out = "mambavl-demo";
+    std::string out = "out/demo";
     std::vector<std::string> only;
   };
   auto o = std::make_shared<Opts>();

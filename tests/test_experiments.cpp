@@ -81,6 +81,11 @@ TEST_F(ExperimentsTest, ResultsWriteSummaryAndRefuseForeignFolder) {
   o.out = dir / "r";
   o.seeds = 2;
   prepare_output("retrieval", o);
+  // Interrupted before any results: the folder is still this experiment's and may be redone.
+  fs::create_directories(o.out / "runs" / "x");
+  prepare_output("retrieval", o);
+  EXPECT_FALSE(fs::exists(o.out / "runs" / "x"));
+  testing_util::expect_error([&] { prepare_output("mambaout", o); }, {"another experiment"});
   Results r("retrieval", "T", "D", o);
   r.add_metric("a", 0, "m", 1.0);
   r.add_metric("a", 1, "m", 3.0);
@@ -107,6 +112,10 @@ TEST_F(ExperimentsTest, ResultsWriteSummaryAndRefuseForeignFolder) {
   r.write();
   testing_util::expect_error([&] { prepare_output("mambaout", o); },
                              {o.out.string(), "another experiment", "retrieval"});
+  ExperimentOptions dry = o;
+  dry.dry_run = true;
+  testing_util::expect_error([&] { prepare_output("retrieval", dry); }, {"finished results"});
+  EXPECT_TRUE(fs::exists(o.out / "results.json"));
   fs::create_directories(dir / "foreign");
   std::ofstream(dir / "foreign" / "notes.txt") << "mine";
   o.out = dir / "foreign";
@@ -168,6 +177,17 @@ TEST(Claims, VerdictsFromSavedResults) {
   EXPECT_EQ(find(wide, "efficiency-mamba-decode-flat").verdict, "inconclusive");
   EXPECT_NE(find(wide, "efficiency-mamba-decode-flat").evidence.find("too wide"), std::string::npos);
   EXPECT_EQ(find(wide, "mambaout-gated-cnn").verdict, "inconclusive");
+  // Malformed saved results (null = a NaN written by JSON, strings, rows that are no objects):
+  // the claims they would need are "not run", never an exception.
+  json broken = saved("mambaout", {{"ssm-mixer", "val_top1", 0.5, 0.01, 2}});
+  broken["tables"]["summary"].push_back(
+      {{"variant", "gated-cnn"}, {"metric", "val_top1"}, {"mean", nullptr}, {"std", 0.0}, {"n", 2}});
+  broken["tables"]["summary"].push_back(3);
+  const auto bad = evaluate_claims({broken, json{{"experiment", "efficiency"}, {"tables", "x"}},
+                                    json{{"experiment", 5}}, json::array(),
+                                    json{{"experiment", "retrieval"}, {"dry_run", "yes"}}});
+  EXPECT_EQ(find(bad, "mambaout-gated-cnn").verdict, "not run");
+  EXPECT_EQ(find(bad, "efficiency-prefill-scaling").verdict, "not run");
   // Experiments not given: "not run"; results lacking the variants: "not run" with a reason.
   EXPECT_EQ(find(cs, "task-aware-helps-mamba").verdict, "not run");
   EXPECT_EQ(find(cs, "connectors-vss-l2").verdict, "not run");

@@ -27,10 +27,21 @@ struct Stat {
 // The summary row (variant, metric) of an experiment's results.json.
 std::optional<Stat> find_stat(const json& res, const std::string& variant,
                               const std::string& metric) {
-  if (!res.contains("tables") || !res["tables"].contains("summary")) return std::nullopt;
-  for (const auto& r : res["tables"]["summary"])
-    if (r.value("variant", "") == variant && r.value("metric", "") == metric)
-      return Stat{r.value("mean", 0.0), r.value("std", 0.0), r.value("n", int64_t{0})};
+  // Rows that are not objects, or whose numbers are missing / null (NaN and inf are written as
+  // null) / not numbers, count as absent: a claim is then "not run", never a crash.
+  if (!res.contains("tables") || !res["tables"].is_object() ||
+      !res["tables"].contains("summary") || !res["tables"]["summary"].is_array())
+    return std::nullopt;
+  for (const auto& r : res["tables"]["summary"]) {
+    if (!r.is_object()) continue;
+    auto str = [&](const char* k) {
+      return r.contains(k) && r[k].is_string() ? r[k].get<std::string>() : std::string();
+    };
+    if (str("variant") != variant || str("metric") != metric) continue;
+    auto num = [&](const char* k) { return r.contains(k) && r[k].is_number(); };
+    if (!num("mean") || !num("std") || !num("n")) return std::nullopt;
+    return Stat{r["mean"].get<double>(), r["std"].get<double>(), r["n"].get<int64_t>()};
+  }
   return std::nullopt;
 }
 
@@ -164,10 +175,12 @@ const std::vector<ClaimDef>& claim_defs() {
          return versus_value("mamba", *s, 0.0, true, "middle_deficit");
        }},
       {"coarse-fine-caption", kShakingUp,
-       "Mamba-VL is at least as good as Pythia-VL at captioning (coarse task)", "coarse-fine",
+       "Mamba-VL is at least as good as Pythia-VL at captioning (coarse task; supported only when "
+       "clearly better, equal within the spread is inconclusive)", "coarse-fine",
        compare("mamba-vl", "pythia-vl", "caption_cider_d", true)},
       {"coarse-fine-vqa", kShakingUp,
-       "Mamba-VL is at least as good as Pythia-VL at VQA (coarse task)", "coarse-fine",
+       "Mamba-VL is at least as good as Pythia-VL at VQA (coarse task; supported only when clearly "
+       "better)", "coarse-fine",
        compare("mamba-vl", "pythia-vl", "vqa_exact_match", true)},
       {"coarse-fine-grounding", kShakingUp,
        "Mamba-VL is worse than Pythia-VL at grounding (fine-grained task)", "coarse-fine",
@@ -178,7 +191,7 @@ const std::vector<ClaimDef>& claim_defs() {
        compare("mamba-vl/instruction_first", "mamba-vl/default", "grounding_accuracy", true)},
       {"connectors-vss-l2", kVLMamba,
        "The VSS-L2 connector (with the cross-scan, CSM) is at least as good as the MLP connector "
-       "(VQA exact match)",
+       "(VQA exact match; supported only when clearly better)",
        "connectors", compare("vss-l2/csm", "mlp", "vqa_exact_match", true)},
       {"mambaout-gated-cnn", kMambaOut,
        "For image classification the SSM is not needed: Gated-CNN blocks ≈ SSM-mixer blocks "
@@ -219,7 +232,7 @@ std::vector<Claim> evaluate_claims(const std::vector<json>& results) {
   std::map<std::string, json> by_name;
   for (const auto& r : results)
     if (r.is_object() && r.contains("experiment") && r["experiment"].is_string() &&
-        !r.value("dry_run", false))
+        !(r.contains("dry_run") && r["dry_run"].is_boolean() && r["dry_run"].get<bool>()))
       by_name[r["experiment"].get<std::string>()] = r;
   std::vector<Claim> out;
   for (const auto& d : claim_defs()) {

@@ -23,6 +23,12 @@ namespace mambavl::experiments {
 
 namespace fs = std::filesystem;
 
+namespace {
+// Written by prepare_output: the folder belongs to this experiment even before results.json
+// exists (a failed or interrupted run can be redone into it).
+const char* kMarker = ".mambavl-experiment";
+}  // namespace
+
 Results::Results(std::string experiment, std::string title, std::string description,
                  const ExperimentOptions& opt)
     : name_(std::move(experiment)),
@@ -162,6 +168,8 @@ std::string now_utc() {
 }
 
 }  // namespace
+
+std::string build_commit() { return MAMBAVL_COMMIT; }
 
 json run_metadata(const ExperimentOptions& opt) {
   return {{"commit", MAMBAVL_COMMIT},
@@ -318,16 +326,29 @@ void prepare_output(const std::string& experiment, const ExperimentOptions& opt)
   std::error_code ec;
   if (fs::exists(opt.out, ec)) {
     MVL_CHECK(fs::is_directory(opt.out, ec), opt.out.string(), ": exists and is not a folder");
-    const fs::path rj = opt.out / "results.json";
+    const fs::path rj = opt.out / "results.json", marker = opt.out / kMarker;
+    std::string owner;  // the experiment whose folder this is ("" = none)
     if (fs::exists(rj, ec)) {
       const json j = io::read_json_file(rj);
-      MVL_CHECK(j.value("experiment", "") == experiment, opt.out.string(),
-                ": holds the results of another experiment ('", j.value("experiment", ""),
-                "'); choose another --out");
+      owner = j.contains("experiment") && j["experiment"].is_string()
+                  ? j["experiment"].get<std::string>()
+                  : "?";
+      MVL_CHECK(!opt.dry_run || !j.contains("dry_run") || !j["dry_run"].is_boolean() ||
+                    j["dry_run"].get<bool>(),
+                opt.out.string(), ": holds finished results; a --dry-run would replace them "
+                "with configs only; choose another --out");
+    } else if (fs::exists(marker, ec)) {
+      // A run of an experiment that did not finish (interrupted or failed): may be redone.
+      std::ifstream f(marker);
+      std::getline(f, owner);
     } else {
       MVL_CHECK(fs::is_empty(opt.out, ec), opt.out.string(),
                 ": is not empty and holds no results of this experiment; choose another --out");
     }
+    if (!owner.empty())
+      MVL_CHECK(owner == experiment, opt.out.string(),
+                ": holds the results of another experiment ('", owner,
+                "'); choose another --out");
     // Results of the same experiment: replaced (the runs are redone from scratch).
     for (const char* sub : {"runs", "configs"}) fs::remove_all(opt.out / sub, ec);
     for (const auto& e : fs::directory_iterator(opt.out, ec))
@@ -336,6 +357,7 @@ void prepare_output(const std::string& experiment, const ExperimentOptions& opt)
         fs::remove(e.path(), ec);
   }
   fs::create_directories(opt.out);
+  io::write_text_file_atomic(opt.out / kMarker, experiment + "\n");
 }
 
 void log_line(const ExperimentOptions& opt, const std::string& experiment, const std::string& msg) {

@@ -104,6 +104,9 @@ class Results {
        extra_ = json::object();
 };
 
+// The commit this binary was built from ("<sha>[-dirty]", or "unknown" outside a git checkout).
+std::string build_commit();
+
 // The commit, the machine and the software, as written into meta.json.
 json run_metadata(const ExperimentOptions& opt);
 

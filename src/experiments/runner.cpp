@@ -27,12 +27,34 @@ namespace fs = std::filesystem;
 
 namespace {
 
-// The cache key of a run: its config without "out".
+struct Child {
+  pid_t pid = -1;
+  size_t index = 0;
+  std::chrono::steady_clock::time_point start;
+};
+
+// The cache key of a run: its config without "out", and the commit of this binary (a code
+// change must not reuse runs of the old code).
 std::string config_key(const json& config) {
   json c = config;
   c.erase("out");
+  c["_mambavl_commit"] = build_commit();
   return content_hash(c);
 }
+
+// Sends SIGTERM to the children still running when run_all leaves by an exception, and reaps them,
+// so no orphan keeps training (and writing into runs/ or the cache) behind the caller's back.
+struct ChildGuard {
+  std::vector<Child>& running;
+  ~ChildGuard() {
+    for (const auto& c : running) kill(c.pid, SIGTERM);
+    for (const auto& c : running) {
+      int st = 0;
+      while (waitpid(c.pid, &st, 0) < 0 && errno == EINTR) {
+      }
+    }
+  }
+};
 
 fs::path self_exe(const ExperimentOptions& opt) {
   if (!opt.exe.empty()) return opt.exe;
@@ -69,11 +91,6 @@ std::string eval_brief(const json& ev) {
   return join(parts);
 }
 
-struct Child {
-  pid_t pid = -1;
-  size_t index = 0;
-  std::chrono::steady_clock::time_point start;
-};
 
 pid_t spawn_run(const fs::path& exe, const fs::path& config, int threads, const fs::path& log) {
   std::vector<std::string> args = {exe.string(), "train", "--config", config.string()};
@@ -198,7 +215,11 @@ std::vector<RunOutcome> run_all(const std::vector<RunSpec>& runs, const Experime
   const int total_threads = opt.threads > 0 ? opt.threads : hw;
   const int threads = std::max(1, total_threads / jobs);
 
+  MVL_CHECK(opt.device == "cpu", "experiment ", experiment, ": --device ", opt.device,
+            ": the training runs of this experiment run on the CPU only (the trainer has no "
+            "device option yet); use --device cpu");
   std::vector<Child> running;
+  ChildGuard guard{running};
   size_t next = 0, finished = 0;
   std::vector<std::string> failures;
   auto start_next = [&] {
@@ -230,8 +251,11 @@ std::vector<RunOutcome> run_all(const std::vector<RunSpec>& runs, const Experime
     ++finished;
     const bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (!ok) {
-      failures.push_back(runs[i].name + " (" + (out[i].dir / "stderr.log").string() + ": " +
-                         tail_of(out[i].dir / "stderr.log", 3) + ")");
+      const std::string how =
+          WIFSIGNALED(status) ? "killed by signal " + std::to_string(WTERMSIG(status)) + "; "
+                              : "exit status " + std::to_string(WEXITSTATUS(status)) + "; ";
+      failures.push_back(runs[i].name + " (" + how + (out[i].dir / "stderr.log").string() +
+                         ": " + tail_of(out[i].dir / "stderr.log", 3) + ")");
       log_line(opt, experiment,
                std::to_string(finished) + "/" + std::to_string(todo.size()) + " FAILED " +
                    runs[i].label);
@@ -260,13 +284,19 @@ std::vector<RunOutcome> run_all(const std::vector<RunSpec>& runs, const Experime
                    (out[i].final_eval.is_null() ? "" : ": " + eval_brief(out[i].final_eval)));
       if (!opt.cache.empty()) {
         json cfg = io::read_json_file(cfg_path[i]);
-        const fs::path dst = opt.cache / config_key(cfg);
-        fs::create_directories(dst);
-        fs::copy_file(out[i].dir / "train_log.jsonl", dst / "train_log.jsonl",
-                      fs::copy_options::overwrite_existing);
+        // Filled in a temp folder, then renamed into place: an entry is complete or absent.
+        const std::string key = config_key(cfg);
+        const fs::path dst = opt.cache / key;
+        const fs::path tmp = opt.cache / ("." + key + ".tmp." + std::to_string(getpid()));
+        fs::remove_all(tmp, ec);
+        fs::create_directories(tmp);
+        fs::copy_file(out[i].dir / "train_log.jsonl", tmp / "train_log.jsonl");
         if (fs::exists(out[i].dir / "final", ec))
-          fs::copy(out[i].dir / "final", dst / "final",
-                   fs::copy_options::recursive | fs::copy_options::overwrite_existing);
+          fs::copy(out[i].dir / "final", tmp / "final", fs::copy_options::recursive);
+        if (fs::exists(dst, ec))
+          fs::remove_all(tmp, ec);  // another process cached the same run meanwhile
+        else
+          fs::rename(tmp, dst);
       }
     }
     if (failures.empty() && next < todo.size()) start_next();
