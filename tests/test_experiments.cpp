@@ -8,6 +8,7 @@
 #include "cli_run.h"
 #include "experiments/claims.h"
 #include "experiments/experiment.h"
+#include "experiments/runner.h"
 #include "io/checkpoint.h"
 #include "test_util.h"
 
@@ -319,4 +320,30 @@ TEST_F(ExperimentsTest, DemoMicroRunsEveryExperimentAndChecksTheClaims) {
   EXPECT_EQ(bad.code, 1) << bad.out;
   EXPECT_NE(bad.out.find("no demo folder"), std::string::npos) << bad.out;
   EXPECT_TRUE(fs::exists(dir / "mine" / "keep.txt"));
+}
+
+TEST_F(ExperimentsTest, RunnerNamesAFailedRunAndItsLog) {
+  ExperimentOptions o;
+  o.out = dir / "r";
+  o.exe = MAMBAVL_CLI;
+  o.progress = false;
+  o.jobs = 2;
+  prepare_output("retrieval", o);
+  // A valid tiny run beside one whose run file is wrong (an unknown data source).
+  json bad = {{"kind", "lm"},
+              {"model", {{"preset", "mamba-tiny"}}},
+              {"data", {{"source", "nosuch"}}},
+              {"train", {{"stages", json::array({{{"steps", 1}}})}}}};
+  json good = {{"kind", "lm"},
+               {"model", {{"preset", "mamba-tiny"}}},
+               {"data", {{"source", "retrieval"}, {"n", 8}, {"lengths", {4}}, {"max_n", 8},
+                         {"content", 16}}},
+               {"train", {{"batch_size", 4}, {"stages", json::array({{{"steps", 2}}})}}}};
+  testing_util::expect_error(
+      [&] {
+        run_all({{"bad", "bad run", bad}, {"good", "good run", good}}, o, "retrieval");
+      },
+      {"1 run(s) failed", "bad (exit status 1", "stderr.log", "nosuch"});
+  EXPECT_TRUE(fs::exists(o.out / "configs" / "bad.json"));
+  EXPECT_TRUE(fs::exists(o.out / "runs" / "good" / "train_log.jsonl"));
 }
