@@ -428,8 +428,11 @@ TEST(VLMPresets, TinyPresetsBuildWithTheirFamilies) {
 }
 
 TEST(VLMTokens, NeoXSeparatorIdsAreThePapers) {
-  auto t = io::Tokenizer::from_file(fs::path(MAMBAVL_SHARED_DIR) /
-                                    "tokenizers/gpt-neox-20b/tokenizer.json");
+  const fs::path file = fs::path(MAMBAVL_SHARED_DIR) / "tokenizers/gpt-neox-20b/tokenizer.json";
+  if (!fs::exists(file))
+    GTEST_SKIP() << "shared GPT-NeoX-20B tokenizer not found at " << file.string()
+                 << " (a checkout beside ../shared has it)";
+  auto t = io::Tokenizer::from_file(file);
   EXPECT_EQ(*t.token_to_id("###"), 4118);
   EXPECT_EQ(*t.token_to_id("&&"), 10494);
 }
