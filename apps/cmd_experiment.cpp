@@ -224,7 +224,7 @@ void add_demo(CLI::App& app) {
   o->eo.scale = "tiny";
   auto* c = app.add_subcommand(
       "demo",
-      "The main job: every experiment at a compact scale on the built-in data (about 15 minutes "
+      "The main job: every experiment at a compact scale on the built-in data (about 8 minutes "
       "on 2 CPU cores), a summary of the papers' claims with the numbers, and the HTML report");
   c->add_option("--out", o->out, "Demo folder (one subfolder per experiment, report.html)")->capture_default_str();
   c->add_option("--only", o->only, "Run only these experiments (comma separated)")
