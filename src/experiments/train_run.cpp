@@ -1,7 +1,6 @@
 #include "experiments/train_run.h"
 
 #include <ATen/Parallel.h>
-#include <ATen/core/grad_mode.h>
 
 #include <iostream>
 #include <memory>
@@ -159,21 +158,9 @@ std::unique_ptr<models::VLM> build_vlm(const json& cfg, const std::string& file,
               " is not a vision-language model folder (a relative path is relative to the folder "
               "that holds `out`)");
     auto from = models::VLM::load(src);
-    auto theirs = from->module().named_parameters(/*recurse=*/true);
-    at::NoGradGuard ng;
     for (const auto& part : parts) {
-      int64_t copied = 0;
-      for (auto& p : vlm->module().named_parameters(/*recurse=*/true)) {
-        const std::string& k = p.key();
-        if (k.rfind(part, 0) != 0 || (k.size() > part.size() && k[part.size()] != '.')) continue;
-        const at::Tensor* t = theirs.find(k);
-        MVL_CHECK(t, file, ": model.init_from ", src.string(), " has no parameter '", k, "'");
-        MVL_CHECK(t->sizes() == p.value().sizes(), file, ": model.init_from ", src.string(),
-                  ": parameter '", k, "' has shape ", t->sizes(), ", the new model's is ",
-                  p.value().sizes());
-        p.value().copy_(t->to(p.value().scalar_type()));
-        ++copied;
-      }
+      const int64_t copied = train::copy_parameters(
+          vlm->module(), from->module(), file + ": model.init_from " + src.string(), part);
       MVL_CHECK(copied > 0, file, ": model.init_parts: '", part,
                 "' names no parameter (parts: vision_tower, multi_modal_projector, "
                 "language_model, or a longer dotted prefix)");

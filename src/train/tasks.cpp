@@ -9,16 +9,21 @@
 
 namespace mambavl::train {
 
-void copy_parameters(torch::nn::Module& to, torch::nn::Module& from, const std::string& what) {
+int64_t copy_parameters(torch::nn::Module& to, torch::nn::Module& from, const std::string& what,
+                        const std::string& prefix) {
   at::NoGradGuard ng;
   auto src = from.named_parameters();
+  int64_t copied = 0;
   for (auto& p : to.named_parameters()) {
+    if (!prefix.empty() && !is_frozen(p.key(), {prefix})) continue;
     const at::Tensor* s = src.find(p.key());
     MVL_CHECK(s, what, ": has no parameter '", p.key(), "'");
     MVL_CHECK(s->sizes() == p.value().sizes(), what, ": parameter '", p.key(), "' has shape ",
               s->sizes(), ", expected ", p.value().sizes());
     p.value().copy_(*s);
+    ++copied;
   }
+  return copied;
 }
 
 VLMTask::VLMTask(models::VLM& vlm, std::shared_ptr<const data::VLDataset> train,

@@ -59,8 +59,11 @@ class LMTask : public TrainTask {
   std::function<nlohmann::json()> eval_;
 };
 
-// Copies every parameter of `from` into the parameter of the same name of `to` (Error naming the
-// first name that is missing or differs in shape).
-void copy_parameters(torch::nn::Module& to, torch::nn::Module& from, const std::string& what);
+// Copies into every parameter of `to` the parameter of the same name of `from` (Error naming
+// `what` and the first name that is missing or differs in shape); with a `prefix`, only the
+// parameters under it (is_frozen's rule: the name equals it or starts with prefix + ".").
+// Returns how many were copied.
+int64_t copy_parameters(torch::nn::Module& to, torch::nn::Module& from, const std::string& what,
+                        const std::string& prefix = "");
 
 }  // namespace mambavl::train
