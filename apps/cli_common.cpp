@@ -2,17 +2,60 @@
 
 #include <ATen/Parallel.h>
 
+#include <cerrno>
+#include <cmath>
+#include <cstdlib>
 #include <iostream>
 
 #include "common/error.h"
+#include "common/parse.h"
 #include "kernels/backend.h"
 #include "models/registry.h"
 
 namespace mambavl::cli {
 
+namespace {
+// The option's text as a number, or an error message (CLI11 prefixes the option's name).
+std::string check_number(const std::string& text, double min, bool strict) {
+  const char* b = text.c_str();
+  char* e = nullptr;
+  errno = 0;
+  const double v = std::strtod(b, &e);
+  const std::string shown = printable(text.substr(0, 40)) + (text.size() > 40 ? "..." : "");
+  if (e == b || *e != '\0' || std::isnan(v)) return "'" + shown + "' is not a number";
+  if (strict ? !(v > min) : !(v >= min))
+    return std::string("must be ") + (strict ? "> " : ">= ") + "0, got " + shown;
+  return "";
+}
+}  // namespace
+
+const CLI::Validator NonNegative(
+    [](std::string& s) { return check_number(s, 0, /*strict=*/false); }, "NUMBER >= 0",
+    "NONNEGATIVE");
+const CLI::Validator Positive([](std::string& s) { return check_number(s, 0, /*strict=*/true); },
+                              "NUMBER > 0", "POSITIVE");
+
+CLI::Validator IntRange(int64_t lo, int64_t hi) {
+  return CLI::Validator(
+      [lo, hi](std::string& s) -> std::string {
+        try {
+          parse_int64(s, "value", lo, hi);
+        } catch (const Error&) {
+          const std::string shown = printable(s.substr(0, 40)) + (s.size() > 40 ? "..." : "");
+          return "must be an integer from " + std::to_string(lo) + " to " + std::to_string(hi) +
+                 ", got " + shown;
+        }
+        return "";
+      },
+      "INT in [" + std::to_string(lo) + " - " + std::to_string(hi) + "]", "INTRANGE");
+}
+
+CLI::Option* add_threads_option(CLI::App& app, int& threads, const std::string& help) {
+  return app.add_option("--threads", threads, help)->check(IntRange(0, kMaxThreads));
+}
+
 void add_runtime_options(CLI::App& app, RuntimeOptions& o) {
-  app.add_option("--threads", o.threads, "Intra-op threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  add_threads_option(app, o.threads);
   app.add_option("--dtype", o.dtype,
                  "Compute dtype of the weights: f32 or bf16 (SSM state stays f32)")
       ->check(CLI::IsMember({"f32", "bf16"}));
@@ -57,12 +100,9 @@ std::vector<int64_t> parse_ids(const std::string& s) {
     while (i < s.size() && (s[i] == ' ' || s[i] == ',')) ++i;
     if (i >= s.size()) break;
     size_t j = i;
-    if (s[j] == '-') ++j;
-    while (j < s.size() && std::isdigit(static_cast<unsigned char>(s[j]))) ++j;
-    MVL_CHECK(j > i && (j == s.size() || s[j] == ',' || s[j] == ' '),
-              "--ids: expected comma-separated integers like 1,2,3; cannot read '", s.substr(i),
-              "'");
-    ids.push_back(std::stoll(s.substr(i, j - i)));
+    while (j < s.size() && s[j] != ',' && s[j] != ' ') ++j;
+    // Token ids are non-negative; the model checks them against its vocabulary.
+    ids.push_back(parse_int64(std::string_view(s).substr(i, j - i), "--ids", 0));
     i = j;
   }
   MVL_CHECK(!ids.empty(), "--ids: no token ids given");

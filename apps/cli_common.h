@@ -16,6 +16,21 @@ struct RuntimeOptions {
   std::string kernels = "auto";
 };
 
+// Option validators with short messages ("--top-k: must be >= 0, got -3"); CLI11's own
+// NonNegativeNumber / PositiveNumber print a 309-digit upper bound. They check the text before
+// CLI11 converts it to the option's type (which then reports overflow of that type).
+extern const CLI::Validator NonNegative;
+extern const CLI::Validator Positive;
+// Integer range [lo, hi] with the bounds in the message.
+CLI::Validator IntRange(int64_t lo, int64_t hi);
+
+// Upper bound of --threads: more threads than this only thrash (and creating 100000 OpenMP
+// threads takes minutes).
+inline constexpr int kMaxThreads = 1024;
+// Adds `--threads N` (0 = all cores, at most kMaxThreads) to a subcommand.
+CLI::Option* add_threads_option(CLI::App& app, int& threads,
+                                const std::string& help = "Intra-op threads (default: all cores)");
+
 // Adds --threads, --dtype, --kernels to a subcommand.
 void add_runtime_options(CLI::App& app, RuntimeOptions& o);
 // Applies --threads / --kernels (call at the start of a subcommand's callback).

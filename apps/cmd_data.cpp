@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "common/error.h"
+#include "common/parse.h"
 #include "common/progress.h"
 #include "data/retrieval.h"
 #include "data/scenes.h"
@@ -43,17 +44,7 @@ std::vector<std::string> split_list(const std::string& s, const char* what) {
   return out;
 }
 
-int64_t parse_int(const std::string& s, const char* what) {
-  size_t used = 0;
-  long long v = 0;
-  try {
-    v = std::stoll(s, &used);
-  } catch (const std::exception&) {
-    used = 0;
-  }
-  MVL_CHECK(used == s.size() && !s.empty(), what, ": \"", s, "\" is not an integer");
-  return v;
-}
+int64_t parse_int(const std::string& s, const char* what) { return parse_int64(s, what); }
 
 // One LLaVA JSON row of a structured example (SPEC §2.3 templates in the human turn).
 ojson llava_row(const data::VLExample& ex, const std::string& image) {

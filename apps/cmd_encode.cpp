@@ -168,7 +168,7 @@ void add_encode_command(CLI::App& app) {
   c->add_option("--image-size", o->image_size,
                 "Square input size instead of the encoder's own (position embeddings are "
                 "interpolated)")
-      ->check(CLI::PositiveNumber);
+      ->check(cli::Positive);
   c->add_option("--out", o->out, "Write the features [images, tokens, dim] (f32) to this file");
   c->add_option("images", o->images, "Image files (PNG, JPEG, BMP, GIF)");
   add_runtime_options(*c, o->rt);

@@ -9,6 +9,7 @@
 #include <iostream>
 #include <memory>
 
+#include "cli_common.h"
 #include "common/error.h"
 #include "common/progress.h"
 #include "experiments/claims.h"
@@ -42,7 +43,7 @@ void add_common(CLI::App* c, ExperimentOptions& o) {
   c->add_option("--device", o.device, "cpu | cuda")->check(CLI::IsMember({"cpu", "cuda"}));
   c->add_option("--threads", o.threads,
                 "Threads in all (default: every core); shared among parallel training runs")
-      ->check(CLI::Range(0, 1024));
+      ->check(cli::IntRange(0, cli::kMaxThreads));
   c->add_option("--jobs", o.jobs, "Training runs at a time (default: one per core)")
       ->check(CLI::Range(0, 64));
   c->add_flag("--quiet", [&o](int64_t) { o.progress = false; }, "No progress lines");
@@ -180,7 +181,8 @@ void run_demo(ExperimentOptions base, const fs::path& out, const std::vector<std
   std::vector<json> results;
   for (const auto& r : done)
     if (fs::exists(out / r.name / "results.json"))
-      results.push_back(io::read_json_file(out / r.name / "results.json"));
+      results.push_back(
+          io::read_json_file(out / r.name / "results.json", io::kMaxTextBytes));
   const auto claims = experiments::evaluate_claims(results);
   const std::string table = experiments::claims_text(claims);
   std::printf("\nThe papers' claims, checked by this run (%d seed(s); mean ± std; a claim is "

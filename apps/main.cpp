@@ -23,6 +23,7 @@
 #include "common/error.h"
 #include "eval/perplexity.h"
 #include "generate/generate.h"
+#include "io/file.h"
 #include "io/tokenizer.h"
 #include "models/presets.h"
 #include "models/registry.h"
@@ -33,11 +34,7 @@ using namespace mambavl;
 namespace {
 
 std::string read_text_file(const std::string& path) {
-  std::ifstream f(path, std::ios::binary);
-  MVL_CHECK(f, path, ": cannot open file");
-  std::ostringstream s;
-  s << f.rdbuf();
-  return s.str();
+  return io::read_file(path, io::kMaxTextBytes, "text");
 }
 
 io::Tokenizer require_tokenizer(const std::string& model_dir, const char* what) {
@@ -74,10 +71,12 @@ void add_generate(CLI::App& app) {
       ->excludes(pf)
       ->excludes(i);
   c->add_option("--batch-size", o->batch_size, "With --prompt-file: at most N prompts per batch")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive)
       ->needs(pf);
-  c->add_option("--max-new-tokens", o->max_new, "Tokens to generate")
-      ->check(CLI::NonNegativeNumber);
+  c->add_option("--max-new-tokens", o->max_new,
+                "Tokens to generate (GPT-NeoX: prompt + tokens must fit its context, "
+                "max_position_embeddings; Mamba / hybrid: no limit)")
+      ->check(cli::NonNegative);
   auto* g = c->add_flag("--greedy", o->greedy, "Argmax decoding");
   c->add_option("--temperature", o->temperature, "Sampling temperature (> 0)")->excludes(g);
   c->add_option("--top-k", o->top_k, "Sample among the k most likely tokens (0 = off)")
@@ -171,6 +170,8 @@ void add_generate(CLI::App& app) {
     bool first = true;
     std::optional<cli::TextStreamer> streamer;
     const bool text_out = tok && !o->print_ids;
+    // Before the prompt is echoed: a length error must not land on the prompt's line.
+    generate::check_context(*model, {static_cast<int64_t>(prompt.size())}, go.max_new_tokens);
     if (text_out) {
       streamer.emplace(*tok);
       std::cout << o->prompt << std::flush;
@@ -348,19 +349,44 @@ int main(int argc, char** argv) {
   bench::add_vision_bench(*bench);
   bench::add_train_bench(*bench);
   bench::add_vlm_bench(*bench);
+  // Every failure is one printable line "error: ..." and exit status 1 (help and version: 0).
+  auto fail = [](const std::string& msg) {
+    std::string m = printable(msg);
+    std::cerr << (m.rfind("error: ", 0) == 0 ? "" : "error: ") << m << "\n";
+    return 1;
+  };
   try {
+    // CLI11 would say only "A subcommand is required" for a mistyped command: name it.
+    if (argc > 1 && argv[1][0] != '-') {
+      bool known = false;
+      const auto& capp = app;
+      for (const CLI::App* sub : capp.get_subcommands([](const CLI::App*) { return true; }))
+        known = known || sub->check_name(argv[1]);
+      if (!known)
+        return fail(std::string("unknown command '") + argv[1] + "' (see 'mambavl --help')");
+    }
     app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
+  } catch (const CLI::Success& e) {  // --help, --help-all, --version: exit 0
     return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    // CLI11's own message (unknown option, missing value, conversion, validator), plus where to
+    // look: the subcommand that was being parsed.
+    std::string sub = "mambavl";
+    for (const CLI::App* a = &app; a != nullptr;) {
+      const auto subs = a->get_subcommands();
+      if (subs.empty()) break;
+      a = subs.front();
+      sub += " " + a->get_name();
+    }
+    return fail(std::string(e.what()) + " (see '" + sub + " --help')");
   } catch (const mambavl::Error& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
+    return fail(e.what());
   } catch (const c10::Error& e) {
-    std::cerr << "error: " << e.what_without_backtrace() << "\n";
-    return 1;
+    return fail(e.what_without_backtrace());
+  } catch (const std::bad_alloc&) {
+    return fail("out of memory (std::bad_alloc)");
   } catch (const std::exception& e) {
-    std::cerr << "error: " << e.what() << "\n";
-    return 1;
+    return fail(e.what());
   }
   return 0;
 }

@@ -96,7 +96,7 @@ void add_lm_bench(CLI::App& bench) {
   c->add_option("--models", o->models, "Model shapes: " + join(models::preset_names()))
       ->delimiter(',');
   c->add_option("--contexts", o->contexts, "Context lengths")->delimiter(',');
-  c->add_option("--steps", o->steps, "Decode steps timed per context")->check(CLI::PositiveNumber);
+  c->add_option("--steps", o->steps, "Decode steps timed per context")->check(cli::Positive);
   c->add_option("--bandwidth", o->bandwidth_gbs,
                 "Memory bandwidth (GB/s) for the decode bound (default: measured in this run)");
   cli::add_runtime_options(*c, o->rt);

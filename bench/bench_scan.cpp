@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "bench.h"
+#include "cli_common.h"
 #include "common/error.h"
 #include "kernels/selective_scan.h"
 
@@ -174,7 +175,7 @@ void add_scan_bench(CLI::App& bench) {
       ->capture_default_str();
   sub->add_option("--dtype", o->dtype, "f32 or bf16 (u, delta, B, C, z)")->capture_default_str();
   sub->add_option("--repeats", o->repeats, "timed runs (median reported)")->capture_default_str();
-  sub->add_option("--threads", o->threads, "intra-op threads (0: LibTorch default)")
+  cli::add_threads_option(*sub, o->threads, "intra-op threads (0: LibTorch default)")
       ->capture_default_str();
   sub->add_flag("--no-ref", o->no_ref, "skip the reference");
   sub->callback([o] { run_scan_bench(*o); });

@@ -283,13 +283,13 @@ void add_train_bench(CLI::App& bench) {
       ->delimiter(',')
       ->capture_default_str();
   c->add_option("--steps", o->steps, "Timed optimizer steps per model")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive)
       ->capture_default_str();
   c->add_option("--warmup", o->warmup, "Untimed optimizer steps first (at least 1)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive)
       ->capture_default_str();
   c->add_option("--batch", o->batch, "Samples per optimizer step (B)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive)
       ->capture_default_str();
   c->add_option("--seq", o->seq, "LM sequence length L (VLM sequences have the scenes' lengths)")
       ->check(CLI::Range(int64_t{2}, int64_t{1} << 20))
@@ -299,10 +299,9 @@ void add_train_bench(CLI::App& bench) {
       ->check(CLI::IsMember({"fp32", "bf16", "auto"}))
       ->capture_default_str();
   c->add_option("--lr", o->lr, "Learning rate of the timed steps (irrelevant to the timing)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive)
       ->capture_default_str();
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  cli::add_threads_option(*c, o->threads);
   c->add_option("--kernels", o->kernels, "Kernel backend: auto, fused or reference")
       ->check(CLI::IsMember({"auto", "fused", "reference"}))
       ->capture_default_str();

@@ -216,10 +216,10 @@ void add_vision_bench(CLI::App& bench) {
   auto* c = bench.add_subcommand(
       "vision", "Connector (and encoder) images/s on realistic patch grids (random weights)");
   c->add_option("--iters", o->iters, "Timed iterations per row (after one warm-up)")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive)
       ->capture_default_str();
   c->add_option("--batch", o->batch, "Images per forward")
-      ->check(CLI::PositiveNumber)
+      ->check(cli::Positive)
       ->capture_default_str();
   c->add_option("--types", o->types, "Connector types: mlp, vss_mlp, vss_l2")
       ->delimiter(',')
@@ -239,7 +239,7 @@ void add_vision_bench(CLI::App& bench) {
       ->check(CLI::IsMember(encoder_names()) | CLI::IsMember(std::vector<std::string>{""}));
   c->add_option("--sizes", o->sizes, "Square image sizes for the encoders")
       ->delimiter(',')
-      ->check(CLI::PositiveNumber);
+      ->check(cli::Positive);
   cli::add_runtime_options(*c, o->rt);
   c->callback([o]() {
     std::erase(o->encoders, std::string());

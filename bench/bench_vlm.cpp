@@ -309,7 +309,7 @@ void add_vlm_bench(CLI::App& bench) {
       ->capture_default_str();
   c->add_option("--bandwidth", o->bandwidth_gbs,
                 "Memory bandwidth (GB/s) for the decode bound (default: measured in this run)")
-      ->check(CLI::NonNegativeNumber);
+      ->check(cli::NonNegative);
   cli::add_runtime_options(*c, o->rt);
   c->add_option("--bound-repeats", o->bound_repeats,
                 "Measurements of the machine's bounds (fp32 GEMM, read bandwidth), best of, before "

@@ -155,7 +155,7 @@ TEST_F(Checkpoint, ReadJsonDeepNestingIsAnErrorNotACrash) {
 }
 
 TEST_F(Checkpoint, ReadJsonMissingFile) {
-  expect_error([&] { read_json_file(dir_ / "absent.json"); }, {"absent.json", "cannot open"});
+  expect_error([&] { read_json_file(dir_ / "absent.json"); }, {"absent.json", "not found"});
 }
 
 TEST_F(Checkpoint, WriteJsonAndTextAtomically) {

@@ -161,7 +161,7 @@ TEST_F(CliData, ScenesBadOptions) {
 TEST_F(CliData, RetrievalBadOptionsAndHelp) {
   const std::string o = " --out " + (dir / "x").string();
   expect_error(run("make-data retrieval --n 3 --lengths 5,0" + o), {"length 0", "outside"});
-  expect_error(run("make-data retrieval --n 3 --lengths 5,x" + o), {"\"x\" is not an integer"});
+  expect_error(run("make-data retrieval --n 3 --lengths 5,x" + o), {"'x' is not an integer"});
   expect_error(run("make-data retrieval --n 3 --length 700" + o), {"length 700"});
   expect_error(run("make-data retrieval --n 3 --max-n 50 --content 10" + o), {"content"});
   EXPECT_NE(run("make-data retrieval --n 3 --query sideways" + o).code, 0);

@@ -116,8 +116,8 @@ TEST(ImageDecode, DecodeFromMemoryEqualsFile) {
 
 TEST(ImageDecode, Errors) {
   expect_error([] { load_image(kDir / "no_such.png"); }, {"no_such.png", "not found"});
-  expect_error([] { load_image(kDir); }, {"images", "folder"});
-  expect_error([] { load_image("/dev/zero"); }, {"/dev/zero", "not a regular file"});
+  expect_error([] { load_image(kDir); }, {"images", "is a directory"});
+  expect_error([] { load_image("/dev/zero"); }, {"/dev/zero", "is a character device"});
   expect_error([] { load_image(kDir / "empty.png"); }, {"empty.png", "empty"});
   expect_error([] { load_image(kDir / "not_image.txt"); },
                {"not_image.txt", "not a readable image", "stb_image: "});

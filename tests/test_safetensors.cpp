@@ -266,7 +266,7 @@ TEST_F(Safetensors, DtypeNames) {
 
 // ---- hostile / corrupt files: every one a mambavl::Error naming file and problem --------------
 
-TEST_F(Safetensors, MissingFile) { expect_open_error(file("nope.safetensors"), {"cannot open"}); }
+TEST_F(Safetensors, MissingFile) { expect_open_error(file("nope.safetensors"), {"not found"}); }
 
 TEST_F(Safetensors, EmptyAndTinyFiles) {
   fs::path p = file("empty.safetensors");

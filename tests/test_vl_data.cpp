@@ -565,7 +565,7 @@ TEST(Retrieval, JsonlRoundTripAndErrors) {
                           ", \"answer\": 0, \"n\": 2, \"query_first\": 1"),
              {"query_first"});
   fs::remove_all(dir);
-  expect_error([&] { read_retrieval_jsonl(dir / "none.jsonl", v); }, {"none.jsonl", "cannot open"});
+  expect_error([&] { read_retrieval_jsonl(dir / "none.jsonl", v); }, {"none.jsonl", "not found"});
 }
 
 // ---------------------------------------------------------------- readers

@@ -1,6 +1,7 @@
 // Error reporting: every user-facing failure is a mambavl::Error whose message names the file /
 // tensor / field and the problem, so the CLI can print it and exit non-zero.
 #pragma once
+#include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
@@ -27,6 +28,51 @@ std::string join(const std::vector<T>& v, const char* sep = ", ") {
   std::ostringstream s;
   for (size_t i = 0; i < v.size(); ++i) s << (i ? sep : "") << v[i];
   return s.str();
+}
+
+// `s` as one printable line: control bytes (newline, CR, ESC, ...) and bytes that are not valid
+// UTF-8 become \n, \r, \t or \xNN, so a message quoting a file name or file content can never
+// split a line, move the cursor or print garbage. Valid UTF-8 text (accents, CJK) is kept.
+inline std::string printable(const std::string& s) {
+  static const char* hex = "0123456789abcdef";
+  std::string out;
+  out.reserve(s.size());
+  auto escape = [&](unsigned char c) {
+    if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else out += {'\\', 'x', hex[c >> 4], hex[c & 15]};
+  };
+  for (size_t i = 0; i < s.size();) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c < 0x80) {
+      if (c < 0x20 || c == 0x7f) escape(c);
+      else out += static_cast<char>(c);
+      ++i;
+      continue;
+    }
+    // Length and minimum of a UTF-8 sequence starting with c; 0 = invalid lead byte.
+    const size_t n = (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3
+                     : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
+    bool ok = n != 0 && i + n <= s.size();
+    uint32_t cp = ok ? (c & (0x7f >> n)) : 0;
+    for (size_t k = 1; ok && k < n; ++k) {
+      const auto d = static_cast<unsigned char>(s[i + k]);
+      ok = (d & 0xc0) == 0x80;
+      cp = (cp << 6) | (d & 0x3f);
+    }
+    // Overlong forms, surrogates and code points past U+10FFFF are invalid; C1 controls escaped.
+    ok = ok && !(n == 3 && cp < 0x800) && !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
+         !(cp >= 0xd800 && cp <= 0xdfff) && !(cp >= 0x80 && cp < 0xa0);
+    if (!ok) {
+      escape(c);
+      ++i;
+      continue;
+    }
+    out.append(s, i, n);
+    i += n;
+  }
+  return out;
 }
 
 }  // namespace mambavl

@@ -21,7 +21,7 @@ class ProgressBar {
     FILE* out = stderr;
     int width = 24;  // bar cells (Tty mode)
     // Seconds since an arbitrary origin; default: a steady clock. Tests inject a fake clock.
-    std::function<double()> clock;
+    std::function<double()> clock{};
     double min_redraw_seconds = 0.1;  // Tty mode: redraw at most this often (and at the end)
   };
 

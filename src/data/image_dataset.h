@@ -48,6 +48,9 @@ class ImageFolderDataset : public ImageDataset {
   io::ImageLimits limits_;
 };
 
+// Most images a synthetic data set may have (index lists are allocated per image).
+inline constexpr int64_t kMaxSyntheticSamples = int64_t{1} << 24;
+
 // Deterministic synthetic images: each class is a (shape, colour) pair (circle, square,
 // triangle, cross... x red, green, blue...); position, size, background noise vary per sample,
 // drawn from (seed, index) only, so image i is the same on every machine and call.

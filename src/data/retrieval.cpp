@@ -10,6 +10,7 @@
 #include "data/synth_draw.h"
 #include "data/word_tokenizer.h"
 #include "io/atomic_file.h"
+#include "io/file.h"
 #include "io/json_util.h"
 
 namespace mambavl::data {
@@ -157,8 +158,7 @@ RetrievalExample retrieval_from_json(const std::string& line, const RetrievalVoc
 std::vector<RetrievalExample> read_retrieval_jsonl(const std::filesystem::path& path,
                                                    const RetrievalVocab& v) {
   v.check();
-  std::ifstream f(path, std::ios::binary);
-  MVL_CHECK(f, path.string(), ": cannot open file (does it exist and is it readable?)");
+  std::istringstream f(io::read_file(path, io::kMaxTextBytes, "dataset"));
   std::vector<RetrievalExample> out;
   std::string line;
   int64_t no = 0;

@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/json_util.h"
+#include "io/file.h"
 
 namespace mambavl::data {
 
@@ -30,12 +31,7 @@ void check_index(int64_t i, int64_t n, const std::string& what) {
 }
 
 std::string read_whole_file(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  MVL_CHECK(f, path.string(), ": cannot open file (does it exist and is it readable?)");
-  std::ostringstream s;
-  s << f.rdbuf();
-  MVL_CHECK(!f.bad(), path.string(), ": read error");
-  return s.str();
+  return io::read_file(path, io::kMaxTextBytes, "dataset");
 }
 
 // "string" / "integer" / ... for messages.
@@ -153,7 +149,7 @@ LlavaJsonDataset::LlavaJsonDataset(const fs::path& json_path, fs::path image_roo
                                    MissingImage missing, const io::ImageLimits& limits)
     : file_(json_path.string()), limits_(limits) {
   if (image_root.empty()) image_root = json_path.parent_path();
-  const json doc = io::read_json_file(json_path);
+  const json doc = io::read_json_file(json_path, io::kMaxTextBytes);
   MVL_CHECK(doc.is_array(), file_,
             ": expected a JSON array of rows [{\"id\", \"image\", \"conversations\": [...]}, ...], "
             "got ",

@@ -329,7 +329,7 @@ void prepare_output(const std::string& experiment, const ExperimentOptions& opt)
     const fs::path rj = opt.out / "results.json", marker = opt.out / kMarker;
     std::string owner;  // the experiment whose folder this is ("" = none)
     if (fs::exists(rj, ec)) {
-      const json j = io::read_json_file(rj);
+      const json j = io::read_json_file(rj, io::kMaxTextBytes);
       owner = j.contains("experiment") && j["experiment"].is_string()
                   ? j["experiment"].get<std::string>()
                   : "?";

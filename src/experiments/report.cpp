@@ -23,7 +23,8 @@ namespace {
 
 json load_one(const fs::path& dir) {
   const fs::path file = dir / "results.json";
-  json j = io::read_json_file(file);  // Error naming the file, line and column when malformed
+  // Error naming the file, line and column when malformed
+  json j = io::read_json_file(file, io::kMaxTextBytes);
   MVL_CHECK(j.is_object(), "report: ", file.string(), ": expected a JSON object");
   json configs = json::object();
   const fs::path cdir = dir / "configs";

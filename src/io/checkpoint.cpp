@@ -19,17 +19,14 @@
 #include "io/atomic_file.h"
 #include "io/json_util.h"
 #include "io/safetensors.h"
+#include "io/file.h"
 
 namespace mambavl::io {
 
 namespace {
 
-std::string read_text_file(const std::filesystem::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  MVL_CHECK(in.good(), path.string(), ": cannot open for reading");
-  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
-  MVL_CHECK(!in.bad(), path.string(), ": read error");
-  return text;
+std::string read_text_file(const std::filesystem::path& path, uint64_t max_bytes) {
+  return read_file(path, max_bytes, "JSON");
 }
 
 // Line and column (1-based) of the character at 0-based byte index `pos`.
@@ -56,8 +53,8 @@ bool is_integral_like(const std::string& dtype) {
 
 }  // namespace
 
-nlohmann::json read_json_file(const std::filesystem::path& path) {
-  const std::string text = read_text_file(path);
+nlohmann::json read_json_file(const std::filesystem::path& path, uint64_t max_bytes) {
+  const std::string text = read_text_file(path, max_bytes);
   try {
     return parse_json_bounded(text.begin(), text.end(), 512, path.string() + ": invalid JSON: ");
   } catch (const nlohmann::json::parse_error& e) {

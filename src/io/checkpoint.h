@@ -11,6 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "io/file.h"
+
 namespace torch::nn {
 class Module;
 }
@@ -20,7 +22,9 @@ namespace mambavl::io {
 class SafetensorsFile;
 
 // Reads a JSON file; a parse error becomes a mambavl::Error naming the file, line and column.
-nlohmann::json read_json_file(const std::filesystem::path& path);
+// Files over max_bytes are refused before reading (config.json and run files are kilobytes).
+nlohmann::json read_json_file(const std::filesystem::path& path,
+                              uint64_t max_bytes = kMaxConfigBytes);
 // Writes JSON (indent 2) atomically (temp file + rename).
 void write_json_file(const std::filesystem::path& path, const nlohmann::json& j);
 // Writes text atomically (temp file + rename).

@@ -19,7 +19,8 @@
 #include "common/error.h"
 #include "common/shape.h"
 #include "io/atomic_file.h"
-#include "models/config_util.h"
+#include "io/config_util.h"
+#include "io/file.h"
 
 namespace mambavl::io {
 
@@ -259,23 +260,14 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
 }
 
 Image load_image(const std::filesystem::path& path, const ImageLimits& limits) {
-  const std::string name = path.string();
-  std::error_code ec;
-  const auto st = std::filesystem::status(path, ec);
-  MVL_CHECK(std::filesystem::exists(st), name, ": image file not found");
-  MVL_CHECK(!std::filesystem::is_directory(st), name, ": is a folder, not an image file");
-  // A FIFO or device would block or never end.
-  MVL_CHECK(std::filesystem::is_regular_file(st), name, ": not a regular file");
-  const auto file_size = std::filesystem::file_size(path, ec);
-  MVL_CHECK(!ec, name, ": cannot get the file size: ", ec.message());
-  MVL_CHECK(file_size <= static_cast<uintmax_t>(INT_MAX), name, ": ", file_size,
-            " bytes is more than the image decoder accepts (2 GiB)");
-  std::ifstream in(path, std::ios::binary);
-  MVL_CHECK(in, name, ": cannot open the image file: ", std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(in)),
-                             std::istreambuf_iterator<char>());
-  MVL_CHECK(!in.bad(), name, ": error while reading the image file: ", std::strerror(errno));
-  return decode_image(bytes.data(), bytes.size(), name, limits);
+  // Only a regular file (a FIFO or device would block or never end), checked on the open
+  // descriptor; an uncompressed image at max_pixels is 3 bytes a pixel plus headers, so a larger
+  // file cannot be a valid image within the limits (and never more than the decoder's 2 GiB).
+  const uint64_t cap = std::min<uint64_t>(static_cast<uint64_t>(limits.max_pixels) * 4 + (1 << 20),
+                                          static_cast<uint64_t>(INT_MAX));
+  const std::string bytes = read_file(path, cap, "image");
+  return decode_image(reinterpret_cast<const uint8_t*>(bytes.data()), bytes.size(), path.string(),
+                      limits);
 }
 
 void save_png(const std::filesystem::path& path, const Image& img) {
@@ -467,13 +459,12 @@ ImagePreprocess ImagePreprocess::imagenet(int64_t size) {
 }
 
 ImagePreprocess ImagePreprocess::from_json(const nlohmann::json& j, const std::string& file) {
-  namespace cfg = models::cfg;
+  namespace cfg = ::mambavl::cfg;
   const std::string where = "image preprocessing";
   cfg::check_known_keys(j, {"size", "resample", "mode", "mean", "std"}, file, where);
   ImagePreprocess p;
   p.size = cfg::get_int(j, "size", file, p.size);
-  MVL_CHECK(p.size > 0 && p.size <= 16384, file, ": key 'size' must be in [1, 16384], got ",
-            p.size);
+  cfg::check_limit(p.size, 1, kMaxSize, file, "preprocess.size");
   try {
     p.resample = parse_resample(cfg::get_string(j, "resample", file, to_string(p.resample)));
   } catch (const Error& e) {
@@ -497,6 +488,12 @@ ImagePreprocess ImagePreprocess::from_json(const nlohmann::json& j, const std::s
   triple("mean", p.mean, false);
   triple("std", p.std, true);
   return p;
+}
+
+void ImagePreprocess::check_batch(int64_t batch, const std::string& what) const {
+  MVL_CHECK(input_bytes(batch) <= kMaxBatchBytes, what, ": ", batch, " images of 3 x ", size,
+            " x ", size, " float32 would take ", input_bytes(batch) >> 20,
+            " MiB, over the limit of ", kMaxBatchBytes >> 20, " MiB: use a smaller batch");
 }
 
 nlohmann::json ImagePreprocess::to_json() const {

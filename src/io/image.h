@@ -97,6 +97,21 @@ struct ImagePreprocess {
   // exact result, in O(size * size) memory.
   at::Tensor operator()(const Image& img) const;
   static constexpr int64_t kExactCropPixels = int64_t{1} << 24;
+  // The largest `size` a config may ask for (from_json; classifier, encoder and VLM configs): one
+  // preprocessed image is then at most 3 x 4096 x 4096 float32 = 201 MB, whatever the input
+  // (the 8-bit resize before a crop at most 4x that in bytes / 4). Real encoders use 224-1024 px.
+  static constexpr int64_t kMaxSize = 4096;
+  // Bytes of a [batch, 3, size, size] float32 input (saturating: never overflows), and an Error
+  // naming `what` (e.g. "--batch 64") when that is over kMaxBatchBytes.
+  int64_t input_bytes(int64_t batch) const {
+    int64_t n = 0;
+    if (__builtin_mul_overflow(size, size, &n) || __builtin_mul_overflow(n, int64_t{12}, &n) ||
+        __builtin_mul_overflow(n, batch, &n))
+      return INT64_MAX;
+    return n;
+  }
+  static constexpr int64_t kMaxBatchBytes = int64_t{8} << 30;
+  void check_batch(int64_t batch, const std::string& what) const;
 };
 
 // Loads and preprocesses each file -> [B, 3, size, size].

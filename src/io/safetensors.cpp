@@ -18,6 +18,7 @@
 #include "common/error.h"
 #include "common/shape.h"
 #include "io/atomic_file.h"
+#include "io/file.h"
 #include "io/json_util.h"
 
 namespace mambavl::io {
@@ -127,19 +128,9 @@ std::string safetensors_dtype(at::ScalarType t) {
 
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
   const std::string where = path.string() + ": ";
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  MVL_CHECK(fd >= 0, where, "cannot open: ", std::strerror(errno));
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    int err = errno;
-    ::close(fd);
-    MVL_FAIL(where, "cannot stat: ", std::strerror(err));
-  }
-  if (!S_ISREG(st.st_mode)) {
-    ::close(fd);
-    MVL_FAIL(where, "not a regular file");
-  }
-  const uint64_t size = static_cast<uint64_t>(st.st_size);
+  // A regular file only (checked on the descriptor; a FIFO never blocks the open).
+  uint64_t size = 0;
+  int fd = open_regular_file(path, "safetensors", &size);
   if (size < 8) {
     ::close(fd);
     MVL_FAIL(where, "file is ", size, " bytes, too small for the 8-byte header length");

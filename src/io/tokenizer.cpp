@@ -20,6 +20,8 @@
 
 #include "common/error.h"
 #include "io/unicode_tables.h"
+#include "io/file.h"
+#include "io/json_util.h"
 
 namespace mambavl::io {
 
@@ -525,12 +527,7 @@ void split_added(std::string_view s, const Trie& trie, const std::vector<AddedTo
 // ---------------------------------------------------------------------------------------------
 
 std::string read_file(const std::filesystem::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  MVL_CHECK(f, "tokenizer: cannot open ", path.string());
-  std::ostringstream s;
-  s << f.rdbuf();
-  MVL_CHECK(!f.bad(), "tokenizer: error reading ", path.string());
-  return s.str();
+  return io::read_file(path, kMaxTokenizerBytes, "tokenizer");
 }
 
 struct PairHash {
@@ -574,6 +571,9 @@ struct Tokenizer::Impl {
   std::vector<int64_t> template_prefix, template_suffix;
 
   std::optional<int64_t> bos, eos, unk_config;
+  // The largest token id this file may use (TokenizerLimits: dense near its entry count).
+  int64_t max_id = 0;
+  void check_id(int64_t id, const std::string& field) const;
 
   mutable std::shared_mutex cache_mutex;
   mutable std::unordered_map<std::string, std::vector<int32_t>, StringHash, std::equal_to<>> cache;
@@ -586,7 +586,7 @@ struct Tokenizer::Impl {
   void load(const json& j);
   void load_model(const json& m);
   void load_added(const json& a);
-  void load_normalizer(const json& n, const std::string& field);
+  void load_normalizer(const json& n, const std::string& field, int depth = 0);
   void load_pre(const json& p);
   void load_post(const json& p);
   void load_decoder(const json& d);
@@ -621,8 +621,27 @@ std::string type_of(const json& j, const Tokenizer::Impl& t, const std::string& 
 
 }  // namespace
 
+void Tokenizer::Impl::check_id(int64_t id, const std::string& field) const {
+  if (id < 0) fail(field, "expected a non-negative integer");
+  if (id > max_id)
+    fail(field, std::to_string(id) + " is over the limit of " + std::to_string(max_id) +
+                    " (token ids are dense: at most the number of vocabulary entries and added "
+                    "tokens + " +
+                    std::to_string(TokenizerLimits::kMaxIdGap) + ", and below " +
+                    std::to_string(TokenizerLimits::kMaxVocab) + ")");
+}
+
 void Tokenizer::Impl::load(const json& j) {
   if (!j.is_object()) fail("(top level)", "expected a JSON object");
+  {
+    // Every id is bounded by the number of entries the file holds, before any id table is sized.
+    size_t entries = 0;
+    if (auto m = j.find("model"); m != j.end() && m->is_object())
+      if (auto v = m->find("vocab"); v != m->end() && v->is_object()) entries += v->size();
+    if (auto a = j.find("added_tokens"); a != j.end() && a->is_array()) entries += a->size();
+    max_id = std::min<int64_t>(TokenizerLimits::kMaxVocab - 1,
+                               static_cast<int64_t>(entries) + TokenizerLimits::kMaxIdGap);
+  }
   for (auto& b : byte_id) b = -1;
   for (int b = 0; b < 256; ++b) u2b[b2u[b]] = static_cast<uint8_t>(b);
   load_model(get(j, "model", *this, "(top level)"));
@@ -660,10 +679,11 @@ void Tokenizer::Impl::load_model(const json& m) {
   const json& v = get(m, "vocab", *this, "model");
   if (!v.is_object()) fail("model.vocab", "expected an object {token: id}");
   for (auto& [tok, id] : v.items()) {
-    if (!id.is_number_integer() || id.get<int64_t>() < 0)
+    if (!id.is_number_integer() || (id.is_number_unsigned() && id.get<uint64_t>() > INT64_MAX) ||
+        id.get<int64_t>() < 0)
       fail("model.vocab", "id of \"" + tok + "\" is not a non-negative integer");
     int64_t i = id.get<int64_t>();
-    if (i > 10'000'000) fail("model.vocab", "id of \"" + tok + "\" is implausibly large");
+    check_id(i, "model.vocab: id of \"" + printable(tok) + "\"");
     vocab.emplace(tok, i);
     if (static_cast<size_t>(i) >= id_to_tok.size()) {
       id_to_tok.resize(i + 1);
@@ -731,7 +751,10 @@ void Tokenizer::Impl::load_added(const json& a) {
     AddedToken t;
     const json& id = get(e, "id", *this, at);
     const json& content = get(e, "content", *this, at);
-    if (!id.is_number_integer() || id.get<int64_t>() < 0) fail(at + ".id", "expected an integer");
+    if (!id.is_number_integer() || (id.is_number_unsigned() && id.get<uint64_t>() > INT64_MAX) ||
+        id.get<int64_t>() < 0)
+      fail(at + ".id", "expected a non-negative integer");
+    check_id(id.get<int64_t>(), at + ".id");
     if (!content.is_string() || content.get<std::string>().empty())
       fail(at + ".content", "expected a non-empty string");
     t.id = id.get<int64_t>();
@@ -755,16 +778,22 @@ void Tokenizer::Impl::load_added(const json& a) {
   }
 }
 
-void Tokenizer::Impl::load_normalizer(const json& n, const std::string& field) {
+void Tokenizer::Impl::load_normalizer(const json& n, const std::string& field, int depth) {
   if (n.is_null()) return;
   std::string type = type_of(n, *this, field);
   if (type == "NFC") {
     nfc = true;
   } else if (type == "Sequence") {
+    if (depth >= TokenizerLimits::kMaxNesting)
+      fail(field, "Sequence nested more than " + std::to_string(TokenizerLimits::kMaxNesting) +
+                      " deep");
     const json& list = get(n, "normalizers", *this, field);
     if (!list.is_array()) fail(field + ".normalizers", "expected an array");
+    if (list.size() > TokenizerLimits::kMaxSequence)
+      fail(field + ".normalizers", std::to_string(list.size()) + " entries, over the limit of " +
+                                       std::to_string(TokenizerLimits::kMaxSequence));
     for (size_t i = 0; i < list.size(); ++i)
-      load_normalizer(list[i], field + ".normalizers[" + std::to_string(i) + "]");
+      load_normalizer(list[i], field + ".normalizers[" + std::to_string(i) + "]", depth + 1);
   } else {
     fail(field + ".type", "unsupported normalizer \"" + type + "\" (supported: NFC)");
   }
@@ -809,7 +838,14 @@ void Tokenizer::Impl::load_post(const json& p) {
       const json& ids = get(specials[st.get<std::string>()], "ids", *this,
                             "post_processor.special_tokens." + st.get<std::string>());
       auto& dst = seen_seq ? template_suffix : template_prefix;
-      for (const json& i : ids) dst.push_back(i.get<int64_t>());
+      const std::string field = "post_processor.special_tokens." + st.get<std::string>() + ".ids";
+      if (!ids.is_array()) fail(field, "expected an array of token ids");
+      for (const json& i : ids) {
+        if (!i.is_number_integer() || (i.is_number_unsigned() && i.get<uint64_t>() > INT64_MAX))
+          fail(field, "expected non-negative integer token ids");
+        check_id(i.get<int64_t>(), field);
+        dst.push_back(i.get<int64_t>());
+      }
     } else {
       fail("post_processor.single", "unknown item " + item.dump());
     }
@@ -1011,7 +1047,8 @@ Tokenizer Tokenizer::from_json_string(std::string_view text, const std::string& 
   impl->origin = origin;
   json j;
   try {
-    j = json::parse(text);
+    // A real tokenizer.json nests about 6 deep (normalizer Sequences add 2 a level).
+    j = parse_json_bounded(text.begin(), text.end(), 64, "tokenizer " + origin + ": ");
   } catch (const json::parse_error& e) {
     MVL_FAIL("tokenizer ", origin, ": malformed JSON: ", e.what());
   }
@@ -1037,10 +1074,12 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
   impl->bos.reset();
   impl->eos.reset();
   auto config = path.parent_path() / "tokenizer_config.json";
-  if (std::filesystem::exists(config)) {
+  if (regular_file_exists(config, "tokenizer config")) {
     json c;
     try {
-      c = json::parse(read_file(config));
+      const std::string text = io::read_file(config, kMaxConfigBytes, "tokenizer config");
+      c = parse_json_bounded(text.begin(), text.end(), 64,
+                             "tokenizer config " + config.string() + ": ");
     } catch (const json::parse_error& e) {
       MVL_FAIL("tokenizer config ", config.string(), ": malformed JSON: ", e.what());
     }
@@ -1068,7 +1107,7 @@ Tokenizer Tokenizer::from_file(const std::filesystem::path& path) {
 
 std::optional<Tokenizer> Tokenizer::find_in(const std::filesystem::path& dir) {
   auto p = dir / "tokenizer.json";
-  if (!std::filesystem::is_regular_file(p)) return std::nullopt;
+  if (!regular_file_exists(p, "tokenizer")) return std::nullopt;  // a folder there: an error
   return from_file(p);
 }
 

@@ -16,6 +16,19 @@
 
 namespace mambavl::io {
 
+// The one place that states what a tokenizer.json may ask for; checked while it is read, before
+// anything is allocated from it (errors name the file and the field). Real files: GPT-NeoX-20B
+// has 50,254 vocabulary entries + 23 added tokens, ids 0..50276, no gaps; the largest
+// vocabularies have about 256,000 tokens; normalizer Sequences nest one or two deep.
+struct TokenizerLimits {
+  static constexpr int64_t kMaxVocab = int64_t{1} << 24;  // token ids < 16,777,216
+  // Ids are dense: a token id may exceed the number of entries (vocabulary + added tokens) by at
+  // most this much, so the id tables stay proportional to the file.
+  static constexpr int64_t kMaxIdGap = int64_t{1} << 16;
+  static constexpr int kMaxNesting = 16;        // normalizer "Sequence" inside "Sequence"
+  static constexpr size_t kMaxSequence = 1024;  // entries of one normalizer "Sequence"
+};
+
 class Tokenizer {
  public:
   // Reads `path` (a tokenizer.json). bos/eos/unk come from a sibling tokenizer_config.json when

@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "common/error.h"
+#include "io/file.h"
 
 namespace mambavl::train {
 
@@ -84,12 +85,7 @@ nlohmann::json parse_toml(const std::string& text, const std::string& name) {
 }
 
 nlohmann::json load_toml(const fs::path& path) {
-  std::ifstream f(path, std::ios::binary);
-  MVL_CHECK(f.good(), path.string(), ": cannot open the config file (does it exist?)");
-  std::ostringstream s;
-  s << f.rdbuf();
-  MVL_CHECK(s.str().size() <= (64u << 20), path.string(), ": config file larger than 64 MiB");
-  return parse_toml(s.str(), path.string());
+  return parse_toml(io::read_file(path, io::kMaxConfigBytes, "config"), path.string());
 }
 
 void apply_overrides(nlohmann::json& cfg, const std::vector<std::string>& sets) {
