@@ -36,6 +36,8 @@ ClassificationMetrics evaluate_classifier(models::ImageClassifier& clf,
                                           const io::ImagePreprocess& pp, const EvalOptions& opt) {
   MVL_CHECK(opt.batch >= 1, "evaluate_classifier: batch must be >= 1, got ", opt.batch);
   const int64_t n = ds.size();
+  // The input tensor of one batch (size from the model's config), before anything is read.
+  pp.check_batch(std::min(opt.batch, std::max<int64_t>(n, 1)), "evaluation batch (--batch)");
   const int64_t num_classes = clf.num_classes();
   torch::nn::Module& m = clf.module();
   const bool was_training = m.is_training();

@@ -1,12 +1,13 @@
 // Typed access to config.json fields with errors naming the file and the key.
 #pragma once
+#include <cstdint>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <string>
 
 #include "common/error.h"
 
-namespace mambavl::models::cfg {
+namespace mambavl::cfg {
 
 inline const char* type_name(const nlohmann::json& v) { return v.type_name(); }
 
@@ -16,7 +17,26 @@ inline int64_t get_int(const nlohmann::json& j, const std::string& key, const st
   const auto& v = j.at(key);
   MVL_CHECK(v.is_number_integer(), file, ": key '", key, "' must be an integer, got ", type_name(v),
             " (", v.dump(), ")");
+  // JSON integers past int64 arrive as unsigned: refused, never wrapped to a negative size.
+  MVL_CHECK(!v.is_number_unsigned() || v.get<uint64_t>() <= uint64_t(INT64_MAX), file, ": key '",
+            key, "' = ", v.dump(), " is out of range (at most ", INT64_MAX, ")");
   return v.get<int64_t>();
+}
+
+// `value` of config field `field` within [lo, hi], else an Error such as
+// "DIR/config.json: intermediate_size 274877906944 is over the limit of 1048576".
+inline void check_limit(int64_t value, int64_t lo, int64_t hi, const std::string& file,
+                        const std::string& field) {
+  MVL_CHECK(value <= hi, file, ": ", field, " ", value, " is over the limit of ", hi);
+  MVL_CHECK(value >= lo, file, ": ", field, " ", value, " must be at least ", lo);
+}
+
+// get_int with the range check (the field named by `key`).
+inline int64_t get_int_in(const nlohmann::json& j, const std::string& key, const std::string& file,
+                          int64_t def, int64_t lo, int64_t hi) {
+  const int64_t v = get_int(j, key, file, def);
+  check_limit(v, lo, hi, file, key);
+  return v;
 }
 
 inline int64_t require_int(const nlohmann::json& j, const std::string& key,
@@ -63,4 +83,4 @@ inline void check_known_keys(const nlohmann::json& j, const std::set<std::string
             join(std::vector<std::string>(known.begin(), known.end())), ")");
 }
 
-}  // namespace mambavl::models::cfg
+}  // namespace mambavl::cfg

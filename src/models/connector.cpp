@@ -16,7 +16,7 @@
 #include "io/checkpoint.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/selective_scan.h"
-#include "models/config_util.h"
+#include "io/config_util.h"
 
 namespace mambavl::models {
 
@@ -99,6 +99,21 @@ double ConnectorConfig::num_parameters() const {
   const double mixers =
       share_weights ? 1.0 : static_cast<double>(kernels::scan_orders(scan).size());
   return n + 2 * d + mixers * mixer;  // + norm
+}
+
+ExpectedWeights ConnectorConfig::expected_weights(const std::string& fields) const {
+  const std::string dv = fields + "d_vision", dl = fields + "d_lm";
+  ExpectedWeights w;
+  w.num_parameters = num_parameters();
+  w.tensor({"linear_1.weight"}, {dim(d_lm, dl), dim(d_vision, dv)});
+  w.tensor({"linear_2.weight"}, {dim(d_lm, dl), dim(d_lm, dl)});
+  if (has_vss()) {
+    const int64_t d = vss_width();
+    const std::string W = type == "vss_mlp" ? dv : dl, E = fields + "mamba.expand";
+    w.tensor({"vss.mixer.in_proj.weight", "vss.mixers.0.in_proj.weight"},
+             {dim(2 * expand * d, E, "2 × " + E + " × " + W), dim(d, W)});
+  }
+  return w;
 }
 
 MambaConfig ConnectorConfig::mixer_config() const {
@@ -297,8 +312,10 @@ void save_connector(const ConnectorImpl& c, const std::filesystem::path& dir) {
 std::shared_ptr<ConnectorImpl> load_connector(const std::filesystem::path& dir) {
   const auto file = dir / "config.json";
   auto cfg = ConnectorConfig::from_json(io::read_json_file(file), file.string());
+  io::CheckpointFolder ckpt(dir);
+  check_weights_match_config(cfg.expected_weights(), ckpt, file.string());  // before building
   auto c = std::make_shared<ConnectorImpl>(cfg, 0, /*initialize=*/false);
-  io::load_module(*c, io::CheckpointFolder(dir));
+  io::load_module(*c, ckpt);
   return c;
 }
 

@@ -79,6 +79,8 @@ struct ConnectorConfig {
   void validate(const std::string& file = "connector") const;
   // The connector's parameter count, from the sizes alone (floating point: cannot overflow).
   double num_parameters() const;
+  // What the checkpoint must hold (weights_check.h); `fields` prefixes the field names.
+  ExpectedWeights expected_weights(const std::string& fields = "") const;
   bool has_vss() const { return type != "mlp"; }
   int64_t vss_width() const { return type == "vss_mlp" ? d_vision : d_lm; }
   std::vector<kernels::ScanOrder> orders() const { return kernels::scan_orders(scan); }

@@ -6,11 +6,13 @@
 #include <torch/nn/modules/container/modulelist.h>
 
 #include <set>
+#include <tuple>
 
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
-#include "models/config_util.h"
+#include "io/config_util.h"
+#include "models/lm_limits.h"
 
 namespace mambavl::models {
 
@@ -100,6 +102,7 @@ GPTNeoXConfig GPTNeoXConfig::from_json(const nlohmann::json& j, const std::strin
   MVL_CHECK(mt == "gpt_neox", file, ": key 'model_type' is '", mt, "', not \"gpt_neox\"");
   c.vocab_size = cfg::require_int(j, "vocab_size", file);
   c.hidden_size = cfg::require_int(j, "hidden_size", file);
+  cfg::check_limit(c.hidden_size, 1, LMLimits::kMaxHidden, file, "hidden_size");  // before 4 * h
   c.num_hidden_layers = cfg::require_int(j, "num_hidden_layers", file);
   c.num_attention_heads = cfg::require_int(j, "num_attention_heads", file);
   c.intermediate_size = cfg::get_int(j, "intermediate_size", file, 4 * c.hidden_size);
@@ -144,6 +147,21 @@ void GPTNeoXConfig::finalize() {
   MVL_CHECK(hidden_size > 0, "key 'hidden_size' must be > 0, got ", hidden_size);
   MVL_CHECK(num_hidden_layers > 0, "key 'num_hidden_layers' must be > 0, got ", num_hidden_layers);
   MVL_CHECK(intermediate_size > 0, "key 'intermediate_size' must be > 0, got ", intermediate_size);
+  // The bounds (lm_limits.h), before anything is derived from the sizes.
+  using L = LMLimits;
+  using T = std::tuple<int64_t, int64_t, const char*>;
+  for (const auto& [v, hi, key] :
+       {T{vocab_size, L::kMaxVocab, "vocab_size"}, T{hidden_size, L::kMaxHidden, "hidden_size"},
+        T{num_hidden_layers, L::kMaxLayers, "num_hidden_layers"},
+        T{intermediate_size, L::kMaxIntermediate, "intermediate_size"},
+        T{num_attention_heads, L::kMaxHeads, "num_attention_heads"},
+        T{max_position_embeddings, L::kMaxPositions, "max_position_embeddings"}})
+    MVL_CHECK(v <= hi, key, " ", v, " is over the limit of ", hi);
+  const double n = num_parameters();
+  MVL_CHECK(n <= L::kMaxParameters, "the config describes ", n, " parameters (hidden_size ",
+            hidden_size, ", num_hidden_layers ", num_hidden_layers, ", vocab_size ", vocab_size,
+            ", intermediate_size ", intermediate_size, "), over the limit of ",
+            L::kMaxParameters);
   MVL_CHECK(num_attention_heads > 0 && hidden_size % num_attention_heads == 0,
             "key 'num_attention_heads' = ", num_attention_heads,
             " must divide hidden_size = ", hidden_size);
@@ -155,6 +173,33 @@ void GPTNeoXConfig::finalize() {
             rotary_emb_base);
   MVL_CHECK(layer_norm_eps > 0.0, "key 'layer_norm_eps' must be > 0, got ", layer_norm_eps);
   MVL_CHECK(max_position_embeddings > 0, "key 'max_position_embeddings' must be > 0");
+}
+
+double GPTNeoXConfig::num_parameters() const {
+  const double h = static_cast<double>(hidden_size), V = static_cast<double>(vocab_size);
+  const double I = static_cast<double>(intermediate_size);
+  const double attn = 3 * h * h + h * h + (attention_bias ? 4 * h : 0);  // query_key_value, dense
+  const double mlp = h * I + I + I * h + h;                               // dense_h_to_4h, _4h_to_h
+  const double layer = 4 * h + attn + mlp;                                // + two LayerNorms
+  // embed_in, embed_out, final LayerNorm, layers
+  return 2 * V * h + 2 * h + static_cast<double>(num_hidden_layers) * layer;
+}
+
+ExpectedWeights GPTNeoXConfig::expected_weights(const std::string& fields) const {
+  const std::string V = fields + "vocab_size", h = fields + "hidden_size",
+                    I = fields + "intermediate_size";
+  ExpectedWeights w;
+  w.num_parameters = num_parameters();
+  w.tensor({"gpt_neox.embed_in.weight"}, {dim(vocab_size, V), dim(hidden_size, h)});
+  w.tensor({"embed_out.weight"}, {dim(vocab_size, V), dim(hidden_size, h)});
+  w.layer_count({"gpt_neox.layers."}, num_hidden_layers, fields + "num_hidden_layers");
+  const std::string p = "gpt_neox.layers.0.";
+  w.tensor({p + "attention.query_key_value.weight"},
+           {dim(3 * hidden_size, h, "3 × " + h), dim(hidden_size, h)});
+  w.tensor({p + "attention.dense.weight"}, {dim(hidden_size, h), dim(hidden_size, h)});
+  w.tensor({p + "mlp.dense_h_to_4h.weight"}, {dim(intermediate_size, I), dim(hidden_size, h)});
+  w.tensor({p + "mlp.dense_4h_to_h.weight"}, {dim(hidden_size, h), dim(intermediate_size, I)});
+  return w;
 }
 
 nlohmann::json GPTNeoXConfig::to_json() const {
@@ -326,8 +371,9 @@ std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir) {
   MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
             ": no config.json (expected a Hugging Face model folder)");
   GPTNeoXConfig cfg = GPTNeoXConfig::from_json(io::read_json_file(cfg_path), cfg_path.string());
+  io::CheckpointFolder ckpt(dir);  // the header: names and shapes
+  check_weights_match_config(cfg.expected_weights(), ckpt, cfg_path.string());  // before building
   auto model = std::make_unique<GPTNeoXLM>(cfg, /*initialize=*/false);  // every tensor is loaded
-  io::CheckpointFolder ckpt(dir);
   io::LoadOptions opt;
   // Non-persistent buffers that older checkpoints contain.
   opt.ignore_extra = [](const std::string& key) {

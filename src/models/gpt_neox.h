@@ -21,6 +21,7 @@
 #include "models/lm.h"
 #include "models/layers.h"
 #include "models/mixer.h"
+#include "models/weights_check.h"
 
 namespace mambavl::models {
 
@@ -44,7 +45,13 @@ struct GPTNeoXConfig {
   // and the key.
   static GPTNeoXConfig from_json(const nlohmann::json& j, const std::string& file);
   nlohmann::json to_json() const;
-  void finalize();  // validates (errors name the key)
+  // Validates (errors name the key), including the bounds of LMLimits (lm_limits.h) and the
+  // parameter count, before anything is allocated.
+  void finalize();
+  // The parameter count of the model, from the sizes alone.
+  double num_parameters() const;
+  // What the checkpoint must hold (weights_check.h); `fields` prefixes the field names.
+  ExpectedWeights expected_weights(const std::string& fields = "") const;
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
   int64_t rotary_dim() const {
     return static_cast<int64_t>(static_cast<double>(head_dim()) * rotary_pct);
@@ -97,6 +104,11 @@ class GPTNeoXLM : public CausalLM {
   at::Tensor forward_hidden(const at::Tensor& embeds, LMCache* cache = nullptr) override;
   at::Tensor logits(const at::Tensor& hidden) override;
   std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) override;
+  int64_t max_context() const override { return cfg_.max_position_embeddings; }
+  std::string max_context_source() const override {
+    if (source_dir_.empty()) return "max_position_embeddings in the model's config";
+    return "max_position_embeddings in " + (source_dir_ / "config.json").string();
+  }
   torch::nn::Module& module() override { return *root_; }
   void save(const std::filesystem::path& dir) const override;
 

@@ -373,8 +373,9 @@ std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
   MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
             ": no config.json (expected a Hugging Face model folder)");
   MambaConfig cfg = MambaConfig::from_json(io::read_json_file(cfg_path), cfg_path.string());
+  io::CheckpointFolder ckpt(dir);  // the header: names and shapes
+  check_weights_match_config(cfg.expected_weights(), ckpt, cfg_path.string());  // before building
   auto model = std::make_unique<MambaLM>(cfg, /*initialize=*/false);  // every tensor is loaded
-  io::CheckpointFolder ckpt(dir);
   io::LoadOptions opt;
   opt.keys_for = [](const std::string& name) -> std::vector<std::string> {
     if (name == "backbone.embeddings.weight")

@@ -20,6 +20,7 @@
 #include "models/layers.h"
 #include "models/lm.h"
 #include "models/mixer.h"
+#include "models/weights_check.h"
 
 namespace mambavl::models {
 
@@ -61,8 +62,16 @@ struct MambaConfig {
   // types and unsupported values are errors naming the file and the key.
   static MambaConfig from_json(const nlohmann::json& j, const std::string& file);
   nlohmann::json to_json() const;  // in `layout`'s format
-  void finalize();                 // derives d_inner / dt_rank when 0; validates
+  // Derives d_inner / dt_rank when 0; validates, including the bounds of LMLimits (lm_limits.h)
+  // and the parameter count, before anything is allocated (errors name the field in `layout`'s
+  // key names).
+  void finalize();
   bool is_attention_layer(int64_t i) const;
+  // The parameter count of the model (after finalize), from the sizes alone.
+  double num_parameters() const;
+  // What the checkpoint must hold (weights_check.h); `fields` prefixes the field names in
+  // messages (e.g. "text_config.").
+  ExpectedWeights expected_weights(const std::string& fields = "") const;
 };
 
 // Per-layer decoding state of a Mamba mixer.

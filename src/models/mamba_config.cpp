@@ -1,7 +1,8 @@
 // MambaConfig: both config.json dialects (Hugging Face MambaConfig and mamba_ssm's MambaConfig).
 #include <cmath>
 
-#include "models/config_util.h"
+#include "io/config_util.h"
+#include "models/lm_limits.h"
 #include "models/mamba.h"
 
 namespace mambavl::models {
@@ -107,10 +108,11 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& f
     c.layout = "original";
     c.d_model = cfg::require_int(j, "d_model", file);
     c.n_layer = cfg::require_int(j, "n_layer", file);
-    c.pad_vocab_size_multiple = cfg::get_int(j, "pad_vocab_size_multiple", file, 8);
-    MVL_CHECK(c.pad_vocab_size_multiple >= 1, file, ": pad_vocab_size_multiple must be >= 1");
+    c.pad_vocab_size_multiple = cfg::get_int_in(j, "pad_vocab_size_multiple", file, 8, 1,
+                                                LMLimits::kMaxPadMultiple);
     c.unpadded_vocab_size = cfg::require_int(j, "vocab_size", file);
-    const int64_t m = c.pad_vocab_size_multiple;
+    cfg::check_limit(c.unpadded_vocab_size, 1, LMLimits::kMaxVocab, file, "vocab_size");
+    const int64_t m = c.pad_vocab_size_multiple;  // both bounded: no overflow below
     c.vocab_size = (c.unpadded_vocab_size + m - 1) / m * m;
     c.tie_embeddings = cfg::get_bool(j, "tie_embeddings", file, true);
     MVL_CHECK(cfg::get_int(j, "d_intermediate", file, 0) == 0, file,
@@ -166,30 +168,140 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& f
   return c;
 }
 
+namespace {
+
+// The key names of `layout` ("hf": transformers' MambaConfig; "original": mamba_ssm's), for
+// messages.
+struct FieldNames {
+  const char *d_model, *n_layer, *vocab, *d_state, *d_conv, *expand, *d_inner, *dt_rank;
+};
+const FieldNames& field_names(const std::string& layout) {
+  static const FieldNames hf{"hidden_size", "num_hidden_layers", "vocab_size",
+                             "state_size",  "conv_kernel",       "expand",
+                             "intermediate_size", "time_step_rank"};
+  static const FieldNames orig{"d_model",         "n_layer",        "vocab_size",
+                               "ssm_cfg.d_state", "ssm_cfg.d_conv", "ssm_cfg.expand",
+                               "ssm_cfg.expand × d_model", "ssm_cfg.dt_rank"};
+  return layout == "original" ? orig : hf;
+}
+
+// Error (without the file: from_json adds it) unless lo <= v <= hi.
+void limit(int64_t v, int64_t lo, int64_t hi, const std::string& field) {
+  MVL_CHECK(v <= hi, field, " ", v, " is over the limit of ", hi);
+  MVL_CHECK(v >= lo, field, " ", v, " must be at least ", lo);
+}
+
+}  // namespace
+
 void MambaConfig::finalize() {
-  MVL_CHECK(d_model > 0 && n_layer > 0 && vocab_size > 0,
-            "d_model, n_layer and vocab_size must be > 0 (got ", d_model, ", ", n_layer, ", ",
-            vocab_size, ")");
-  MVL_CHECK(d_state > 0 && d_conv > 0 && expand > 0, "d_state, d_conv and expand must be > 0");
+  const FieldNames& f = field_names(layout);
+  using L = LMLimits;
+  // Every size is bounded before anything is derived from it (no overflow below).
+  limit(d_model, 1, L::kMaxHidden, f.d_model);
+  limit(n_layer, 1, L::kMaxLayers, f.n_layer);
+  // (mamba_ssm's layout: vocab_size rounded up to pad_vocab_size_multiple, both bounded)
+  limit(vocab_size, 1, L::kMaxVocab + (layout == "original" ? L::kMaxPadMultiple : 0), f.vocab);
+  limit(d_state, 1, L::kMaxDState, f.d_state);
+  limit(d_conv, 1, L::kMaxDConv, f.d_conv);
+  limit(expand, 1, L::kMaxExpand, f.expand);
+  limit(d_inner, 0, L::kMaxIntermediate, f.d_inner);
+  limit(dt_rank, 0, L::kMaxDtRank, f.dt_rank);
   if (d_inner <= 0) d_inner = expand * d_model;
+  limit(d_inner, 1, L::kMaxIntermediate,
+        layout == "original" ? "d_inner (ssm_cfg.expand × d_model)"
+                             : "intermediate_size (expand × hidden_size)");
   if (dt_rank <= 0) dt_rank = (d_model + 15) / 16;
   if (unpadded_vocab_size <= 0) unpadded_vocab_size = vocab_size;
+  MVL_CHECK(static_cast<int64_t>(attn_layer_idx.size()) <= n_layer, "attn_layer_idx has ",
+            attn_layer_idx.size(), " entries, more than the ", n_layer, " layers (", f.n_layer,
+            ")");
   for (int64_t i : attn_layer_idx)
     MVL_CHECK(i >= 0 && i < n_layer, "attn_layer_idx entry ", i,
               " is out of range for n_layer = ", n_layer, " (valid: 0..", n_layer - 1, ")");
   if (!attn_layer_idx.empty()) {
     MVL_CHECK(attn.num_heads > 0, "attn_layer_idx is set but attn_cfg.num_heads is missing");
+    limit(attn.num_heads, 1, L::kMaxHeads, "attn_cfg.num_heads");
+    limit(attn.num_heads_kv, 0, L::kMaxHeads, "attn_cfg.num_heads_kv");
+    limit(attn.head_dim, 0, L::kMaxHeadDim, "attn_cfg.head_dim");
     if (attn.num_heads_kv <= 0) attn.num_heads_kv = attn.num_heads;
     if (attn.head_dim <= 0) {
       MVL_CHECK(d_model % attn.num_heads == 0, "d_model = ", d_model,
                 " is not divisible by attn_cfg.num_heads = ", attn.num_heads);
       attn.head_dim = d_model / attn.num_heads;
     }
+    limit(attn.head_dim, 1, L::kMaxHeadDim, "attn_cfg.head_dim (d_model / num_heads)");
     MVL_CHECK(attn.num_heads % attn.num_heads_kv == 0,
               "attn_cfg.num_heads must be a multiple of num_heads_kv");
-    MVL_CHECK(attn.rotary_emb_dim % 2 == 0 && attn.rotary_emb_dim <= attn.head_dim,
-              "attn_cfg.rotary_emb_dim must be even and <= head_dim");
+    MVL_CHECK(attn.rotary_emb_dim >= 0 && attn.rotary_emb_dim % 2 == 0 &&
+                  attn.rotary_emb_dim <= attn.head_dim,
+              "attn_cfg.rotary_emb_dim must be even, >= 0 and <= head_dim");
   }
+  const double n = num_parameters();
+  MVL_CHECK(n <= L::kMaxParameters, "the config describes ", n, " parameters (", f.d_model, " ",
+            d_model, ", ", f.n_layer, " ", n_layer, ", ", f.vocab, " ", vocab_size, ", ",
+            f.d_inner, " ", d_inner, "), over the limit of ", L::kMaxParameters);
+}
+
+double MambaConfig::num_parameters() const {
+  const double d = static_cast<double>(d_model), V = static_cast<double>(vocab_size);
+  const double Di = static_cast<double>(d_inner), N = static_cast<double>(d_state);
+  const double R = static_cast<double>(dt_rank), W = static_cast<double>(d_conv);
+  double n = V * d * (tie_embeddings ? 1 : 2) + d;  // embeddings (+ lm_head), norm_f
+  // MambaMixerImpl: in_proj, conv1d, x_proj, dt_proj, A_log, D, out_proj.
+  const double mixer = 2 * Di * d + (bias ? 2 * Di : 0) + Di * W + (conv_bias ? Di : 0) +
+                       (R + 2 * N) * Di + R * Di + Di + Di * N + Di + Di * d + (bias ? d : 0);
+  double attn_mixer = 0;
+  if (!attn_layer_idx.empty()) {  // HybridAttentionImpl: in_proj (q, k, v), out_proj
+    const double qkv = static_cast<double>(attn.num_heads + 2 * attn.num_heads_kv) *
+                       static_cast<double>(attn.head_dim);
+    const double o = static_cast<double>(attn.num_heads * attn.head_dim);
+    attn_mixer = qkv * d + (attn.qkv_proj_bias ? qkv : 0) + o * d + (attn.out_proj_bias ? d : 0);
+  }
+  for (int64_t i = 0; i < n_layer; ++i) n += d + (is_attention_layer(i) ? attn_mixer : mixer);
+  return n;
+}
+
+ExpectedWeights MambaConfig::expected_weights(const std::string& fields) const {
+  const FieldNames& f = field_names(layout);
+  const std::string dm = fields + f.d_model, V = fields + f.vocab, Di = fields + f.d_inner;
+  const std::string N = fields + f.d_state, W = fields + f.d_conv, R = fields + f.dt_rank;
+  ExpectedWeights w;
+  w.num_parameters = num_parameters();
+  const ExpectedDim rows =
+      layout == "original" ? dim(vocab_size, V, V + " rounded up to a multiple of " + fields +
+                                                    "pad_vocab_size_multiple")
+                           : dim(vocab_size, V);
+  w.tensor({"backbone.embeddings.weight", "backbone.embedding.weight"}, {rows, dim(d_model, dm)});
+  if (!tie_embeddings) w.tensor({"lm_head.weight"}, {rows, dim(d_model, dm)});
+  w.layer_count({"backbone.layers."}, n_layer, fields + f.n_layer);
+  int64_t first_mamba = -1, first_attn = -1;
+  for (int64_t i = 0; i < n_layer; ++i) {
+    int64_t& first = is_attention_layer(i) ? first_attn : first_mamba;
+    if (first < 0) first = i;
+  }
+  if (first_mamba >= 0) {
+    const std::string p = "backbone.layers." + std::to_string(first_mamba) + ".mixer.";
+    w.tensor({p + "in_proj.weight"}, {dim(2 * d_inner, Di, "2 × " + Di), dim(d_model, dm)});
+    w.tensor({p + "conv1d.weight"}, {dim(d_inner, Di), fixed(1), dim(d_conv, W)});
+    // dt_proj and A_log before x_proj, whose first dimension mixes both fields.
+    w.tensor({p + "dt_proj.weight"}, {dim(d_inner, Di), dim(dt_rank, R)});
+    w.tensor({p + "A_log"}, {dim(d_inner, Di), dim(d_state, N)});
+    w.tensor({p + "x_proj.weight"},
+             {dim(dt_rank + 2 * d_state, R, R + " + 2 × " + N), dim(d_inner, Di)});
+    w.tensor({p + "out_proj.weight"}, {dim(d_model, dm), dim(d_inner, Di)});
+  }
+  if (first_attn >= 0) {
+    const std::string p = "backbone.layers." + std::to_string(first_attn) + ".mixer.";
+    const std::string H = fields + "attn_cfg.num_heads", Hkv = fields + "attn_cfg.num_heads_kv",
+                      hd = fields + "attn_cfg.head_dim";
+    w.tensor({p + "in_proj.weight"},
+             {dim((attn.num_heads + 2 * attn.num_heads_kv) * attn.head_dim, H,
+                  "(" + H + " + 2 × " + Hkv + ") × " + hd),
+              dim(d_model, dm)});
+    w.tensor({p + "out_proj.weight"},
+             {dim(d_model, dm), dim(attn.num_heads * attn.head_dim, H, H + " × " + hd)});
+  }
+  return w;
 }
 
 bool MambaConfig::is_attention_layer(int64_t i) const {

@@ -14,7 +14,7 @@
 #include "common/shape.h"
 #include "io/checkpoint.h"
 #include "kernels/selective_scan.h"
-#include "models/config_util.h"
+#include "io/config_util.h"
 #include "models/vision_factories.h"
 
 namespace mambavl::models {
@@ -229,6 +229,47 @@ double MambaOutConfig::num_parameters() const {
   n += ln(C) + lin(C, Hd, true) + ln(Hd);  // norm, head.fc1, head.norm
   if (num_classes > 0) n += lin(Hd, static_cast<double>(num_classes), true);  // head.fc2
   return n;
+}
+
+ExpectedWeights MambaOutConfig::expected_weights(const std::string& fields) const {
+  ExpectedWeights w;
+  w.num_parameters = num_parameters();
+  auto field = [&](const char* key, size_t i) {
+    return fields + key + "[" + std::to_string(i) + "]";
+  };
+  // Official keys, then timm's (MambaOutImpl::timm_key).
+  const int64_t d0 = dims[0];
+  w.tensor({"downsample_layers.0.conv1.weight", "stem.conv1.weight"},
+           {dim(d0 / 2, field("dims", 0), field("dims", 0) + " / 2"), fixed(3), fixed(3),
+            fixed(3)});
+  w.tensor({"downsample_layers.0.conv2.weight", "stem.conv2.weight"},
+           {dim(d0, field("dims", 0)), dim(d0 / 2, field("dims", 0), field("dims", 0) + " / 2"),
+            fixed(3), fixed(3)});
+  for (size_t s = 0; s < dims.size(); ++s) {
+    const std::string S = std::to_string(s), C = field("dims", s);
+    const int64_t c = dims[s], h = hidden_dim(dims[s]);
+    if (s > 0)
+      w.tensor(
+          {"downsample_layers." + S + ".conv.weight", "stages." + S + ".downsample.conv.weight"},
+          {dim(c, C), dim(dims[s - 1], field("dims", s - 1)), fixed(3), fixed(3)});
+    const std::vector<std::string> blocks = {"stages." + S + ".", "stages." + S + ".blocks."};
+    auto keys = [&](const std::string& k) {
+      return std::vector<std::string>{blocks[0] + "0." + k, blocks[1] + "0." + k};
+    };
+    w.tensor(keys("fc1.weight"), {dim(2 * h, C, "2 × int(8/3 × " + C + ")"), dim(c, C)});
+    w.tensor(keys("conv.weight"), {dim(c, C), fixed(1), fixed(kKernel), fixed(kKernel)});
+    w.tensor(keys("fc2.weight"), {dim(c, C), dim(h, C, "int(8/3 × " + C + ")")});
+    w.layer_count(blocks, depths[s], field("depths", s));
+  }
+  const std::string C = field("dims", dims.size() - 1);
+  const int64_t Hd = kHeadRatio * dims.back();
+  w.tensor({"head.fc1.weight", "head.pre_logits.fc.weight"},
+           {dim(Hd, C, std::to_string(kHeadRatio) + " × " + C), dim(dims.back(), C)});
+  if (num_classes > 0)
+    w.tensor({"head.fc2.weight", "head.fc.weight"},
+             {dim(num_classes, fields + "num_classes"),
+              dim(Hd, C, std::to_string(kHeadRatio) + " × " + C)});
+  return w;
 }
 
 MambaOutConfig MambaOutConfig::from_json(const nlohmann::json& j, const std::string& file) {
@@ -579,6 +620,7 @@ std::shared_ptr<MambaOutImpl> load_network(const fs::path& dir, const nlohmann::
   const std::string file = (dir / "config.json").string();
   MambaOutConfig c = MambaOutConfig::from_json(cfg_json, file);
   io::CheckpointFolder ckpt(dir);
+  check_weights_match_config(c.expected_weights(), ckpt, file);  // before building
   const bool timm = ckpt.contains("stem.conv1.weight");
   auto key = [timm](const std::string& n) { return timm ? MambaOutImpl::timm_key(n) : n; };
   auto is_head = [](const std::string& n) {

@@ -44,6 +44,7 @@
 #include "io/image.h"
 #include "models/layers.h"
 #include "models/vision.h"
+#include "models/weights_check.h"
 
 namespace mambavl::models {
 
@@ -75,7 +76,7 @@ struct MambaOutConfig {
   static constexpr int64_t kMaxDepth = 1024;  // blocks per stage
   static constexpr int64_t kMaxDim = 16384;
   static constexpr int64_t kMaxClasses = 1 << 20;
-  static constexpr int64_t kMaxImageSize = 16384;  // as io::ImagePreprocess::from_json
+  static constexpr int64_t kMaxImageSize = io::ImagePreprocess::kMaxSize;  // as from_json
   static constexpr int64_t kMaxDState = 1024;
   static constexpr double kMaxParameters = 1e10;
   // hidden = int(8/3 * C), truncated as Python's int() does.
@@ -95,6 +96,9 @@ struct MambaOutConfig {
   // The parameter count of the network this config builds (as MambaOutImpl::num_parameters()),
   // computed in floating point from the sizes alone, so that it cannot overflow.
   double num_parameters() const;
+  // What the checkpoint must hold (weights_check.h), official or timm keys; `fields` prefixes the
+  // field names in messages.
+  ExpectedWeights expected_weights(const std::string& fields = "") const;
 };
 
 // Channels-first Conv2d parameters (uninitialised): weight [out, in / groups, k, k], bias [out].

@@ -43,6 +43,13 @@ std::unique_ptr<CausalLM> make_causal_lm(const nlohmann::json& cfg, uint64_t see
   return m;
 }
 
+ExpectedWeights expected_lm_weights(const nlohmann::json& cfg, const std::string& file,
+                                    const std::string& fields) {
+  if (detect_architecture(cfg, file) == "gpt_neox")
+    return GPTNeoXConfig::from_json(cfg, file).expected_weights(fields);
+  return MambaConfig::from_json(cfg, file).expected_weights(fields);
+}
+
 nlohmann::json lm_config_json(const CausalLM& lm) {
   if (auto* m = dynamic_cast<const MambaLM*>(&lm)) return m->save_config().to_json();
   if (auto* n = dynamic_cast<const GPTNeoXLM*>(&lm)) return n->config().to_json();

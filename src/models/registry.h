@@ -6,6 +6,7 @@
 #include <string>
 
 #include "models/lm.h"
+#include "models/weights_check.h"
 
 namespace mambavl::models {
 
@@ -20,6 +21,11 @@ std::string detect_architecture(const nlohmann::json& cfg, const std::string& fi
 // uninitialised (to be loaded).
 std::unique_ptr<CausalLM> make_causal_lm(const nlohmann::json& cfg, uint64_t seed, bool initialize,
                                          const std::string& file);
+// What a language-model config.json-style object implies about its checkpoint (weights_check.h),
+// without building the model: parse errors name `file`, header mismatches name the fields with
+// `fields` before them (e.g. "text_config.").
+ExpectedWeights expected_lm_weights(const nlohmann::json& cfg, const std::string& file,
+                                    const std::string& fields = "");
 // The config.json content `lm.save()` writes.
 nlohmann::json lm_config_json(const CausalLM& lm);
 

@@ -12,6 +12,7 @@
 #include <string>
 
 #include "io/image.h"
+#include "models/weights_check.h"
 
 namespace torch::nn {
 class Module;
@@ -108,5 +109,9 @@ std::unique_ptr<VisionEncoder> load_vision_encoder(const std::filesystem::path& 
 // `initialize`, otherwise uninitialised (to be loaded). Errors name `file`.
 std::unique_ptr<VisionEncoder> make_vision_encoder(const nlohmann::json& cfg, uint64_t seed,
                                                    bool initialize, const std::string& file);
+// What an encoder config (as make_vision_encoder reads it) implies about its checkpoint
+// (weights_check.h), without building it; `fields` prefixes the field names in messages.
+ExpectedWeights expected_vision_weights(const nlohmann::json& cfg, const std::string& file,
+                                        const std::string& fields = "");
 
 }  // namespace mambavl::models

@@ -3,7 +3,10 @@
 
 #include "common/error.h"
 #include "io/checkpoint.h"
+#include "io/config_util.h"
+#include "models/mambaout.h"
 #include "models/vision_factories.h"
+#include "models/vit.h"
 
 namespace mambavl::models {
 
@@ -85,8 +88,11 @@ std::vector<std::string> classifier_classes(const fs::path& dir) {
   const std::string file = (dir / "config.json").string();
   std::vector<std::string> out;
   int64_t n = 0;
-  if (cfg.contains("num_classes") && cfg.at("num_classes").is_number_integer())
-    n = cfg.at("num_classes").get<int64_t>();
+  if (cfg.contains("num_classes") && cfg.at("num_classes").is_number_integer()) {
+    n = cfg::get_int(cfg, "num_classes", file, 0);
+    // A name per class is made below: bounded as the classifiers bound it.
+    cfg::check_limit(n, 0, MambaOutConfig::kMaxClasses, file, "num_classes");
+  }
   // Ours: "classes"; timm's hub config.json: "label_names" (used when "classes" is absent).
   for (const char* key : {"classes", "label_names"}) {
     if (!cfg.contains(key) || cfg.at(key).is_null()) continue;
@@ -116,6 +122,13 @@ std::unique_ptr<VisionEncoder> make_vision_encoder(const nlohmann::json& cfg, ui
   const std::string arch = architecture_of(cfg, file);
   if (starts_with(arch, "mambaout")) return make_mambaout_encoder(cfg, seed, initialize, file);
   return make_vit_encoder(cfg, seed, initialize, file);
+}
+
+ExpectedWeights expected_vision_weights(const nlohmann::json& cfg, const std::string& file,
+                                        const std::string& fields) {
+  if (starts_with(architecture_of(cfg, file), "mambaout"))
+    return MambaOutConfig::from_json(cfg, file).expected_weights(fields);
+  return ViTConfig::from_json(cfg, file).expected_weights(fields);
 }
 
 }  // namespace mambavl::models

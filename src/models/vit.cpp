@@ -410,6 +410,7 @@ void ViTEncoder::to_dtype(at::ScalarType dtype) {
 std::unique_ptr<VisionEncoder> load_vit_encoder(const fs::path& dir, const nlohmann::json& cfg) {
   const std::string file = (dir / "config.json").string();
   ViTConfig c = ViTConfig::from_json(cfg, file);
+  check_weights_match_config(c.expected_weights(), io::CheckpointFolder(dir), file);
   auto enc = std::make_unique<ViTEncoder>(c);
   enc->model().load(dir);
   return enc;

@@ -76,6 +76,7 @@
 #include "io/image.h"
 #include "models/layers.h"
 #include "models/vision.h"
+#include "models/weights_check.h"
 
 namespace mambavl::models {
 
@@ -110,7 +111,23 @@ struct ViTConfig {
   int64_t num_prefix() const { return has_class_token() ? 1 : 0; }
   int64_t head_dim() const { return hidden_size / num_heads; }
   int64_t grid() const { return image_size / patch_size; }
-  void validate(const std::string& file) const;  // errors name `file` and the key
+  // Errors name `file` and the key (`layers_key`: the name of num_layers in that file; default
+  // by layout: "num_hidden_layers", timm's "model_args.depth"). Checks the bounds below before
+  // anything is allocated.
+  void validate(const std::string& file, const std::string& layers_key = "") const;
+  // Far above every real encoder (CLIP ViT-bigG/14: hidden 1664, MLP 8192, 48 layers; EVA-02-L:
+  // 1024, 2730, 24; ViT-22B: 6144, 24576, 48; inputs up to 896 px).
+  static constexpr int64_t kMaxHidden = 65536;
+  static constexpr int64_t kMaxIntermediate = 262144;
+  static constexpr int64_t kMaxLayers = 1024;
+  static constexpr int64_t kMaxImageSize = io::ImagePreprocess::kMaxSize;
+  static constexpr double kMaxParameters = 1e10;
+  // The encoder's parameter count, from the sizes alone (the ViTModel's parameters).
+  double num_parameters() const;
+  // What the checkpoint must hold (weights_check.h), in this layout's key names; `fields`
+  // prefixes the field names in messages, `layers_key` as for validate.
+  ExpectedWeights expected_weights(const std::string& fields = "",
+                                   const std::string& layers_key = "") const;
 
   // Parses a folder's config.json (HF CLIP / SigLIP, full or vision-only; timm EVA-02).
   static ViTConfig from_json(const nlohmann::json& j, const std::string& file);
@@ -273,6 +290,8 @@ class ViTClassifier : public ImageClassifier {
     double drop_path_rate = 0.0;
     io::ImagePreprocess pp;
     static Options from_json(const nlohmann::json& j, const std::string& file);
+    // The trunk's and the head's tensors (weights_check.h), in the classifier's key names.
+    ExpectedWeights expected_weights() const;
   };
   explicit ViTClassifier(Options o);
 

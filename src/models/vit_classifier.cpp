@@ -6,7 +6,7 @@
 
 #include "common/error.h"
 #include "io/checkpoint.h"
-#include "models/config_util.h"
+#include "io/config_util.h"
 #include "models/vision_factories.h"
 #include "models/vit.h"
 
@@ -36,6 +36,7 @@ ViTClassifier::Options ViTClassifier::Options::from_json(const nlohmann::json& j
   ViTConfig& c = o.vit;
   c.layout = ViTLayout::CLIP;
   c.hidden_size = cfg::require_int(j, "hidden_size", file);
+  cfg::check_limit(c.hidden_size, 1, ViTConfig::kMaxHidden, file, "hidden_size");  // before 4 * h
   c.num_layers = cfg::require_int(j, "num_layers", file);
   c.num_heads = cfg::require_int(j, "num_heads", file);
   c.intermediate_size = cfg::get_int(j, "intermediate_size", file, 4 * c.hidden_size);
@@ -44,10 +45,14 @@ ViTClassifier::Options ViTClassifier::Options::from_json(const nlohmann::json& j
   c.hidden_act = cfg::get_string(j, "hidden_act", file, "gelu");
   c.layer_norm_eps = cfg::get_double(j, "layer_norm_eps", file, 1e-6);
   c.causal = cfg::get_bool(j, "causal", file, false);
-  c.validate(file);
+  c.validate(file, "num_layers");
   o.num_classes = cfg::require_int(j, "num_classes", file);
   MVL_CHECK(o.num_classes > 0 && o.num_classes <= (int64_t{1} << 20), file,
             ": key 'num_classes' must be in [1, 2^20], got ", o.num_classes);
+  const double params = o.expected_weights().num_parameters;
+  MVL_CHECK(params <= ViTConfig::kMaxParameters, file, ": the config describes ", params,
+            " parameters with the head of num_classes ", o.num_classes, ", over the limit of ",
+            ViTConfig::kMaxParameters);
   o.pool = cfg::get_string(j, "pool", file, "mean");
   MVL_CHECK(o.pool == "mean" || o.pool == "cls" || o.pool == "last", file, ": key 'pool' is '",
             o.pool, "'; use \"mean\", \"cls\" or \"last\"");
@@ -62,6 +67,13 @@ ViTClassifier::Options ViTClassifier::Options::from_json(const nlohmann::json& j
   else
     o.pp = io::ImagePreprocess::imagenet(c.image_size);
   return o;
+}
+
+ExpectedWeights ViTClassifier::Options::expected_weights() const {
+  ExpectedWeights w = vit.expected_weights("", "num_layers");
+  w.tensor({"head.weight"}, {dim(num_classes, "num_classes"), dim(vit.hidden_size, "hidden_size")});
+  w.num_parameters += static_cast<double>(vit.hidden_size + 1) * static_cast<double>(num_classes);
+  return w;
 }
 
 ViTClassifier::ViTClassifier(Options o) : opt_(std::move(o)), trunk_(opt_.vit) {
@@ -117,8 +129,11 @@ std::unique_ptr<ImageClassifier> make_vit_classifier(const nlohmann::json& cfg, 
 std::unique_ptr<ImageClassifier> load_vit_classifier(const fs::path& dir,
                                                      const nlohmann::json& cfg) {
   const std::string file = (dir / "config.json").string();
-  auto clf = std::make_unique<ViTClassifier>(ViTClassifier::Options::from_json(cfg, file));
-  io::load_module(clf->module(), io::CheckpointFolder(dir));  // every tensor, strictly
+  const ViTClassifier::Options o = ViTClassifier::Options::from_json(cfg, file);
+  io::CheckpointFolder ckpt(dir);
+  check_weights_match_config(o.expected_weights(), ckpt, file);  // before building
+  auto clf = std::make_unique<ViTClassifier>(o);
+  io::load_module(clf->module(), ckpt);  // every tensor, strictly
   return clf;
 }
 

@@ -1,9 +1,10 @@
 // ViT config.json parsing and writing: Hugging Face CLIP / SigLIP (vision-only or full model)
 // and timm's hub format for EVA-02 (see vit.h for the unknown-key policy).
+#include <cmath>
 #include <set>
 
 #include "common/error.h"
-#include "models/config_util.h"
+#include "io/config_util.h"
 #include "models/vit.h"
 
 namespace mambavl::models {
@@ -295,8 +296,13 @@ ViTConfig parse_timm(const nlohmann::json& j, const std::string& file, const std
       }
     }
   }
-  c.intermediate_size =
-      static_cast<int64_t>(static_cast<double>(c.hidden_size) * c.mlp_ratio);  // int() as timm
+  // int() as timm; the product is bounded first (a double past int64 does not convert).
+  const double mlp = static_cast<double>(c.hidden_size) * c.mlp_ratio;
+  MVL_CHECK(std::isfinite(mlp) && mlp >= 1 &&
+                mlp <= static_cast<double>(ViTConfig::kMaxIntermediate),
+            file, ": model_args.mlp_ratio ", c.mlp_ratio, " gives an MLP size int(embed_dim × ",
+            "mlp_ratio) = ", mlp, " outside [1, ", ViTConfig::kMaxIntermediate, "]");
+  c.intermediate_size = static_cast<int64_t>(mlp);
   if (j.contains("pretrained_cfg") && !j.at("pretrained_cfg").is_null()) {
     // timm's pretrained_cfg has many descriptive keys; only mean / std matter here.
     const auto& pc = j.at("pretrained_cfg");
@@ -310,30 +316,44 @@ ViTConfig parse_timm(const nlohmann::json& j, const std::string& file, const std
 
 }  // namespace
 
-void ViTConfig::validate(const std::string& file) const {
-  MVL_CHECK(hidden_size > 0, file, ": hidden size must be > 0, got ", hidden_size);
-  MVL_CHECK(num_layers > 0, file, ": number of layers must be > 0, got ", num_layers);
+namespace {
+
+// Key names for messages: Hugging Face CLIP / SigLIP, or timm's model_args (EVA-02).
+struct ViTFields {
+  std::string hidden, mlp, layers, image, patch;
+};
+ViTFields vit_fields(ViTLayout layout, const std::string& layers_key) {
+  ViTFields f = layout == ViTLayout::EVA02
+                    ? ViTFields{"model_args.embed_dim", "model_args.mlp_ratio",
+                                "model_args.depth", "model_args.img_size", "model_args.patch_size"}
+                    : ViTFields{"hidden_size", "intermediate_size", "num_hidden_layers",
+                                "image_size", "patch_size"};
+  if (!layers_key.empty()) f.layers = layers_key;
+  return f;
+}
+
+}  // namespace
+
+void ViTConfig::validate(const std::string& file, const std::string& layers_key) const {
+  const ViTFields f = vit_fields(layout, layers_key);
+  // Bounds far above any real model, checked before anything is allocated, so that a corrupt or
+  // hostile config is an error rather than an out-of-memory kill.
+  cfg::check_limit(hidden_size, 1, kMaxHidden, file, f.hidden);
+  cfg::check_limit(num_layers, 1, kMaxLayers, file, f.layers);
+  cfg::check_limit(intermediate_size, 1, kMaxIntermediate, file,
+                   layout == ViTLayout::EVA02 ? "MLP size int(embed_dim × mlp_ratio)" : f.mlp);
+  cfg::check_limit(image_size, 1, kMaxImageSize, file, f.image);
   MVL_CHECK(num_heads > 0 && hidden_size % num_heads == 0, file, ": number of attention heads (",
             num_heads, ") must divide the hidden size (", hidden_size, ")");
-  MVL_CHECK(intermediate_size > 0, file, ": MLP size must be > 0, got ", intermediate_size);
   // Not necessarily a multiple: the patch conv drops the remainder (SigLIP so400m: 384 / 14).
   MVL_CHECK(patch_size > 0 && image_size >= patch_size, file, ": image size (", image_size,
             ") must be at least the patch size (", patch_size, ")");
   MVL_CHECK(layer_norm_eps > 0.0, file, ": layer_norm_eps must be > 0");
-  // Bounds far above any real model, checked before anything is allocated, so that a corrupt or
-  // hostile config is an error rather than an out-of-memory kill.
-  MVL_CHECK(hidden_size <= 65536 && intermediate_size <= 262144 && num_layers <= 1024 &&
-                image_size <= 16384,
-            file, ": implausible sizes (hidden ", hidden_size, ", MLP ", intermediate_size,
-            ", layers ", num_layers, ", image ", image_size,
-            "; limits 65536, 262144, 1024, 16384)");
-  const double grid = static_cast<double>(image_size / patch_size);
-  const double params_per_layer = 4.0 * static_cast<double>(hidden_size) * hidden_size +
-                                  3.0 * static_cast<double>(hidden_size) * intermediate_size;
-  const double params = static_cast<double>(num_layers) * params_per_layer +
-                        grid * grid * hidden_size +
-                        3.0 * static_cast<double>(patch_size) * patch_size * hidden_size;
-  MVL_CHECK(params <= 1e10, file, ": about ", params, " parameters (limit 1e10): check the sizes");
+  const double params = num_parameters();
+  MVL_CHECK(params <= kMaxParameters, file, ": the config describes ", params, " parameters (",
+            f.hidden, " ", hidden_size, ", ", f.layers, " ", num_layers, ", MLP ",
+            intermediate_size, ", ", f.image, " ", image_size, ", ", f.patch, " ", patch_size,
+            "), over the limit of ", kMaxParameters);
   if (layout == ViTLayout::EVA02) {
     MVL_CHECK(head_dim() % 4 == 0, file, ": EVA-02 head dimension (", head_dim(),
               ") must be a multiple of 4 for the 2-D rotary embedding");
@@ -345,6 +365,61 @@ void ViTConfig::validate(const std::string& file) const {
     MVL_CHECK(acts.count(hidden_act), file, ": hidden_act '", hidden_act,
               "' is not supported (quick_gelu, gelu_pytorch_tanh, gelu_new, gelu)");
   }
+}
+
+double ViTConfig::num_parameters() const {
+  const double d = static_cast<double>(hidden_size), I = static_cast<double>(intermediate_size);
+  const double p = static_cast<double>(patch_size), g = static_cast<double>(grid());
+  const double tokens = static_cast<double>(num_prefix()) + g * g;
+  const bool eva = layout == ViTLayout::EVA02;
+  double n = static_cast<double>(num_prefix()) * d + tokens * d;  // class token, positions
+  n += d * 3 * p * p + (layout == ViTLayout::CLIP ? 0 : d);       // patch conv (+ bias)
+  if (layout == ViTLayout::CLIP) n += 2 * d;                      // pre_layrnorm
+  n += 2 * d;                                                     // final norm
+  double attn = 4 * d * d + 4 * d - (eva ? d : 0);  // q, k, v, out (EVA: k has no bias)
+  if (eva && scale_attn_inner) attn += 2 * d;
+  const double mlp = eva ? 2 * (d * I + I) + 2 * I + I * d + d  // fc1_g, fc1_x, sub-LN, fc2
+                         : d * I + I + I * d + d;              // fc1, fc2
+  return n + static_cast<double>(num_layers) * (4 * d + attn + mlp);  // + norm1, norm2
+}
+
+ExpectedWeights ViTConfig::expected_weights(const std::string& fields,
+                                            const std::string& layers_key) const {
+  const ViTFields f = vit_fields(layout, layers_key);
+  const std::string h = fields + f.hidden, I = fields + f.mlp, img = fields + f.image,
+                    p = fields + f.patch;
+  const int64_t d = hidden_size, tokens = num_prefix() + grid() * grid();
+  const ExpectedDim positions =
+      dim(tokens, img,
+          "(" + img + " / " + p + ")²" + (num_prefix() > 0 ? std::string(" + 1") : ""));
+  const ExpectedDim mlp = layout == ViTLayout::EVA02
+                              ? dim(intermediate_size, I, "int(" + h + " × " + I + ")")
+                              : dim(intermediate_size, I);
+  const std::vector<ExpectedDim> patch = {dim(d, h), fixed(3), dim(patch_size, p),
+                                          dim(patch_size, p)};
+  ExpectedWeights w;
+  w.num_parameters = num_parameters();
+  if (layout == ViTLayout::EVA02) {
+    w.tensor({"patch_embed.proj.weight"}, patch);
+    w.tensor({"pos_embed"}, {fixed(1), positions, dim(d, h)});
+    w.tensor({"blocks.0.attn.q_proj.weight"}, {dim(d, h), dim(d, h)});
+    w.tensor({"blocks.0.mlp.fc1_g.weight"}, {mlp, dim(d, h)});
+    w.tensor({"blocks.0.mlp.fc1_x.weight"}, {mlp, dim(d, h)});
+    w.tensor({"blocks.0.mlp.fc2.weight"}, {dim(d, h), mlp});
+    w.layer_count({"blocks."}, num_layers, fields + f.layers);
+    return w;
+  }
+  // CLIP / SigLIP: keys with or without "vision_model." (transformers 5).
+  auto keys = [](const std::string& k) {
+    return std::vector<std::string>{"vision_model." + k, k};
+  };
+  w.tensor(keys("embeddings.patch_embedding.weight"), patch);
+  w.tensor(keys("embeddings.position_embedding.weight"), {positions, dim(d, h)});
+  w.tensor(keys("encoder.layers.0.self_attn.q_proj.weight"), {dim(d, h), dim(d, h)});
+  w.tensor(keys("encoder.layers.0.mlp.fc1.weight"), {mlp, dim(d, h)});
+  w.tensor(keys("encoder.layers.0.mlp.fc2.weight"), {dim(d, h), mlp});
+  w.layer_count(keys("encoder.layers."), num_layers, fields + f.layers);
+  return w;
 }
 
 ViTConfig ViTConfig::from_json(const nlohmann::json& j, const std::string& file) {

@@ -4,6 +4,7 @@
 #include <torch/nn/module.h>
 
 #include <algorithm>
+#include <type_traits>
 
 #include "common/error.h"
 #include "io/checkpoint.h"
@@ -43,6 +44,10 @@ bool one_of(const std::string& v, const std::vector<std::string>& options) {
 
 template <class T>
 T get_as(const json& j, const char* key, const std::string& file, const char* type_name) {
+  // An integer past int64 arrives as unsigned: refused, never wrapped around.
+  if constexpr (std::is_same_v<T, int64_t>)
+    MVL_CHECK(!j.at(key).is_number_unsigned() || j.at(key).get<uint64_t>() <= uint64_t(INT64_MAX),
+              file, ": key '", key, "' = ", j.at(key).dump(), " is out of range");
   try {
     return j.at(key).get<T>();
   } catch (const json::exception&) {
@@ -109,8 +114,9 @@ void VLMConfig::validate(const std::string& file) const {
   MVL_CHECK(one_of(prompt_order, {"default", "instruction_first", "query_first"}), file,
             ": prompt_order must be 'default', 'instruction_first' or 'query_first', not '",
             prompt_order, "'");
-  MVL_CHECK(image_size >= 0 && image_size <= 16384, file, ": image_size ", image_size,
-            " is out of range (0 = the encoder's own, up to 16384)");
+  MVL_CHECK(image_size >= 0 && image_size <= io::ImagePreprocess::kMaxSize, file, ": image_size ",
+            image_size, " is out of range (0 = the encoder's own, up to ",
+            io::ImagePreprocess::kMaxSize, ")");
   MVL_CHECK(!image_start_token.empty() && !image_row_end_token.empty(), file,
             ": image_start_token / image_row_end_token must not be empty");
   MVL_CHECK(vision_feature_select == "patch" || !connector.has_vss(), file,
@@ -196,8 +202,19 @@ std::unique_ptr<VLM> VLM::load(const fs::path& dir) {
   MVL_CHECK(fs::is_directory(dir), dir.string(), ": not a folder (expected a VLM folder)");
   MVL_CHECK(fs::exists(file), dir.string(), ": no config.json (expected a VLM folder)");
   VLMConfig cfg = VLMConfig::from_json(io::read_json_file(file), file.string());
-  auto m = std::make_unique<VLM>(cfg, 0, /*initialize=*/false);
   io::CheckpointFolder ckpt(dir);
+  {
+    // The parts' configs (limits, then shapes against the header) before anything is built.
+    const std::string f = file.string();
+    ExpectedWeights w;
+    w.append(expected_vision_weights(cfg.vision_config, f + " vision_config", "vision_config."),
+             "vision_tower.");
+    w.append(cfg.connector.expected_weights("connector_config."), "multi_modal_projector.");
+    w.append(expected_lm_weights(cfg.text_config, f + " text_config", "text_config."),
+             "language_model.");
+    check_weights_match_config(w, ckpt, f);
+  }
+  auto m = std::make_unique<VLM>(cfg, 0, /*initialize=*/false);
   io::load_module(*m->root_, ckpt);
   if (fs::exists(dir / "tokenizer.json")) m->set_tokenizer(dir / "tokenizer.json");
   return m;
