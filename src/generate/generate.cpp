@@ -5,6 +5,8 @@
 
 #include <algorithm>
 #include <chrono>
+#include <limits>
+#include <string>
 
 #include "common/error.h"
 
@@ -31,7 +33,8 @@ void run_batch(models::CausalLM& model, const std::vector<at::Tensor>& embeds, s
     pad[b] = Lmax - embeds[first + b].size(0);
     padded = padded || pad[b] > 0;
     st.prompt_tokens += embeds[first + b].size(0);
-    out[first + b].reserve(opt.max_new_tokens);
+    // Never sized by max_new_tokens (it may be huge when eos_id ends the rows).
+    out[first + b].reserve(static_cast<size_t>(std::min<int64_t>(opt.max_new_tokens, 256)));
   }
   if (opt.max_new_tokens == 0) return;
 
@@ -44,7 +47,12 @@ void run_batch(models::CausalLM& model, const std::vector<at::Tensor>& embeds, s
     for (size_t b = 0; b < n; ++b)
       x[b].narrow(0, pad[b], embeds[first + b].size(0)).copy_(embeds[first + b]);
   }
-  auto cache = model.make_cache(B, Lmax + opt.max_new_tokens);
+  // The cache's bound (its KV storage grows as tokens are written): prompt + new tokens, saturated
+  // for models without a context limit (generate_batch checked it against max_context()).
+  const int64_t max_len = opt.max_new_tokens > std::numeric_limits<int64_t>::max() - Lmax
+                              ? std::numeric_limits<int64_t>::max()
+                              : Lmax + opt.max_new_tokens;
+  auto cache = model.make_cache(B, max_len);
   if (padded) {
     auto* sc = dynamic_cast<models::LayerStackCache*>(cache.get());
     MVL_CHECK(sc,
@@ -89,6 +97,27 @@ void run_batch(models::CausalLM& model, const std::vector<at::Tensor>& embeds, s
 
 }  // namespace
 
+void check_context(const models::CausalLM& model, const std::vector<int64_t>& prompt_lengths,
+                   int64_t max_new_tokens) {
+  MVL_CHECK(max_new_tokens >= 0, "--max-new-tokens must be >= 0, got ", max_new_tokens);
+  const int64_t ctx = model.max_context();
+  if (ctx <= 0 || max_new_tokens == 0 || prompt_lengths.empty()) return;
+  const auto longest = static_cast<size_t>(
+      std::max_element(prompt_lengths.begin(), prompt_lengths.end()) - prompt_lengths.begin());
+  const int64_t P = prompt_lengths[longest];
+  const std::string prompt = prompt_lengths.size() == 1
+                                 ? "the prompt (" + std::to_string(P) + " tokens)"
+                                 : "the longest prompt (prompt " + std::to_string(longest) + ", " +
+                                       std::to_string(P) + " tokens)";
+  // Compared by subtraction: no overflow for any max_new_tokens.
+  MVL_CHECK(P < ctx, "--max-new-tokens ", max_new_tokens, ": ", prompt,
+            " leaves no room in the model's context of ", ctx, " tokens (",
+            model.max_context_source(), "): shorten the prompt");
+  MVL_CHECK(max_new_tokens <= ctx - P, "--max-new-tokens ", max_new_tokens, ": ", prompt, " + ",
+            max_new_tokens, " new tokens exceed the model's context of ", ctx, " tokens (",
+            model.max_context_source(), "): give --max-new-tokens ", ctx - P, " or less");
+}
+
 std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
                                                  const std::vector<at::Tensor>& prompt_embeds,
                                                  const GenerateOptions& opt,
@@ -99,6 +128,7 @@ std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
             opt.batch_size);
   (void)Sampler(opt.sampling);  // validates the sampling options before any work
   const int64_t H = model.hidden_size();
+  std::vector<int64_t> lengths;
   for (size_t i = 0; i < prompt_embeds.size(); ++i) {
     const at::Tensor& e = prompt_embeds[i];
     MVL_CHECK(e.defined() && e.dim() == 2 && e.size(1) == H, "generate: prompt ", i,
@@ -110,7 +140,9 @@ std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
     MVL_CHECK(e.scalar_type() == prompt_embeds[0].scalar_type() &&
                   e.device() == prompt_embeds[0].device(),
               "generate: prompt ", i, " has another dtype or device than prompt 0");
+    lengths.push_back(e.size(0));
   }
+  check_context(model, lengths, opt.max_new_tokens);
   c10::InferenceMode guard;
   std::vector<std::vector<int64_t>> out(prompt_embeds.size());
   GenerateStats st;
@@ -126,6 +158,9 @@ std::vector<std::vector<int64_t>> generate_batch_ids(
     models::CausalLM& model, const std::vector<std::vector<int64_t>>& prompts,
     const GenerateOptions& opt, const RowTokenFn& on_token, GenerateStats* stats) {
   MVL_CHECK(!prompts.empty(), "generate: no prompts were given");
+  std::vector<int64_t> lengths;
+  for (const auto& p : prompts) lengths.push_back(static_cast<int64_t>(p.size()));
+  check_context(model, lengths, opt.max_new_tokens);  // before embedding anything
   c10::InferenceMode guard;
   std::vector<at::Tensor> embeds;
   embeds.reserve(prompts.size());

@@ -16,6 +16,10 @@
 namespace mambavl::generate {
 
 struct GenerateOptions {
+  // Tokens to generate per row. With a context limit (CausalLM::max_context, GPT-NeoX
+  // max_position_embeddings) longest prompt + max_new_tokens must fit in it (else an Error before
+  // any work); without one (Mamba, hybrid) any value is accepted: nothing is sized by it (KV
+  // caches grow as tokens are produced; Mamba's state is constant), so eos_id may end it early.
   int64_t max_new_tokens = 32;
   SamplingOptions sampling;
   std::optional<int64_t> eos_id;  // stop after emitting it (it is included in the output)
@@ -41,12 +45,20 @@ using RowTokenFn = std::function<void(int64_t row, int64_t id)>;
 // Sampler seeded with opt.sampling.seed, so row i equals generating prompt i alone with the same
 // options. on_token(row, id) is called as each token is produced. Returns the new ids per row.
 // Errors (mambavl::Error): no prompts, an empty or wrongly shaped prompt (its row named), bad
-// options.
+// options, the longest prompt + max_new_tokens beyond the model's context (naming
+// --max-new-tokens, the context and its config field, and the largest value that fits).
 std::vector<std::vector<int64_t>> generate_batch(models::CausalLM& model,
                                                  const std::vector<at::Tensor>& prompt_embeds,
                                                  const GenerateOptions& opt,
                                                  const RowTokenFn& on_token = {},
                                                  GenerateStats* stats = nullptr);
+
+// The bound generate_batch checks before any work (mambavl::Error naming --max-new-tokens, the
+// context, its config field and the largest value that fits): with a context limit
+// (CausalLM::max_context, GPT-NeoX max_position_embeddings), the longest prompt + max_new_tokens
+// must fit in it; no limit otherwise. For callers that print something before generating.
+void check_context(const models::CausalLM& model, const std::vector<int64_t>& prompt_lengths,
+                   int64_t max_new_tokens);
 
 // Token-id prompts: embeds each with model.embed (ids validated) and calls generate_batch.
 std::vector<std::vector<int64_t>> generate_batch_ids(

@@ -85,10 +85,33 @@ std::unique_ptr<KVCache> AttentionCore::make_cache(int64_t batch, int64_t max_le
   MVL_CHECK(batch > 0 && max_len > 0, "KV cache: batch and max_len must be > 0 (got ", batch, ", ",
             max_len, ")");
   auto c = std::make_unique<KVCache>();
+  c->limit = max_len;
+  const int64_t cap = std::min(max_len, KVCache::kInitialCapacity);  // grows on demand
   const auto opt = at::TensorOptions(dtype).device(device);
-  c->k = at::zeros({batch, num_heads_kv, max_len, head_dim}, opt);  // [B, Hkv, max_len, hd]
-  c->v = at::zeros({batch, num_heads_kv, max_len, head_dim}, opt);  // [B, Hkv, max_len, hd]
+  c->k = at::zeros({batch, num_heads_kv, cap, head_dim}, opt);  // [B, Hkv, cap, hd]
+  c->v = at::zeros({batch, num_heads_kv, cap, head_dim}, opt);  // [B, Hkv, cap, hd]
   return c;
+}
+
+void KVCache::reserve(int64_t need) {
+  MVL_CHECK(need >= 0 && need <= limit, "KV cache overflow: the cache holds at most ", limit,
+            " tokens (make_cache max_len) but ", need, " tokens were requested");
+  const int64_t cap = capacity();
+  if (need <= cap) return;
+  // Geometric growth (amortised O(1) copies per token), never past the limit.
+  const int64_t grown = cap > limit / 2 ? limit : 2 * cap;
+  const int64_t n = std::max(need, grown);
+  std::vector<int64_t> shape = k.sizes().vec();
+  shape[2] = n;
+  at::Tensor k2 = at::zeros(shape, k.options()), v2 = at::zeros(shape, v.options());
+  if (len > 0) {
+    k2.narrow(2, 0, len).copy_(k.narrow(2, 0, len));
+    v2.narrow(2, 0, len).copy_(v.narrow(2, 0, len));
+  }
+  k = std::move(k2);
+  v = std::move(v2);
+  if (left_pad.defined())  // [B, n]
+    key_valid = (at::arange(n, at::kLong).unsqueeze(0) >= left_pad.unsqueeze(1)).to(k.device());
 }
 
 at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in,
@@ -122,9 +145,10 @@ at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in
               " (a cache must be used by one sequence from its start)");
     MVL_CHECK(cache->k.size(0) == B, "KV cache is for batch ", cache->k.size(0),
               " but the input has batch ", B);
-    MVL_CHECK(pos + L <= cache->max_len(), "KV cache overflow: the cache holds at most ",
+    MVL_CHECK(L <= cache->max_len() - pos, "KV cache overflow: the cache holds at most ",
               cache->max_len(), " tokens (make_cache max_len) but ", pos, " + ", L, " = ", pos + L,
               " tokens were requested");
+    cache->reserve(pos + L);
     cache->k.narrow(2, pos, L).copy_(kt);
     cache->v.narrow(2, pos, L).copy_(vt);
     cache->len = pos + L;
@@ -170,8 +194,8 @@ void KVCache::set_left_pad(const std::vector<int64_t>& pad) {
   }
   MVL_CHECK(static_cast<int64_t>(pad.size()) == k.size(0), "KV cache: left_pad has ", pad.size(),
             " entries but the cache is for batch ", k.size(0));
-  left_pad = at::tensor(pad, at::kLong);                                               // [B]
-  key_valid = at::arange(max_len(), at::kLong).unsqueeze(0) >= left_pad.unsqueeze(1);  // [B, max]
+  left_pad = at::tensor(pad, at::kLong);                                                // [B]
+  key_valid = at::arange(capacity(), at::kLong).unsqueeze(0) >= left_pad.unsqueeze(1);  // [B, cap]
   key_valid = key_valid.to(k.device());
 }
 

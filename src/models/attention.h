@@ -1,5 +1,5 @@
 // Attention shared by GPT-NeoX and the attention layers of hybrid Mamba stacks: partial rotary
-// position embedding ("rotate half"), a preallocated KV cache and causal scaled-dot-product
+// position embedding ("rotate half"), a growing KV cache and causal scaled-dot-product
 // attention (one implementation, used by both). make_hybrid_attention builds mamba_ssm's MHA layer
 // (in_proj [q | k | v], out_proj, GQA, partial rotary, causal) for a hybrid Mamba stack.
 #pragma once
@@ -43,14 +43,23 @@ class Rotary {
   mutable at::Tensor cos_table_, sin_table_;  // [n, dim] in the last requested dtype
 };
 
-// One attention layer's KV cache, preallocated for max_len tokens (no per-token reallocation).
+// One attention layer's KV cache for up to max_len tokens. Storage grows as tokens are written
+// (amortised: a write that does not fit reallocates to max(needed, 2 * capacity), at most
+// max_len, and copies the tokens written once), so a large max_len costs nothing up front.
 struct KVCache : LayerCache {
-  at::Tensor k, v;  // [B, heads_kv, max_len, head_dim], compute dtype
-  int64_t len = 0;  // tokens written so far
-  int64_t max_len() const { return k.size(2); }
+  // First allocation: min(max_len, kInitialCapacity) positions.
+  static constexpr int64_t kInitialCapacity = 256;
+  at::Tensor k, v;    // [B, heads_kv, capacity, head_dim], compute dtype; first len positions used
+  int64_t len = 0;    // tokens written so far
+  int64_t limit = 0;  // most tokens this cache may hold (make_cache max_len)
+  int64_t max_len() const { return limit; }
+  int64_t capacity() const { return k.size(2); }
+  // Makes room for `need` tokens in total (need <= max_len, else an error naming the overflow):
+  // no-op when they fit, else one reallocation + copy of the len tokens written (and key_valid).
+  void reserve(int64_t need);
   // Left padding (LayerStackCache::left_pad); both undefined when there is none.
   at::Tensor left_pad;   // [B] int64: row b's leading pad positions
-  at::Tensor key_valid;  // [B, max_len] bool: false at row b's pad positions
+  at::Tensor key_valid;  // [B, capacity] bool: false at row b's pad positions
   // Sets the padding of a cache about to be prefilled (len == 0); empty = none.
   void set_left_pad(const std::vector<int64_t>& pad);
 };

@@ -31,8 +31,9 @@ LayerStackCache& LayerStackCache::check(LMCache* cache, const void* owner, int64
   auto* c = dynamic_cast<LayerStackCache*>(cache);
   MVL_CHECK(c && c->owner == owner, "cache was not made by this model");
   MVL_CHECK(c->bsz == batch, "cache is for batch ", c->bsz, " but input has batch ", batch);
-  MVL_CHECK(c->len + L <= c->max_len, "cache overflow: the cache was made for ", c->max_len,
-            " tokens but ", c->len, " + ", L, " = ", c->len + L, " tokens were requested");
+  MVL_CHECK(L >= 0 && L <= c->max_len - c->len, "cache overflow: the cache was made for ",
+            c->max_len, " tokens but ", c->len, " + ", L, " = ", c->len + L,
+            " tokens were requested");
   return *c;
 }
 

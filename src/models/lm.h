@@ -16,8 +16,9 @@ class Module;
 
 namespace mambavl::models {
 
-// Per-sequence decoding state (Mamba: conv + SSM states per layer; attention: a preallocated KV
-// cache). `length()` tokens have been consumed so far.
+// Per-sequence decoding state (Mamba: conv + SSM states per layer, constant in the length;
+// attention: a KV cache that grows as tokens are written, up to the cache's max_len).
+// `length()` tokens have been consumed so far.
 class LMCache {
  public:
   virtual ~LMCache() = default;
@@ -74,8 +75,16 @@ class CausalLM {
   at::Tensor forward(const at::Tensor& ids, LMCache* cache = nullptr, bool last_only = false) {
     return forward_embeds(embed(ids), cache, last_only);
   }
-  // A cache for `batch` sequences of up to `max_len` tokens in total (attention preallocates).
+  // A cache for `batch` sequences of up to `max_len` tokens in total. Nothing is sized by max_len
+  // up front: attention KV caches start at min(max_len, KVCache::kInitialCapacity) positions and
+  // grow geometrically as tokens are written; Mamba states do not depend on it.
   virtual std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) = 0;
+  // Most tokens (prompt + generated) one sequence may have: the position range the model was
+  // configured for (GPT-NeoX: max_position_embeddings); 0 = no limit (Mamba, hybrid stacks).
+  // Generation refuses prompt + max_new_tokens beyond it.
+  virtual int64_t max_context() const { return 0; }
+  // Where max_context() comes from, for messages, e.g. "max_position_embeddings in D/config.json".
+  virtual std::string max_context_source() const { return "the model's config"; }
 
   virtual torch::nn::Module& module() = 0;
   // Casts the weights to the compute dtype (kFloat or kBFloat16; SSM parameters A_log / D and
