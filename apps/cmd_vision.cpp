@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "cli_common.h"
 #include "common/error.h"
+#include "common/parse.h"
 #include "data/image_dataset.h"
 #include "eval/classification.h"
 #include "io/image.h"
@@ -39,18 +41,9 @@ std::vector<int64_t> parse_int_list(const std::string& s, const char* option) {
   std::stringstream ss(s);
   std::string item;
   while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int64_t v = 0;
-    try {
-      v = std::stoll(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    while (used < item.size() && item[used] == ' ') ++used;
-    MVL_CHECK(used > 0 && used == item.size() && v > 0, option,
-              ": expected positive integers separated by commas (e.g. 48,96,192,288), got '", s,
-              "'");
-    out.push_back(v);
+    while (!item.empty() && item.back() == ' ') item.pop_back();
+    while (!item.empty() && item.front() == ' ') item.erase(item.begin());
+    out.push_back(parse_int64(item, option, 1, int64_t{1} << 20));
   }
   MVL_CHECK(!out.empty(), option, ": empty list");
   return out;
@@ -93,7 +86,7 @@ class RelabeledDataset : public data::ImageDataset {
 struct TrainOpts {
   std::string arch = "mambaout", variant, dims, depths, data, out, pool;
   int64_t heads = 0, patch_size = 0;
-  bool causal = false, no_augment = false, no_progress = false;
+  bool causal = false, no_augment = false, no_progress = false, resume = false, overwrite = false;
   int64_t synthetic = 0, num_classes = 10, image_size = 0, epochs = 5, steps = 0, batch = 32;
   int64_t warmup_steps = 0, save_every = 1, eval_batch = 64;
   double val_fraction = 0.1, lr = 1e-3, weight_decay = 0.05, warmup = 1.0, label_smoothing = 0.1;
@@ -199,7 +192,8 @@ void add_train_classifier(CLI::App& app) {
   c->add_option("--pool", o->pool, "ViT: mean, cls or last (default: mean; last with --causal)");
   auto* d = c->add_option("--data", o->data, "Image folder: DIR/<class>/*.png|jpg|jpeg");
   auto* s = c->add_option("--synthetic", o->synthetic,
-                          "Use N built-in synthetic images (coloured shapes) instead of --data");
+                          "Use N built-in synthetic images (coloured shapes) instead of --data")
+               ->check(IntRange(1, data::kMaxSyntheticSamples));
   d->excludes(s);
   c->add_option("--num-classes", o->num_classes, "Classes of the synthetic data")
       ->capture_default_str();
@@ -235,18 +229,31 @@ void add_train_classifier(CLI::App& app) {
       ->capture_default_str();
   c->add_option("--seed", o->seed, "Seed for init, data split, order and augmentation")
       ->capture_default_str();
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  cli::add_threads_option(*c, o->threads);
   c->add_option("--save-every", o->save_every, "Write OUT/last every N epochs")
       ->capture_default_str();
   c->add_option("--eval-batch", o->eval_batch, "Batch size of validation")->capture_default_str();
   c->add_flag("--no-progress", o->no_progress, "No progress bar");
-  c->add_option("--out", o->out, "Output folder: last/ and best/ model folders, train_log.jsonl")
+  c->add_option("--out", o->out,
+                "Output folder: last/ and best/ model folders, train_log.jsonl, trainer/ (the "
+                "checkpoint --resume continues from). Must be new or empty unless --resume or "
+                "--overwrite")
       ->required();
+  auto* rs = c->add_flag("--resume", o->resume,
+                         "Continue the run in --out from its last saved epoch (give the same "
+                         "options; bit-identical to an uninterrupted run)");
+  c->add_flag("--overwrite", o->overwrite,
+              "Start a new run in a used --out: last/, best/, train_log.jsonl and trainer/ are "
+              "replaced as this run writes its own (the old best/ stays until this run's first "
+              "epoch is saved); other files there are left alone")
+      ->excludes(rs);
   c->footer(
       "Example (a small MambaOut on synthetic shapes; well under a minute on a laptop CPU):\n"
       "  mambavl train-classifier --arch mambaout --synthetic 512 --num-classes 8 --epochs 3 "
       "--out runs/mo\n"
-      "  mambavl eval-classifier --model runs/mo/best --synthetic 512   # its held-out 10 %\n");
+      "  mambavl eval-classifier --model runs/mo/best --synthetic 512   # its held-out 10 %\n"
+      "A used --out is refused (pass --resume to continue its run or --overwrite to replace "
+      "it); leftovers of killed runs (.NAME.tmp.PID) there are removed when PID is gone.\n");
   c->callback([o, w]() {
     set_threads(o->threads);
     MVL_CHECK(!o->data.empty() || o->synthetic > 0,
@@ -259,6 +266,10 @@ void add_train_classifier(CLI::App& app) {
     // Model config first: a bad --arch is reported before any data is read.
     const int64_t expected_classes = o->data.empty() ? o->num_classes : 0;
     model_config(*o, std::max<int64_t>(expected_classes, 2), size);
+    // The output folder next, before any data is read: a used one needs --resume / --overwrite.
+    train::check_output_folder(o->out, o->resume ? fs::path(o->out) / "trainer" : fs::path(),
+                               o->overwrite);
+    if (o->resume) train::classifier_resume_checkpoint(o->out);
 
     std::shared_ptr<const data::ImageDataset> all;
     if (!o->data.empty())
@@ -306,7 +317,10 @@ void add_train_classifier(CLI::App& app) {
     tc.save_every = o->save_every;
     tc.threads = o->threads;
     tc.progress = !o->no_progress;
+    tc.resume = o->resume;
+    tc.overwrite = o->overwrite;
     train::TrainResult r = train::train_classifier(*clf, *train_ds, val_ds.get(), tc);
+    MVL_CHECK(!r.epochs.empty(), o->out, ": the run has no epochs (nothing was trained)");
     const auto& last = r.epochs.back();
     std::cout << "trained " << r.steps << " steps, " << r.epochs.size()
               << " epochs; final train loss " << last.train_loss;
@@ -339,7 +353,7 @@ void add_classify(CLI::App& app) {
       "Output: per image its path, then one line per class, best first: rank, class name, "
       "softmax probability.\nExample:\n  mambavl classify --model runs/mo/best cat.png dog.jpg "
       "--top 3\n");
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  cli::add_threads_option(*c, o->threads);
   c->callback([o]() {
     set_threads(o->threads);
     MVL_CHECK(o->top >= 1, "--top must be >= 1, got ", o->top);
@@ -390,7 +404,8 @@ void add_eval_classifier(CLI::App& app) {
                           "Image folder DIR/<class>/*; class folders are matched to the model's "
                           "classes by name");
   auto* s = c->add_option("--synthetic", o->synthetic,
-                          "Use N synthetic images (classes and size from the model)");
+                          "Use N synthetic images (classes and size from the model)")
+               ->check(IntRange(1, data::kMaxSyntheticSamples));
   d->excludes(s);
   c->add_option("--seed", o->seed, "Seed of the synthetic data (as given to train-classifier)")
       ->capture_default_str();
@@ -403,7 +418,7 @@ void add_eval_classifier(CLI::App& app) {
                 "Synthetic data with --split val: as given to train-classifier")
       ->capture_default_str();
   c->add_option("--batch", o->batch, "Batch size")->capture_default_str();
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)");
+  cli::add_threads_option(*c, o->threads);
   c->add_flag("--no-progress", o->no_progress, "No progress bar");
   c->callback([o]() {
     set_threads(o->threads);

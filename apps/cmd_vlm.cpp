@@ -181,6 +181,7 @@ void add_train(CLI::App& app) {
     std::string config, resume, out;
     std::vector<std::string> sets;
     int threads = 0;
+    bool overwrite = false;
   };
   auto o = std::make_shared<Opts>();
   auto* c = app.add_subcommand(
@@ -195,16 +196,22 @@ void add_train(CLI::App& app) {
                 "(repeatable; values in TOML syntax)");
   c->add_option("--resume", o->resume,
                 "Continue a run: its out folder (newest checkpoint) or a checkpoint folder");
-  c->add_option("--out", o->out, "Output folder (overrides 'out' in the run file)");
-  c->add_option("--threads", o->threads, "Intra-op threads (default: all cores)")
-      ->check(CLI::NonNegativeNumber);
+  c->add_option("--out", o->out,
+                "Output folder (overrides 'out' in the run file). Must be new or empty, unless "
+                "--resume continues the run in it, or --overwrite");
+  c->add_flag("--overwrite", o->overwrite,
+              "Train into a used output folder as a new run: its run.json, config.json and "
+              "train_log.jsonl are replaced at the start, its step checkpoints (and final) stay "
+              "until this run has written its first checkpoint and are removed then; other files "
+              "there are left alone");
+  cli::add_threads_option(*c, o->threads);
   c->callback([o] {
     // A .json run file (as `mambavl experiment` writes them) or TOML.
     json cfg = fs::path(o->config).extension() == ".json" ? io::read_json_file(o->config)
                                                           : train::load_toml(o->config);
     train::apply_overrides(cfg, o->sets);
     if (!o->out.empty()) cfg["out"] = o->out;
-    auto r = experiments::run_training(cfg, o->config, o->resume, o->threads);
+    auto r = experiments::run_training(cfg, o->config, o->resume, o->threads, o->overwrite);
     std::cout << "trained " << r.steps << " steps; model: " << r.final_model.string() << "\n";
     if (!r.last_eval.is_null()) std::cout << "eval: " << r.last_eval.dump() << "\n";
   });
@@ -245,13 +252,15 @@ void add_eval(CLI::App& app) {
   c->add_option("--min-objects", o->min_objects, "Built-in scenes: fewest objects");
   c->add_option("--max-objects", o->max_objects, "Built-in scenes: most objects (as trained)");
   c->add_option("--limit", o->limit, "Evaluate only the first N examples");
-  c->add_option("--batch-size", o->batch, "Examples per batch")->check(CLI::PositiveNumber);
-  c->add_option("--max-new-tokens", o->max_new, "Generated tokens per answer")
-      ->check(CLI::PositiveNumber);
+  c->add_option("--batch-size", o->batch, "Examples per batch")->check(cli::Positive);
+  c->add_option("--max-new-tokens", o->max_new,
+                "Generated tokens per answer (GPT-NeoX language model: prompt + tokens must fit "
+                "its context, max_position_embeddings)")
+      ->check(cli::Positive);
   c->add_option("--order", o->order, "Prompt order override")
       ->check(CLI::IsMember({"default", "instruction_first", "query_first"}));
   c->add_option("--out", o->out, "Write results.json + predictions.jsonl (+ per_position.csv)");
-  c->add_option("--threads", o->threads, "Intra-op threads")->check(CLI::NonNegativeNumber);
+  cli::add_threads_option(*c, o->threads, "Intra-op threads");
   c->add_option("--dtype", o->dtype, "f32 | bf16")->check(CLI::IsMember({"f32", "bf16"}));
   c->add_flag("--quiet", o->quiet, "No progress bar");
   c->callback([o] {
@@ -348,14 +357,17 @@ void add_chat(CLI::App& app) {
                 "chat (free text turns) | caption | vqa (--prompt = the question) | grounding "
                 "(--prompt = the referring phrase): the task templates the model was trained with")
       ->check(CLI::IsMember({"chat", "caption", "vqa", "grounding"}));
-  c->add_option("--max-new-tokens", o->max_new, "Tokens per answer")->check(CLI::PositiveNumber);
+  c->add_option("--max-new-tokens", o->max_new,
+                "Tokens per answer (GPT-NeoX language model: image + conversation + tokens must "
+                "fit its context, max_position_embeddings)")
+      ->check(cli::Positive);
   auto* g = c->add_flag("--greedy", o->greedy, "Argmax decoding");
   c->add_option("--temperature", o->temperature, "Sampling temperature")->excludes(g);
   c->add_option("--top-k", o->top_k, "Top-k sampling (0 = off)")->excludes(g);
   c->add_option("--top-p", o->top_p, "Nucleus sampling mass (1 = off)")->excludes(g);
   c->add_option("--seed", o->seed, "Sampling seed");
   c->add_flag("--stats", o->stats, "Print prefill / decode speed to stderr");
-  c->add_option("--threads", o->threads, "Intra-op threads")->check(CLI::NonNegativeNumber);
+  cli::add_threads_option(*c, o->threads, "Intra-op threads");
   c->add_option("--dtype", o->dtype, "f32 | bf16")->check(CLI::IsMember({"f32", "bf16"}));
   c->callback([o] {
     if (o->threads > 0) at::set_num_threads(o->threads);

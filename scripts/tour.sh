@@ -28,7 +28,7 @@ done
 echo "== mambavl bench scan (fused vs reference selective scan, short run)"
 $M bench scan --dim 256 --len 256 --repeats 2
 echo "== mambavl train-classifier (a small MambaOut on the built-in synthetic shapes x colours)"
-$M train-classifier --arch mambaout --synthetic 256 --num-classes 4 --epochs 3 --no-progress --out "$OUT/mambaout-cls"
+$M train-classifier --arch mambaout --synthetic 256 --num-classes 4 --epochs 3 --no-progress --overwrite --out "$OUT/mambaout-cls"
 echo "== mambavl classify (top classes of a photo; the model only knows coloured shapes)"
 $M classify --model "$OUT/mambaout-cls/best" tests/fixtures/images/photo_64x48.jpg
 echo "== mambavl eval-classifier (the held-out 10 % of the same synthetic data)"

@@ -17,6 +17,7 @@
 #include <thread>
 
 #include "common/error.h"
+#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 
 extern char** environ;
@@ -93,7 +94,9 @@ std::string eval_brief(const json& ev) {
 
 
 pid_t spawn_run(const fs::path& exe, const fs::path& config, int threads, const fs::path& log) {
-  std::vector<std::string> args = {exe.string(), "train", "--config", config.string()};
+  // --overwrite: the run folder is ours (emptied by the runner) but already holds stderr.log.
+  std::vector<std::string> args = {exe.string(), "train", "--config", config.string(),
+                                   "--overwrite"};
   if (threads > 0) {
     args.push_back("--threads");
     args.push_back(std::to_string(threads));
@@ -174,6 +177,8 @@ std::vector<RunOutcome> run_all(const std::vector<RunSpec>& runs, const Experime
   const fs::path runs_dir = opt.out / "runs", cfg_dir = opt.out / "configs";
   fs::create_directories(runs_dir);
   fs::create_directories(cfg_dir);
+  // Cache entries half-copied by killed experiments (.KEY.tmp.PID of dead processes).
+  if (!opt.cache.empty()) io::remove_stale_temps(opt.cache);
 
   // Write every config (exactly what the child runs) and resolve cache hits.
   std::vector<size_t> todo;

@@ -320,7 +320,7 @@ std::string train_config_help() {
 }
 
 TrainRunResult run_training(const json& cfg, const std::string& file, const fs::path& resume,
-                            int threads) {
+                            int threads, bool overwrite) {
   check_keys(cfg, kTop, file, "");
   for (const auto& [name, keys] : std::vector<std::pair<const char*, std::vector<std::string>>>{
            {"model", kModel}, {"data", kData}, {"eval", kEval}})
@@ -333,15 +333,42 @@ TrainRunResult run_training(const json& cfg, const std::string& file, const fs::
   MVL_CHECK(!out.empty(), file, ": 'out' (the run's output folder) is required (or give --out)");
   train::TrainerConfig tc = train::TrainerConfig::from_json(section(cfg, "train"), file, "train");
   tc.out_dir = out;
+  tc.overwrite = overwrite;
   if (threads > 0) at::set_num_threads(threads);
+  // A used folder needs --resume (of the run in it) or --overwrite.
+  std::error_code ec;
+  const bool existed = fs::exists(out, ec);
+  const bool was_empty =
+      train::check_output_folder(out, resume, overwrite, "--resume " + out.string());
   fs::create_directories(out);
 
   Prepared p;
-  if (kind == "vlm") prepare_vlm(p, cfg, file, out);
-  if (kind == "lm") prepare_lm(p, cfg, file);
-  if (kind == "classifier") prepare_classifier(p, cfg, file);
-  io::write_json_file(out / "run.json", cfg);
-  auto r = train::train(*p.task, tc, resume);
+  bool started = false;
+  train::TrainerResult r;
+  try {
+    if (kind == "vlm") prepare_vlm(p, cfg, file, out);
+    if (kind == "lm") prepare_lm(p, cfg, file);
+    if (kind == "classifier") prepare_classifier(p, cfg, file);
+    train::TrainerHooks hooks;
+    hooks.on_start = [&] {
+      started = true;
+      io::write_json_file(out / "run.json", cfg);
+    };
+    r = train::train(*p.task, tc, resume, hooks);
+  } catch (...) {
+    if (was_empty && !started) {
+      // Nothing was trained: leave the folder as it was (absent or empty).
+      if (!existed) {
+        fs::remove_all(out, ec);
+      } else {
+        std::vector<fs::path> made;
+        for (fs::directory_iterator it(out, ec), end; !ec && it != end; it.increment(ec))
+          made.push_back(it->path());
+        for (const fs::path& m : made) fs::remove_all(m, ec);
+      }
+    }
+    throw;
+  }
   TrainRunResult res;
   res.out = out;
   res.steps = r.steps;

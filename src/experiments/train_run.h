@@ -41,8 +41,13 @@ struct TrainRunResult {
 };
 
 // Runs the training described by `cfg` (already TOML-parsed, overrides applied); `file` names it
-// in errors. `resume`: a checkpoint folder or a previous run's out folder.
+// in errors. `resume`: a checkpoint folder or a previous run's out folder. The out folder must be
+// absent or empty (stale temporaries aside), or hold the run resumed from, or `overwrite`
+// (train::check_output_folder; the error says --resume OUT / --overwrite); when it was absent or
+// empty and the run fails before training starts (a bad run file, data or model), what it
+// wrote there is removed again, so a corrected rerun is not refused.
 TrainRunResult run_training(const nlohmann::json& cfg, const std::string& file,
-                            const std::filesystem::path& resume, int threads);
+                            const std::filesystem::path& resume, int threads,
+                            bool overwrite = false);
 
 }  // namespace mambavl::experiments

@@ -1,12 +1,14 @@
 #include "io/atomic_file.h"
 
 #include <fcntl.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <utility>
+#include <vector>
 
 #include "common/error.h"
 
@@ -16,6 +18,46 @@ std::filesystem::path atomic_temp_path(const std::filesystem::path& path) {
   std::filesystem::path tmp = path;
   tmp += ".tmp." + std::to_string(static_cast<long long>(::getpid()));
   return tmp;
+}
+
+long long temp_name_pid(const std::string& name) {
+  for (const char* marker : {".tmp.", ".old."}) {
+    const size_t at = name.rfind(marker);
+    if (at == std::string::npos) continue;
+    const std::string digits = name.substr(at + 5);
+    // A non-empty base; ".old." only on hidden names (write_dir_atomically's).
+    const bool hidden = name[0] == '.';
+    if (at == 0 || (hidden && at == 1) || (marker[1] == 'o' && !hidden)) continue;
+    if (digits.empty() || digits.size() > 10 || digits[0] == '0') continue;
+    bool all_digits = true;
+    for (char c : digits) all_digits = all_digits && c >= '0' && c <= '9';
+    if (!all_digits) continue;
+    const long long pid = std::stoll(digits);
+    if (pid > 0 && pid <= 0x7fffffffLL) return pid;
+  }
+  return -1;
+}
+
+bool process_exists(long long pid) {
+  if (pid <= 0 || pid > 0x7fffffffLL) return false;
+  return ::kill(static_cast<pid_t>(pid), 0) == 0 || errno != ESRCH;
+}
+
+int remove_stale_temps(const std::filesystem::path& dir) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  std::vector<fs::path> stale;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const long long pid = temp_name_pid(it->path().filename().string());
+    if (pid > 0 && !process_exists(pid)) stale.push_back(it->path());
+  }
+  int removed = 0;
+  for (const fs::path& p : stale) {
+    std::error_code rec;
+    fs::remove_all(p, rec);  // a symlink itself, never its target
+    removed += rec ? 0 : 1;
+  }
+  return removed;
 }
 
 AtomicFileWriter::AtomicFileWriter(std::filesystem::path path)

@@ -33,4 +33,20 @@ class AtomicFileWriter {
 // The temp file name used for `path` by this process.
 std::filesystem::path atomic_temp_path(const std::filesystem::path& path);
 
+// Temporaries left by a killed process. Our temporaries are named "<name>.tmp.<pid>"
+// (AtomicFileWriter's files; the hidden ".<name>.tmp.<pid>" folders of
+// train::write_dir_atomically and of the experiment runner's cache) or ".<name>.old.<pid>"
+// (write_dir_atomically's fallback when the filesystem has no atomic exchange), where <pid> is the
+// writing process (decimal, no sign or leading zero). temp_name_pid returns that pid, or -1 when
+// `name` is not such a name.
+long long temp_name_pid(const std::string& name);
+// Whether a process with this id exists: kill(pid, 0) succeeds or fails with anything but ESRCH
+// (a process of another user exists; so does a zombie until it is reaped).
+bool process_exists(long long pid);
+// Removes the entries directly in `dir` (not below) whose names are our temporaries
+// (temp_name_pid) of processes that no longer exist. Those of live processes are kept: another
+// run may be writing them (this process's own are live too). Best effort: a missing `dir` or an
+// entry that cannot be removed is skipped. Returns the number of entries removed.
+int remove_stale_temps(const std::filesystem::path& dir);
+
 }  // namespace mambavl::io

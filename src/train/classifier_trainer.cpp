@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <fstream>
 #include <optional>
 #include <sstream>
 
@@ -71,6 +72,40 @@ nlohmann::json EpochMetrics::to_json() const {
     j["val_count"] = val_count;
   }
   return j;
+}
+
+EpochMetrics EpochMetrics::from_json(const nlohmann::json& j) {
+  EpochMetrics m;
+  m.epoch = j.at("epoch").get<int64_t>();
+  m.step = j.at("step").get<int64_t>();
+  m.train_loss = j.value("train_loss", 0.0);
+  m.train_top1 = j.value("train_top1", 0.0);
+  m.lr = j.value("lr", 0.0);
+  m.seconds = j.value("seconds", 0.0);
+  m.images_per_second = j.value("images_per_second", 0.0);
+  m.has_val = j.contains("val_top1");
+  if (m.has_val) {
+    m.val_top1 = j.at("val_top1").get<double>();
+    m.val_top5 = j.value("val_top5", 0.0);
+    m.val_loss = j.value("val_loss", 0.0);
+    m.val_count = j.value("val_count", int64_t{0});
+  }
+  return m;
+}
+
+fs::path classifier_resume_checkpoint(const fs::path& out_dir) {
+  const fs::path t = out_dir / "trainer";
+  try {
+    return find_checkpoint(t);
+  } catch (const Error&) {
+    std::error_code ec;
+    MVL_CHECK(fs::exists(out_dir, ec) && !fs::is_empty(out_dir, ec), out_dir.string(),
+              ": nothing to resume: the folder is absent or empty; start the run without --resume");
+    MVL_FAIL(out_dir.string(), ": nothing to resume: no trainer checkpoint in ", t.string(),
+             " (one is written with last/ at every saved epoch; a run stopped before its first "
+             "saved epoch, or written by a mambavl without train-classifier --resume, cannot be "
+             "continued: start it again with --overwrite)");
+  }
 }
 
 bool no_weight_decay(const std::string& name, int64_t dim) {
@@ -186,6 +221,17 @@ TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageData
   MVL_CHECK(cfg.crop_scale_min > 0 && cfg.crop_scale_min <= 1,
             "train_classifier: crop scale min must be in (0, 1], got ", cfg.crop_scale_min);
   MVL_CHECK(cfg.save_every >= 1, "train_classifier: save_every must be >= 1");
+  const bool write = !cfg.out_dir.empty();
+  MVL_CHECK(!(cfg.resume && cfg.overwrite), "train_classifier: resume and overwrite exclude each "
+            "other (resume continues the run in the output folder, overwrite replaces it)");
+  MVL_CHECK(!cfg.resume || write, "train_classifier: resume needs the run's output folder");
+  fs::path resume_from;
+  if (write) {
+    // Before anything is written: a used folder needs resume or overwrite; stale temporaries go.
+    check_output_folder(cfg.out_dir, cfg.resume ? cfg.out_dir / "trainer" : fs::path(),
+                        cfg.overwrite);
+    if (cfg.resume) resume_from = classifier_resume_checkpoint(cfg.out_dir);
+  }
   ClassifierTaskOptions topt;
   topt.label_smoothing = cfg.label_smoothing;
   topt.augment = cfg.augment;
@@ -222,15 +268,64 @@ TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageData
   tc.log_every = 0;
   tc.eval_every = -1;   // validation is per epoch, below
   tc.progress = false;  // a bar per epoch, below
+  if (write) {
+    // The trainer's own checkpoint (weights, AdamW state, RNG) for resume, written at the same
+    // epochs as last/ (epochs end at multiples of steps_per_epoch, the last one at the end).
+    tc.out_dir = cfg.out_dir / "trainer";
+    tc.save_every = cfg.save_every * steps_per_epoch;
+    tc.keep_last = 1;
+    tc.overwrite = cfg.overwrite;
+  }
 
   TrainResult result;
   std::vector<std::string> log_lines;
-  const bool write = !cfg.out_dir.empty();
   if (write) fs::create_directories(cfg.out_dir);
   const int64_t width = static_cast<int64_t>(std::to_string(num_epochs).size());
   std::optional<ProgressBar> bar;
   double t0 = seconds_now(), last_lr = 0;
   int64_t epoch_index = 0;  // 0-based epoch being trained
+  if (!resume_from.empty()) {
+    // The resumed run's epochs up to its checkpoint (later ones are redone, identically).
+    const fs::path state_file = resume_from / "trainer_state.json";
+    const nlohmann::json st = io::read_json_file(state_file);
+    int64_t resumed_step = 0;
+    try {
+      resumed_step = st.at("global_step").get<int64_t>();
+      epoch_index = st.at("epoch").get<int64_t>();
+    } catch (const nlohmann::json::exception& e) {
+      MVL_FAIL(state_file.string(), ": malformed trainer state: ", e.what());
+    }
+    const fs::path log = cfg.out_dir / "train_log.jsonl";
+    std::ifstream f(log);
+    std::string line;
+    for (int64_t ln = 1; std::getline(f, line); ++ln) {
+      if (line.empty()) continue;
+      EpochMetrics m;
+      try {
+        m = EpochMetrics::from_json(nlohmann::json::parse(line));
+      } catch (const nlohmann::json::exception& e) {
+        MVL_FAIL(log.string(), ":", ln, ": malformed log line: ", e.what());
+      }
+      if (m.step > resumed_step) break;
+      result.epochs.push_back(m);
+      log_lines.push_back(line);
+      if (m.has_val && m.val_top1 > result.best_val_top1) {
+        result.best_val_top1 = m.val_top1;
+        result.best_epoch = m.epoch;
+      }
+    }
+    // The classifier-only settings (the trainer compares its own config).
+    std::error_code ec;
+    const fs::path last_state = cfg.out_dir / "last" / "trainer_state.json";
+    if (fs::exists(last_state, ec)) {
+      const nlohmann::json ls = io::read_json_file(last_state);
+      if (ls.contains("config") && ls.at("config") != cfg.to_json())
+        std::fprintf(stderr,
+                     "warning: resuming %s with other training settings than it was written "
+                     "with; the run will not equal an uninterrupted one\n",
+                     cfg.out_dir.string().c_str());
+    }
+  }
 
   TrainerHooks hooks;
   hooks.on_step = [&](const StepInfo& s) {
@@ -312,7 +407,7 @@ TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageData
     t0 = seconds_now();
   };
 
-  const TrainerResult r = train::train(task, tc, {}, hooks);
+  const TrainerResult r = train::train(task, tc, resume_from, hooks);
   result.step_losses = r.step_losses;
   result.steps = r.steps;
   clf.module().train();

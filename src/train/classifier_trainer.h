@@ -8,9 +8,16 @@
 //   <out>/best/  the model with the best validation top-1 so far (the latest when there is no
 //                validation set)
 //   <out>/train_log.jsonl  one JSON object per epoch (metrics, lr, throughput)
+//   <out>/trainer/  the trainer's run folder (train/trainer.h layout: checkpoints/step-N with
+//                the model, the AdamW state and the RNG; the newest only), written with last/:
+//                what `resume` continues from, bit for bit
 // Checkpoint folders are written to a temp folder next to the target and swapped in by rename,
 // so a crash never leaves a half-written checkpoint; each folder also holds trainer_state.json
 // (epoch, step, metrics, the config).
+// A used <out> (anything in it but temporaries of dead processes, which are removed) is refused
+// unless `resume` (continue its run from <out>/trainer) or `overwrite` (a new run that replaces
+// last/, best/, train_log.jsonl and trainer/ as it writes its own: the old best/ stays until the
+// new run's first saved epoch writes best/; other files in <out> are left alone).
 #pragma once
 #include <cstdint>
 #include <filesystem>
@@ -49,6 +56,9 @@ struct TrainConfig {
   int64_t save_every = 1;         // write <out>/last every N epochs (and always after the last)
   int threads = 0;                // > 0: at::set_num_threads
   bool progress = true;           // progress bar on stderr
+  // What to do with an out_dir that already holds files (see above); not part of to_json().
+  bool resume = false;     // continue the run in out_dir (needs out_dir/trainer)
+  bool overwrite = false;  // a new run replacing the one in out_dir
 
   nlohmann::json to_json() const;
 };
@@ -67,6 +77,7 @@ struct EpochMetrics {
   int64_t val_count = 0;
   double seconds = 0, images_per_second = 0;
   nlohmann::json to_json() const;
+  static EpochMetrics from_json(const nlohmann::json& j);  // to_json()'s inverse (a log line)
 };
 
 struct TrainCallbacks {
@@ -85,10 +96,17 @@ struct TrainResult {
 
 // Trains `clf` in place on `train` (labels must be < clf.num_classes(); the class names saved
 // with checkpoints are train.classes()). `val` may be null. Errors (mambavl::Error): empty
-// dataset, bad config values, data errors (naming the file).
+// dataset, bad config values, data errors (naming the file), a used out_dir without resume /
+// overwrite, resume without a checkpoint or of another model. With resume the result's epochs,
+// best_epoch and best_val_top1 include the epochs of the resumed run (from its train_log.jsonl);
+// step_losses are this call's steps only.
 TrainResult train_classifier(models::ImageClassifier& clf, const data::ImageDataset& train,
                              const data::ImageDataset* val, const TrainConfig& cfg,
                              const TrainCallbacks& callbacks = {});
+
+// The checkpoint a resumed classifier run continues from: the newest in out_dir/trainer. Error
+// naming out_dir when there is none.
+std::filesystem::path classifier_resume_checkpoint(const std::filesystem::path& out_dir);
 
 // epoch_order(n, seed, epoch): see train/trainer.h (the trainer's data order; unchanged).
 

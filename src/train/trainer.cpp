@@ -22,6 +22,7 @@
 #include "common/error.h"
 #include "common/mix64.h"
 #include "common/progress.h"
+#include "io/atomic_file.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "train/lr_schedule.h"
@@ -109,6 +110,20 @@ std::string step_dir_name(int64_t step) {
   return buf;
 }
 
+// Step folders of a run replaced by --overwrite, until its first checkpoint: replaced-step-N.
+const std::string kReplacedPrefix = "replaced-";
+
+// Points `link` at `target` (a relative symlink), swapped in by rename; best effort.
+void replace_symlink(const fs::path& link, const fs::path& target) {
+  const fs::path tmp = link.parent_path() / ("." + link.filename().string() + ".tmp." +
+                                             std::to_string(::getpid()));
+  std::error_code ec;
+  fs::remove(tmp, ec);
+  fs::create_directory_symlink(target, tmp, ec);
+  if (!ec) fs::rename(tmp, link, ec);
+  if (ec) fs::remove(tmp, ec);
+}
+
 // step-<digits> (no temp marker) -> step; -1 otherwise.
 int64_t parse_step_dir(const std::string& name) {
   if (name.size() < 6 || name.compare(0, 5, "step-") != 0) return -1;
@@ -117,10 +132,6 @@ int64_t parse_step_dir(const std::string& name) {
   for (char c : digits)
     if (c < '0' || c > '9') return -1;
   return std::stoll(digits);
-}
-
-bool is_temp_name(const std::string& name) {
-  return !name.empty() && name[0] == '.' && name.find(".tmp") != std::string::npos;
 }
 
 // bf16 autocast on CPU around the forward pass.
@@ -406,6 +417,46 @@ fs::path find_checkpoint(const fs::path& dir) {
   return found;
 }
 
+bool path_within(const fs::path& path, const fs::path& dir) {
+  std::error_code ec;
+  fs::path p = fs::weakly_canonical(fs::absolute(path, ec), ec);
+  if (ec) p = fs::absolute(path).lexically_normal();
+  fs::path d = fs::weakly_canonical(fs::absolute(dir, ec), ec);
+  if (ec) d = fs::absolute(dir).lexically_normal();
+  if (!d.has_filename()) d = d.parent_path();
+  auto pi = p.begin();
+  for (auto di = d.begin(); di != d.end(); ++di, ++pi)
+    if (pi == p.end() || *pi != *di) return false;
+  return true;
+}
+
+bool check_output_folder(const fs::path& dir, const fs::path& resume, bool overwrite,
+                         const std::string& resume_hint) {
+  std::error_code ec;
+  if (!fs::exists(dir, ec)) return true;
+  MVL_CHECK(fs::is_directory(dir, ec), dir.string(),
+            ": the output folder is a file, not a folder; choose another --out");
+  io::remove_stale_temps(dir);
+  std::vector<std::string> names;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    names.push_back(it->path().filename().string());
+  MVL_CHECK(!ec, dir.string(), ": cannot list the output folder: ", ec.message());
+  if (names.empty()) return true;
+  if (overwrite) return false;
+  std::sort(names.begin(), names.end());
+  std::string listed;
+  for (size_t i = 0; i < names.size() && i < 4; ++i) listed += (i ? ", " : "") + names[i];
+  if (names.size() > 4) listed += ", ... (" + std::to_string(names.size()) + " entries)";
+  if (!resume.empty()) {
+    MVL_CHECK(path_within(resume, dir), dir.string(), ": the output folder is not empty (it holds ",
+              listed, ") and is not the run resumed from (", resume.string(),
+              "); pass --overwrite to replace it, or choose another folder");
+    return false;
+  }
+  MVL_FAIL(dir.string(), ": the output folder is not empty (it holds ", listed, "); pass ",
+           resume_hint, " to continue it or --overwrite to replace it (or choose another folder)");
+}
+
 void write_dir_atomically(const fs::path& dir_in,
                           const std::function<void(const fs::path&)>& fill) {
   const fs::path dir = dir_in.has_filename() ? dir_in : dir_in.parent_path();
@@ -415,6 +466,7 @@ void write_dir_atomically(const fs::path& dir_in,
   const fs::path tmp = parent / (base + ".tmp." + pid);
   try {
     fs::create_directories(parent);
+    io::remove_stale_temps(parent);  // of killed runs; never those of live processes
     fs::remove_all(tmp);
     fs::create_directories(tmp);
     fill(tmp);
@@ -668,22 +720,69 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
   const bool write = !cfg.out_dir.empty();
   const fs::path ck_root = cfg.out_dir / "checkpoints";
   const fs::path log_file = cfg.out_dir / "train_log.jsonl";
+  // With overwrite, another run's step folders are renamed to replaced-step-N (not checkpoints to
+  // resume from any more, but still there) and removed once this run's first checkpoint exists.
+  bool drop_old_checkpoints = false;
   if (write) {
-    fs::create_directories(ck_root);
-    std::error_code ec;
-    for (const fs::path& d : {cfg.out_dir, ck_root})
-      for (const auto& e : fs::directory_iterator(d, ec))
-        if (is_temp_name(e.path().filename().string())) fs::remove_all(e.path(), ec);
+    // Temporaries of killed runs (never those of live processes: another run may be writing).
+    io::remove_stale_temps(cfg.out_dir);
+    io::remove_stale_temps(ck_root);
     // A fresh run does not mix its checkpoints with an earlier run's; a resumed one drops the
     // checkpoints after the resumed step (an abandoned continuation).
-    for (const auto& e : fs::directory_iterator(ck_root, ec)) {
-      const int64_t s = parse_step_dir(e.path().filename().string());
-      if (s < 0) continue;
-      MVL_CHECK(!resume.empty(), e.path().string(),
-                ": the output folder already holds a run's checkpoints; continue it with --resume ",
-                cfg.out_dir.string(), ", or use another output folder (or delete this one)");
-      if (s > at_.global_step) fs::remove_all(e.path(), ec);
+    std::error_code ec;
+    std::vector<fs::path> old;
+    bool replaced = false;  // replaced-step-N folders of an earlier, interrupted overwrite
+    for (fs::directory_iterator it(ck_root, ec), end; !ec && it != end; it.increment(ec)) {
+      const std::string name = it->path().filename().string();
+      if (parse_step_dir(name) >= 0) old.push_back(it->path());
+      if (name.rfind(kReplacedPrefix, 0) == 0 && parse_step_dir(name.substr(9)) >= 0)
+        replaced = true;
     }
+    std::sort(old.begin(), old.end());
+    if (cfg.overwrite) {
+      drop_old_checkpoints = !old.empty() || replaced;
+    } else if (!old.empty()) {
+      MVL_CHECK(!resume.empty(), old.back().string(),
+                ": the output folder already holds a run's checkpoints; continue it with --resume ",
+                cfg.out_dir.string(), ", replace it with --overwrite, or use another output folder");
+      MVL_CHECK(path_within(resume, cfg.out_dir), cfg.out_dir.string(),
+                ": the output folder holds another run's checkpoints (",
+                old.back().filename().string(), ", ...), not the one resumed from (",
+                resume.string(), "); replace them with --overwrite, or use another output folder");
+    }
+  }
+  if (hooks.on_start) hooks.on_start();
+  if (write) {
+    std::error_code ec;
+    if (drop_old_checkpoints) {
+      // Out of find_checkpoint's sight, still on disk; `final` follows them.
+      std::vector<fs::path> steps;
+      for (fs::directory_iterator it(ck_root, ec), end; !ec && it != end; it.increment(ec))
+        if (parse_step_dir(it->path().filename().string()) >= 0) steps.push_back(it->path());
+      for (const fs::path& from : steps) {
+        const fs::path to = ck_root / (kReplacedPrefix + from.filename().string());
+        fs::remove_all(to, ec);  // an older replaced folder of the same step
+        fs::rename(from, to, ec);
+        MVL_CHECK(!ec, from.string(), ": cannot move the replaced run's checkpoint aside to ",
+                  to.string(), ": ", ec.message());
+      }
+      const fs::path link = cfg.out_dir / "final";
+      if (fs::is_symlink(link, ec)) {
+        const fs::path target = fs::read_symlink(link, ec);
+        std::vector<fs::path> parts(target.begin(), target.end());
+        if (!ec && parts.size() == 3 && parts[0] == "checkpoints" &&
+            parse_step_dir(parts[1].string()) >= 0)
+          replace_symlink(link, fs::path("checkpoints") / (kReplacedPrefix + parts[1].string()) /
+                                    parts[2]);
+      }
+    } else if (!resume.empty()) {
+      std::vector<fs::path> later;
+      for (fs::directory_iterator it(ck_root, ec), end; !ec && it != end; it.increment(ec))
+        if (parse_step_dir(it->path().filename().string()) > at_.global_step)
+          later.push_back(it->path());
+      for (const fs::path& l : later) fs::remove_all(l, ec);
+    }
+    fs::create_directories(ck_root);
     nlohmann::json c = cfg.to_json();
     c["resolved_precision"] = precision;
     c["num_samples"] = n;
@@ -748,6 +847,18 @@ TrainerResult train(TrainTask& task, const TrainerConfig& cfg, const fs::path& r
     });
     io::write_text_file_atomic(ck_root / "latest", step_dir_name(p.global_step) + "\n");
     result.final_checkpoint = dir;
+    if (drop_old_checkpoints) {
+      // --overwrite: this run has a complete checkpoint now; the replaced run's go (its `final`
+      // link points into them: it goes too; this run's is made at the end).
+      drop_old_checkpoints = false;
+      std::error_code ec;
+      std::vector<fs::path> gone;
+      for (fs::directory_iterator it(ck_root, ec), end; !ec && it != end; it.increment(ec))
+        if (it->path().filename().string().rfind(kReplacedPrefix, 0) == 0)
+          gone.push_back(it->path());
+      for (const fs::path& g : gone) fs::remove_all(g, ec);
+      if (fs::is_symlink(cfg.out_dir / "final", ec)) fs::remove(cfg.out_dir / "final", ec);
+    }
     // Rotation: keep the keep_last newest step folders.
     if (cfg.keep_last > 0) {
       std::vector<std::pair<int64_t, fs::path>> all;

@@ -23,14 +23,22 @@
 //   final -> checkpoints/step-<last>/model   a relative symlink to the final model folder
 // A checkpoint folder is written into a hidden temp sibling (".step-….tmp.<pid>"), fsynced and
 // renamed into place, so a crash (even kill -9) while writing leaves every earlier checkpoint
-// intact; --resume ignores (and a new run in the same out_dir deletes) the temp folders. Rotation
+// intact; --resume ignores the temp folders, and every run into out_dir removes those (and the
+// other temporaries, io::remove_stale_temps) of processes that no longer exist, at its start
+// and whenever it writes a checkpoint; those of live processes are never touched. Rotation
 // keeps the `keep_last` newest step folders (the final one is the newest and always kept).
 // (Test hook: with MAMBAVL_TEST_PAUSE_IN_CHECKPOINT=<step> in the environment the process pauses
 // forever inside the write of that step's checkpoint, after the model and before the trainer state,
 // leaving a file "paused" in the temp folder; tests SIGKILL it there.)
 // A fresh run (no resume) into an out_dir that already holds step checkpoints is an error (say
-// --resume, or use another folder); a resumed run deletes the step folders of out_dir after the
-// resumed step (an abandoned continuation) before it writes new ones.
+// --resume, or use another folder) unless TrainerConfig::overwrite: then the old step folders are
+// renamed to checkpoints/replaced-step-<8 digits> (no longer resumable; the old `final` link is
+// repointed to them) and removed, with that link, right after this run has written its first
+// checkpoint, so the folder always holds a complete model. A resumed run deletes the step
+// folders of out_dir after the resumed step (an abandoned continuation) before it writes new
+// ones; resuming into an out_dir that holds checkpoints of another run (the resumed checkpoint is
+// not inside it) is an error unless overwrite. The front ends (train --config, train-classifier)
+// refuse any non-empty output folder first: check_output_folder().
 //
 // Semantics
 // - Stages run in order; each has its own step count, schedule (warmup + cosine restart), weight
@@ -143,6 +151,9 @@ struct TrainerConfig {
   int64_t stop_at_step = 0;
   std::filesystem::path out_dir;  // empty: nothing written
   bool progress = true;           // progress bar on stderr (step count, loss, units/s, lr, ETA)
+  // Not a run-file key (set by the front ends' --overwrite; not in to_json): a run may replace
+  // the step checkpoints of another run in out_dir (see "A fresh run ..." above).
+  bool overwrite = false;
 
   // Keys: stages (array of tables, see StageConfig), batch_size, grad_accum, grad_clip, precision,
   // no_decay, adam_beta1, adam_beta2, adam_eps, seed, log_every, eval_every, save_every,
@@ -184,6 +195,9 @@ struct TrainerHooks {
   std::function<void(const StepInfo&)> on_step;
   // After the step that completes an epoch, and at the end of a stage that stopped mid-epoch.
   std::function<void(const EpochInfo&)> on_epoch_end;
+  // Once everything is validated (config, freeze prefixes, the resumed checkpoint, the output
+  // folder), right before the trainer writes anything into out_dir.
+  std::function<void()> on_start;
 };
 
 // Trains `task` (see the semantics above). With `resume` (a checkpoint folder written by a
@@ -226,10 +240,25 @@ std::vector<int64_t> epoch_order(int64_t n, uint64_t seed, int64_t epoch);
 // Error naming `dir` when there is none.
 std::filesystem::path find_checkpoint(const std::filesystem::path& dir);
 
+// The output folder of a new run, checked before anything is written into it (train --config,
+// train-classifier). First the temporaries of dead processes are removed from it
+// (io::remove_stale_temps). Then, when it holds anything else: fine with `overwrite`; fine when
+// `resume` (the checkpoint or run folder resumed from; empty: none) lies inside it (continuing
+// that run); otherwise an Error naming the folder and a few of its entries:
+// "<dir>: the output folder is not empty (it holds a, b, ...); pass <resume_hint> to continue
+// it or --overwrite to replace it (or choose another folder)". With `resume` outside a used
+// folder the error says it holds another run. Returns true when the folder is absent or empty.
+bool check_output_folder(const std::filesystem::path& dir, const std::filesystem::path& resume,
+                         bool overwrite, const std::string& resume_hint = "--resume");
+
+// Whether `path` is `dir` or lies below it (after resolving both as far as they exist).
+bool path_within(const std::filesystem::path& path, const std::filesystem::path& dir);
+
 // Writes a folder atomically: `fill` writes into a temp sibling (".<name>.tmp.<pid>"), every file
 // is fsynced, then it replaces `dir` by rename (an atomic exchange when `dir` exists). On error
 // the temp folder is removed and the exception propagates (filesystem errors become a
-// mambavl::Error naming `dir`).
+// mambavl::Error naming `dir`). Temporaries of dead processes next to `dir` are removed first
+// (io::remove_stale_temps on its parent).
 void write_dir_atomically(const std::filesystem::path& dir,
                           const std::function<void(const std::filesystem::path& tmp)>& fill);
 
