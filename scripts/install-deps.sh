@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything mambavl needs on a fresh Debian 12 machine; safe to re-run (does nothing when done).
 #  - Debian packages: compiler tool chain, CMake, Ninja, ccache, GoogleTest, nlohmann-json, CLI11, stb, tcmalloc,
-#    Vega (libjs-vega, inlined into `mambavl report` pages) and Chromium (the report's headless test)
+#    Vega (libjs-vega, inlined into `mambavl report` pages) and Chromium (the report's headless test);
+#    clang with its sanitizer / libFuzzer runtimes, libomp and llvm-symbolizer for the sanitizer and
+#    fuzzing stages of CI (scripts/ci-sanitizers.sh, scripts/ci-fuzz.sh)
 #  - LibTorch: the PyPI `torch` wheel (pinned) in the project-local virtual environment .venv
 #    (installed with --no-deps: the C++ engine links libtorch_cpu/libc10 only, so the multi-GB CUDA
 #    wheels are not needed; the two small CUDA runtime libraries libtorch_cpu.so is linked against
@@ -13,7 +15,8 @@ CUDA_TOOLKIT_VERSION=13.0.2
 
 apt_pkgs=(build-essential cmake ninja-build ccache git python3 python3-venv libgtest-dev libgmock-dev
           nlohmann-json3-dev libcli11-dev libstb-dev libgoogle-perftools-dev libtomlplusplus-dev
-          libjs-vega chromium)  # Vega: embedded by the build (report); Chromium: the report's test
+          libjs-vega chromium  # Vega: embedded by the build (report); Chromium: the report's test
+          clang libclang-rt-14-dev libomp-14-dev llvm)  # ASan/UBSan build + libFuzzer (fuzz/)
 missing=()
 for p in "${apt_pkgs[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
 if ((${#missing[@]})); then
