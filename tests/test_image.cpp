@@ -114,6 +114,19 @@ TEST(ImageDecode, DecodeFromMemoryEqualsFile) {
   EXPECT_EQ(a.pixels, b.pixels);
 }
 
+// Debian's stb_image 2.27 writes past its code-size table for a JPEG Huffman table of more than
+// 256 codes (also when the table's header runs past its segment): refused before stb sees it.
+// The files are the fuzzer's regression inputs (fuzz/make_corpus.py).
+TEST(ImageDecode, JpegHuffmanTableOverflowIsRefused) {
+  const fs::path dir =
+      fs::path(MAMBAVL_FIXTURES_DIR) / ".." / ".." / "fuzz" / "corpus" / "fuzz_image";
+  for (const char* f :
+       {"regress_jpeg_dht_4080_codes.jpg", "regress_jpeg_dht_straddling_segment.jpg"})
+    expect_error([&] { load_image(dir / f); }, {f, "corrupt JPEG (a Huffman table declares"});
+  // The photo fixture, whose tables are valid, still decodes.
+  EXPECT_EQ(load_image(kDir / "photo_64x48.jpg").width, 64);
+}
+
 TEST(ImageDecode, Errors) {
   expect_error([] { load_image(kDir / "no_such.png"); }, {"no_such.png", "not found"});
   expect_error([] { load_image(kDir); }, {"images", "is a directory"});

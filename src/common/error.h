@@ -1,10 +1,12 @@
 // Error reporting: every user-facing failure is a mambavl::Error whose message names the file /
 // tensor / field and the problem, so the CLI can print it and exit non-zero.
 #pragma once
+#include <algorithm>
 #include <cstdint>
 #include <sstream>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace mambavl {
@@ -30,9 +32,40 @@ std::string join(const std::vector<T>& v, const char* sep = ", ") {
   return s.str();
 }
 
-// `s` as one printable line: control bytes (newline, CR, ESC, ...) and bytes that are not valid
-// UTF-8 become \n, \r, \t or \xNN, so a message quoting a file name or file content can never
-// split a line, move the cursor or print garbage. Valid UTF-8 text (accents, CJK) is kept.
+// Length of the valid UTF-8 character starting at s[i] (1 for ASCII, 2-4), or 0 when the bytes
+// there are not valid UTF-8 (bad lead byte, truncated, overlong, surrogate, past U+10FFFF).
+inline size_t utf8_char_length(std::string_view s, size_t i) {
+  const auto c = static_cast<unsigned char>(s[i]);
+  if (c < 0x80) return 1;
+  const size_t n = (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3
+                   : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
+  if (n == 0 || i + n > s.size()) return 0;
+  uint32_t cp = c & (0x7f >> n);
+  for (size_t k = 1; k < n; ++k) {
+    const auto d = static_cast<unsigned char>(s[i + k]);
+    if ((d & 0xc0) != 0x80) return 0;
+    cp = (cp << 6) | (d & 0x3f);
+  }
+  if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+      (cp >= 0xd800 && cp <= 0xdfff))
+    return 0;
+  return n;
+}
+
+// Whether `s` is valid UTF-8 throughout (what JSON strings must be).
+inline bool valid_utf8(std::string_view s) {
+  for (size_t i = 0; i < s.size();) {
+    const size_t n = utf8_char_length(s, i);
+    if (n == 0) return false;
+    i += n;
+  }
+  return true;
+}
+
+// `s` as one printable line: control bytes (newline, CR, ESC, C1 controls, ...) and bytes that
+// are not valid UTF-8 become \n, \r, \t or \xNN, so a message quoting a file name or file content
+// can never split a line, move the cursor or print garbage. Valid UTF-8 text (accents, CJK) is
+// kept.
 inline std::string printable(const std::string& s) {
   static const char* hex = "0123456789abcdef";
   std::string out;
@@ -45,28 +78,14 @@ inline std::string printable(const std::string& s) {
   };
   for (size_t i = 0; i < s.size();) {
     const auto c = static_cast<unsigned char>(s[i]);
-    if (c < 0x80) {
-      if (c < 0x20 || c == 0x7f) escape(c);
-      else out += static_cast<char>(c);
-      ++i;
-      continue;
-    }
-    // Length and minimum of a UTF-8 sequence starting with c; 0 = invalid lead byte.
-    const size_t n = (c >= 0xc2 && c <= 0xdf) ? 2 : (c >= 0xe0 && c <= 0xef) ? 3
-                     : (c >= 0xf0 && c <= 0xf4) ? 4 : 0;
-    bool ok = n != 0 && i + n <= s.size();
-    uint32_t cp = ok ? (c & (0x7f >> n)) : 0;
-    for (size_t k = 1; ok && k < n; ++k) {
-      const auto d = static_cast<unsigned char>(s[i + k]);
-      ok = (d & 0xc0) == 0x80;
-      cp = (cp << 6) | (d & 0x3f);
-    }
-    // Overlong forms, surrogates and code points past U+10FFFF are invalid; C1 controls escaped.
-    ok = ok && !(n == 3 && cp < 0x800) && !(n == 4 && (cp < 0x10000 || cp > 0x10ffff)) &&
-         !(cp >= 0xd800 && cp <= 0xdfff) && !(cp >= 0x80 && cp < 0xa0);
-    if (!ok) {
-      escape(c);
-      ++i;
+    const size_t n = utf8_char_length(s, i);
+    // C1 controls (U+0080-U+009F) are 0xC2 0x80-0x9F.
+    const bool control = c < 0x20 || c == 0x7f ||
+                         (n == 2 && c == 0xc2 && static_cast<unsigned char>(s[i + 1]) < 0xa0);
+    if (n == 0 || control) {
+      const size_t bytes = std::max<size_t>(n, 1);
+      for (size_t k = 0; k < bytes; ++k) escape(static_cast<unsigned char>(s[i + k]));
+      i += bytes;
       continue;
     }
     out.append(s, i, n);

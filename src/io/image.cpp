@@ -30,25 +30,57 @@ namespace {
 // bottom of the picture turns grey); PIL refuses such a file. Walks the marker segments (skipping
 // APPn payloads, so an embedded EXIF thumbnail's EOI does not count) and the entropy-coded data
 // after each SOS, and reports whether the stream reaches its EOI marker.
-bool jpeg_reaches_eoi(const uint8_t* p, size_t n) {
+// One walk over a JPEG's marker segments (SOI at p[0..1]): whether the data reaches the
+// end-of-image marker, and the first Huffman table (DHT) that declares more than 256 codes.
+// Debian's stb_image (2.27) indexes past its 257-entry code-size table for such a table
+// (stbi__build_huffman; later versions check it), so these are refused before stb_image sees them.
+struct JpegScan {
+  bool reaches_eoi = false;
+  int64_t bad_dht_codes = 0;  // > 0: a table declares this many codes
+};
+
+JpegScan scan_jpeg(const uint8_t* p, size_t n) {
+  JpegScan r;
   size_t i = 2;  // after SOI (FF D8)
   while (true) {
     while (i < n && p[i] != 0xFF) ++i;  // garbage between segments: libjpeg skips it too
     while (i < n && p[i] == 0xFF) ++i;  // fill bytes
-    if (i >= n) return false;
+    if (i >= n) return r;
     const uint8_t m = p[i++];
-    if (m == 0xD9) return true;                                        // EOI
+    if (m == 0xD9) {  // EOI
+      r.reaches_eoi = true;
+      return r;
+    }
     if (m == 0xD8 || m == 0x01 || (m >= 0xD0 && m <= 0xD7)) continue;  // markers without length
-    if (i + 2 > n) return false;
+    if (i + 2 > n) return r;
     const size_t len = (size_t{p[i]} << 8) | p[i + 1];
-    if (len < 2) return true;  // corrupt, not truncated: stb_image reports it
+    if (len < 2) {  // corrupt, not truncated: stb_image reports it
+      r.reaches_eoi = true;
+      return r;
+    }
+    if (m == 0xC4) {  // DHT: tables of [class/id][16 code counts][values]
+      // As stb_image reads them: table after table while the segment's length is not used up,
+      // even when a table's 17-byte header runs past the segment's end (stb reads on, into the
+      // next segment); bytes past the end of the file read as 0.
+      int64_t left = static_cast<int64_t>(len) - 2;
+      for (size_t t = i + 2; left > 0;) {
+        int64_t codes = 0;
+        for (size_t k = 1; k <= 16; ++k) codes += t + k < n ? p[t + k] : 0;
+        if (codes > 256) {
+          r.bad_dht_codes = codes;
+          return r;
+        }
+        left -= 17 + codes;
+        t += 17 + static_cast<size_t>(codes);
+      }
+    }
     i += len;
-    if (i > n) return false;
+    if (i > n) return r;
     if (m != 0xDA) continue;
     // SOS: entropy-coded data up to the next marker other than a stuffed 00 or a restart.
     while (true) {
       while (i < n && p[i] != 0xFF) ++i;
-      if (i + 1 >= n) return false;
+      if (i + 1 >= n) return r;
       const uint8_t b = p[i + 1];
       if (b == 0xFF) {
         ++i;
@@ -222,6 +254,10 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   };
   const auto dims = header_size(data, size);
   if (dims) check_pixels(dims->first, dims->second);
+  const bool jpeg = size >= 2 && data[0] == 0xFF && data[1] == 0xD8;
+  const JpegScan js = jpeg ? scan_jpeg(data, size) : JpegScan{};
+  MVL_CHECK(js.bad_dht_codes == 0, name, ": corrupt JPEG (a Huffman table declares ",
+            js.bad_dht_codes, " codes; at most 256)");
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &comp)) {
     if (dims)
@@ -232,8 +268,8 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
              ": not a readable image (PNG, JPEG, BMP or GIF expected): stb_image: ", stb_reason());
   }
   check_pixels(w, h);
-  if (size >= 2 && data[0] == 0xFF && data[1] == 0xD8)
-    MVL_CHECK(jpeg_reaches_eoi(data, size), name,
+  if (jpeg)
+    MVL_CHECK(js.reaches_eoi, name,
               ": truncated JPEG (the data ends before the end-of-image marker)");
   if (size >= 2 && data[0] == 'B' && data[1] == 'M') {
     const uint64_t need = bmp_needed_bytes(data, size);

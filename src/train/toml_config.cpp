@@ -91,6 +91,7 @@ nlohmann::json load_toml(const fs::path& path) {
 void apply_overrides(nlohmann::json& cfg, const std::vector<std::string>& sets) {
   if (cfg.is_null()) cfg = nlohmann::json::object();
   for (const std::string& set : sets) {
+    MVL_CHECK(valid_utf8(set), "--set '", printable(set), "': not valid UTF-8");
     const std::string where = "--set '" + set + "'";
     const size_t eq = set.find('=');
     MVL_CHECK(eq != std::string::npos, where, ": expected key=value (e.g. stages.0.lr=1e-3)");
