@@ -382,6 +382,12 @@ def make_regressions():
           jpeg_with_segments(b"\xff\xc4\x00\x13\x00" + b"\xff" * 16) + b"\x00")
     # The same with a table whose 17-byte header runs past its segment's end (stb reads on into
     # the next segment, a COM here whose bytes are 0xff: 4080 codes).
+    # As found by the fuzzer: 0xFF fill bytes before SOI, which stb_image accepts, hid the table.
+    write("fuzz_image", "regress_jpeg_dht_leading_fill_bytes.jpg", bytes.fromhex(
+        "ffffffffffffffffffffffffffffffffffffffffffffd8ffc40014000000003a2076616c75652069"
+        "73206e6f7420646566696e65640004000000000000000000000001fffe0012ffffffffff68c1a284"
+        "0912d2ffffffffffffffffffe0f6fa92e84749463837610020610000ea15b5c8057dce53e1030202"
+        "0303039202a7039d2904"))
     write("fuzz_image", "regress_jpeg_dht_straddling_segment.jpg",
           jpeg_with_segments(b"\xff\xc4\x00\x14\x00" + b"\x00" * 16 + b"\x01",
                              b"\xff\xfe\x00\x12" + b"\xff" * 16) + b"\x00")

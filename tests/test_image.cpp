@@ -121,7 +121,8 @@ TEST(ImageDecode, JpegHuffmanTableOverflowIsRefused) {
   const fs::path dir =
       fs::path(MAMBAVL_FIXTURES_DIR) / ".." / ".." / "fuzz" / "corpus" / "fuzz_image";
   for (const char* f :
-       {"regress_jpeg_dht_4080_codes.jpg", "regress_jpeg_dht_straddling_segment.jpg"})
+       {"regress_jpeg_dht_4080_codes.jpg", "regress_jpeg_dht_straddling_segment.jpg",
+        "regress_jpeg_dht_leading_fill_bytes.jpg"})
     expect_error([&] { load_image(dir / f); }, {f, "corrupt JPEG (a Huffman table declares"});
   // The photo fixture, whose tables are valid, still decodes.
   EXPECT_EQ(load_image(kDir / "photo_64x48.jpg").width, 64);

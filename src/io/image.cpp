@@ -254,8 +254,11 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   };
   const auto dims = header_size(data, size);
   if (dims) check_pixels(dims->first, dims->second);
-  const bool jpeg = size >= 2 && data[0] == 0xFF && data[1] == 0xD8;
-  const JpegScan js = jpeg ? scan_jpeg(data, size) : JpegScan{};
+  // stb_image takes any run of 0xFF fill bytes before the SOI marker (FF D8) as a JPEG.
+  size_t soi = 0;
+  while (soi < size && data[soi] == 0xFF) ++soi;
+  const bool jpeg = soi >= 1 && soi < size && data[soi] == 0xD8;
+  const JpegScan js = jpeg ? scan_jpeg(data + soi - 1, size - soi + 1) : JpegScan{};
   MVL_CHECK(js.bad_dht_codes == 0, name, ": corrupt JPEG (a Huffman table declares ",
             js.bad_dht_codes, " codes; at most 256)");
   int w = 0, h = 0, comp = 0;
