@@ -18,9 +18,8 @@ struct CliRun {
   std::string out;  // stdout + stderr
 };
 
-// Runs `mambavl <args>` through the shell; code is the exit status (128 + signal if killed).
-inline CliRun run_cli(const std::string& args) {
-  std::string cmd = std::string(MAMBAVL_CLI) + " " + args + " 2>&1";
+// Runs a shell command line; its output and exit status (128 + signal if killed).
+inline CliRun run_shell(const std::string& cmd) {
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -28,6 +27,12 @@ inline CliRun run_cli(const std::string& args) {
   while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
   int st = pclose(p);
   return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+}
+
+// Runs `mambavl <args>` through the shell; code is the exit status (128 + signal if killed).
+inline CliRun run_cli(const std::string& args) {
+  std::string cmd = std::string(MAMBAVL_CLI) + " " + args + " 2>&1";
+  return run_shell(cmd);
 }
 
 // Like run_cli, for hostile-input tests: the CLI runs under `timeout` (killed after timeout_s: code
@@ -56,13 +61,7 @@ inline CliRun run_cli_limited(const std::string& args, int timeout_s = 60,
 #endif
   std::string cmd = "timeout -s KILL " + std::to_string(timeout_s) + " sh -c '" + limit + "exec " +
                     std::string(MAMBAVL_CLI) + " \"$@\"' mambavl " + args + " 2>&1 >/dev/null";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  int st = pclose(p);
-  return {WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st), out};
+  return run_shell(cmd);
 }
 
 // The promise for bad input, on a run_cli_limited result (standard error): exit status 1; the
