@@ -388,6 +388,17 @@ def make_regressions():
         "73206e6f7420646566696e65640004000000000000000000000001fffe0012ffffffffff68c1a284"
         "0912d2ffffffffffffffffffe0f6fa92e84749463837610020610000ea15b5c8057dce53e1030202"
         "0303039202a7039d2904"))
+    # An IDAT chunk declaring 1.4 GB in a 250-byte file: stb_image 2.27 grew its buffer to the
+    # declared length (2 GiB) before reading the chunk (found by the CI fuzz stage).
+    write("fuzz_image", "regress_png_idat_length_oom.png", bytes.fromhex(
+        "89504e470d0a1a0a0000000d4948445200000005000000030802000000d45452af0000003b4944415478"
+        "9c013000cfff0000468c286eb45096dc78be04a0e62c000a50963278be5aa0e6470d0a1a0a0000000d49"
+        "4844520000000500000003080200af520000d4005400003b49444154789c013000cfff0000468ca0e62c"
+        "000a50963278be5aa0e682c80eaaf03600145aa03c82c864aaf08c21a43c82c864aaf08c21a493a1a800"
+        "00000049454e44ae426082f1"))
+    # A 5 x 3 RGB header over 16 MiB of deflated zeros (16 KB): stb_image inflates without bound.
+    write("fuzz_image", "regress_png_inflate_bomb.png",
+          png(5, 3, 2, 8, bytes(16 << 20)))
     write("fuzz_image", "regress_jpeg_dht_straddling_segment.jpg",
           jpeg_with_segments(b"\xff\xc4\x00\x14\x00" + b"\x00" * 16 + b"\x01",
                              b"\xff\xfe\x00\x12" + b"\xff" * 16) + b"\x00")

@@ -4,7 +4,9 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <climits>
+#include <cstddef>
 #include <cmath>
 #include <cstdint>
 #include <filesystem>
@@ -128,6 +130,114 @@ TEST(ImageDecode, JpegHuffmanTableOverflowIsRefused) {
   EXPECT_EQ(load_image(kDir / "photo_64x48.jpg").width, 64);
 }
 
+// Debian's stb_image 2.27 allocates an IDAT chunk's declared length before reading it, and
+// inflates PNG data into a buffer that grows without bound: both refused before it decodes.
+TEST(ImageDecode, PngChunkLengthAndInflateBombAreRefused) {
+  const fs::path dir =
+      fs::path(MAMBAVL_FIXTURES_DIR) / ".." / ".." / "fuzz" / "corpus" / "fuzz_image";
+  expect_error([&] { load_image(dir / "regress_png_idat_length_oom.png"); },
+               {"regress_png_idat_length_oom.png", "truncated or corrupt PNG",
+                "declares 1409286203 bytes"});
+  expect_error([&] { load_image(dir / "regress_png_inflate_bomb.png"); },
+               {"regress_png_inflate_bomb.png", "corrupt PNG", "header needs 48",
+                "decompression bomb"});
+  // Every valid PNG fixture (grey, palette, alpha, 16-bit) still decodes.
+  for (const char* f : {"grey_24x17.png", "palette_24x17.png", "rgba_24x17.png",
+                        "grey16_24x17.png", "rgb16_24x17.png", "grey_alpha_24x17.png"})
+    EXPECT_EQ(load_image(kDir / f).width, 24) << f;
+}
+
+// A PNG built here: 8-bit RGB, the given filtered scanline data (filter bytes included) stored
+// in uncompressed deflate blocks, so its inflated size is exactly data.size().
+static std::vector<uint8_t> stored_png(uint32_t w, uint32_t h, bool interlaced,
+                                const std::vector<uint8_t>& data) {
+  auto put32 = [](std::vector<uint8_t>& v, uint32_t x) {
+    for (int s = 24; s >= 0; s -= 8) v.push_back(static_cast<uint8_t>(x >> s));
+  };
+  auto crc = [](const uint8_t* p, size_t n) {
+    uint32_t c = 0xFFFFFFFFu;
+    for (size_t i = 0; i < n; ++i) {
+      c ^= p[i];
+      for (int k = 0; k < 8; ++k) c = (c >> 1) ^ (0xEDB88320u & (0u - (c & 1u)));
+    }
+    return c ^ 0xFFFFFFFFu;
+  };
+  std::vector<uint8_t> png{0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a};
+  auto chunk = [&](const char* type, const std::vector<uint8_t>& d) {
+    put32(png, static_cast<uint32_t>(d.size()));
+    const size_t start = png.size();
+    png.insert(png.end(), type, type + 4);
+    png.insert(png.end(), d.begin(), d.end());
+    put32(png, crc(png.data() + start, png.size() - start));
+  };
+  std::vector<uint8_t> ihdr;
+  put32(ihdr, w);
+  put32(ihdr, h);
+  ihdr.insert(ihdr.end(), {8, 2, 0, 0, static_cast<uint8_t>(interlaced ? 1 : 0)});
+  chunk("IHDR", ihdr);
+  std::vector<uint8_t> z{0x78, 0x01};  // zlib header; stored blocks of at most 65535 bytes
+  for (size_t off = 0; off == 0 || off < data.size(); off += 65535) {
+    const size_t n = std::min<size_t>(65535, data.size() - off);
+    z.push_back(off + n >= data.size() ? 1 : 0);
+    z.insert(z.end(), {static_cast<uint8_t>(n), static_cast<uint8_t>(n >> 8),
+                       static_cast<uint8_t>(~n), static_cast<uint8_t>(~n >> 8)});
+    z.insert(z.end(), data.begin() + static_cast<std::ptrdiff_t>(off),
+             data.begin() + static_cast<std::ptrdiff_t>(off + n));
+  }
+  uint32_t a = 1, b = 0;  // Adler-32
+  for (uint8_t x : data) {
+    a = (a + x) % 65521;
+    b = (b + a) % 65521;
+  }
+  put32(z, (b << 16) | a);
+  chunk("IDAT", z);
+  chunk("IEND", {});
+  return png;
+}
+
+// The inflate bound is exact for Adam7: an interlaced PNG decodes to the same pixels as the plain
+// one, and data just past the bound (expected + expected / 4 + 65536 bytes) is refused.
+TEST(ImageDecode, PngInflateBoundIsExactForInterlacedImages) {
+  const uint32_t w = 13, h = 7;
+  auto pixel = [](uint32_t x, uint32_t y, int c) {
+    return static_cast<uint8_t>(x * 17 + y * 31 + static_cast<uint32_t>(c) * 71);
+  };
+  std::vector<uint8_t> plain;
+  for (uint32_t y = 0; y < h; ++y) {
+    plain.push_back(0);  // filter: none
+    for (uint32_t x = 0; x < w; ++x)
+      for (int c = 0; c < 3; ++c) plain.push_back(pixel(x, y, c));
+  }
+  std::vector<uint8_t> adam7;
+  const uint32_t x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+  const uint32_t dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+  for (int p = 0; p < 7; ++p) {
+    if (x0[p] >= w || y0[p] >= h) continue;  // an empty pass has no rows
+    for (uint32_t y = y0[p]; y < h; y += dy[p]) {
+      adam7.push_back(0);
+      for (uint32_t x = x0[p]; x < w; x += dx[p])
+        for (int c = 0; c < 3; ++c) adam7.push_back(pixel(x, y, c));
+    }
+  }
+  const auto a = stored_png(w, h, false, plain), b = stored_png(w, h, true, adam7);
+  const Image ia = decode_image(a.data(), a.size(), "plain.png");
+  const Image ib = decode_image(b.data(), b.size(), "adam7.png");
+  ASSERT_EQ(ia.width, 13);
+  EXPECT_EQ(ia.pixels, ib.pixels);
+  EXPECT_EQ(ia.pixels[3 * (2 * w + 5) + 1], pixel(5, 2, 1));
+  for (bool interlaced : {false, true}) {
+    std::vector<uint8_t> data = interlaced ? adam7 : plain;
+    const size_t expected = data.size();
+    data.resize(expected + expected / 4 + 65536, 0);  // at the bound: decodes
+    const auto ok = stored_png(w, h, interlaced, data);
+    EXPECT_EQ(decode_image(ok.data(), ok.size(), "ok.png").pixels, ia.pixels);
+    data.push_back(0);  // one byte more: refused
+    const auto bad = stored_png(w, h, interlaced, data);
+    expect_error([&] { decode_image(bad.data(), bad.size(), "over.png"); },
+                 {"over.png", "header needs " + std::to_string(expected), "decompression bomb"});
+  }
+}
+
 TEST(ImageDecode, Errors) {
   expect_error([] { load_image(kDir / "no_such.png"); }, {"no_such.png", "not found"});
   expect_error([] { load_image(kDir); }, {"images", "is a directory"});
@@ -136,7 +246,7 @@ TEST(ImageDecode, Errors) {
   expect_error([] { load_image(kDir / "not_image.txt"); },
                {"not_image.txt", "not a readable image", "stb_image: "});
   expect_error([] { load_image(kDir / "truncated.png"); },
-               {"truncated.png", "cannot decode", "stb_image: "});
+               {"truncated.png", "truncated or corrupt PNG", "declares 7130 bytes"});
   expect_error([] { load_image(kDir / "truncated.jpg"); }, {"truncated.jpg", "truncated JPEG"});
   const uint8_t garbage[] = {0x89, 'P', 'N', 'G', 0x0d, 0x0a, 0x1a, 0x0a, 1, 2, 3, 4, 5, 6, 7};
   expect_error([&] { decode_image(garbage, sizeof garbage, "mem.png"); }, {"mem.png"});

@@ -11,6 +11,7 @@
 #include <cstring>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <nlohmann/json.hpp>
 #include <optional>
 #include <system_error>
@@ -185,6 +186,89 @@ bool gif_first_frame_complete(const uint8_t* p, size_t n) {
   return false;
 }
 
+// Checks a PNG's chunk table and the size of its compressed image data before stb_image sees it
+// ("" if fine, else what is wrong). Debian's stb_image (2.27) grows its IDAT buffer to a chunk's
+// declared length before reading the chunk, so a 200-byte file declaring a 1.4 GB IDAT chunk made
+// it allocate 2 GiB; and it inflates the image data into a buffer that doubles without bound (up
+// to 4 GiB), so a few MB of deflate data under a 5 x 3 header would expand a thousandfold. Here
+// every chunk up to IEND must lie within the file, and the IDAT data must inflate to no more than
+// the header's image needs (exact, Adam7 passes included, plus slack), checked with stb_image's
+// bounded inflate into a buffer of that size. Malformed headers are left to stb_image to report.
+std::string check_png(const uint8_t* p, size_t n) {
+  size_t i = 8;  // after the signature
+  bool iphone = false, have_ihdr = false;
+  uint32_t w = 0, h = 0;
+  int depth = 0, color = 0, interlace = 0;
+  std::vector<size_t> idat_at, idat_len;
+  size_t idat_total = 0;
+  while (true) {
+    if (i + 8 > n) break;  // no IEND: stb_image reports the truncation itself
+    const uint32_t len = be32(p + i);
+    const std::string type(reinterpret_cast<const char*>(p + i + 4), 4);
+    if (len > n - i - 8)
+      return "truncated or corrupt PNG (the chunk at byte " + std::to_string(i) + " declares " +
+             std::to_string(len) + " bytes of data, the file has " + std::to_string(n - i - 8) +
+             " left)";
+    const uint8_t* d = p + i + 8;
+    if (type == "CgBI") iphone = true;
+    if (type == "IHDR" && len >= 13 && !have_ihdr) {
+      have_ihdr = true;
+      w = be32(d);
+      h = be32(d + 4);
+      depth = d[8];
+      color = d[9];
+      interlace = d[12];
+    }
+    if (type == "IDAT") {
+      idat_at.push_back(i + 8);
+      idat_len.push_back(len);
+      idat_total += len;
+    }
+    if (type == "IEND") break;
+    i += size_t{12} + len;  // data and CRC (stb_image tolerates a missing final CRC)
+  }
+  const int channels = color == 0 ? 1 : color == 2 ? 3 : color == 3 ? 1 : color == 4 ? 2
+                       : color == 6 ? 4 : 0;
+  const bool depth_ok = depth == 1 || depth == 2 || depth == 4 || depth == 8 || depth == 16;
+  // Sizes beyond the pixel limit are refused before this; leave odd headers to stb_image.
+  if (!have_ihdr || channels == 0 || !depth_ok || w == 0 || h == 0 || idat_total == 0 ||
+      w > (1u << 30) || h > (1u << 30) || idat_total > static_cast<size_t>(INT_MAX))
+    return "";
+  // Filtered scanlines: one filter byte per row of each (Adam7) pass.
+  const uint64_t bits = static_cast<uint64_t>(channels) * static_cast<uint64_t>(depth);
+  auto pass_bytes = [&](uint64_t pw, uint64_t ph) {
+    return pw == 0 || ph == 0 ? 0 : ph * ((pw * bits + 7) / 8 + 1);
+  };
+  uint64_t expected = 0;
+  if (interlace == 0) {
+    expected = pass_bytes(w, h);
+  } else {
+    static constexpr int x0[7] = {0, 4, 0, 2, 0, 1, 0}, y0[7] = {0, 0, 4, 0, 2, 0, 1};
+    static constexpr int dx[7] = {8, 8, 4, 4, 2, 2, 1}, dy[7] = {8, 8, 8, 4, 4, 2, 2};
+    for (int k = 0; k < 7; ++k)
+      expected += pass_bytes((w + dx[k] - 1 - x0[k]) / dx[k], (h + dy[k] - 1 - y0[k]) / dy[k]);
+  }
+  const uint64_t allowed = expected + expected / 4 + (1 << 16);
+  if (allowed > static_cast<uint64_t>(INT_MAX)) return "";  // stb_image refuses such sizes
+  std::string data;
+  data.reserve(idat_total);
+  for (size_t k = 0; k < idat_at.size(); ++k)
+    data.append(reinterpret_cast<const char*>(p + idat_at[k]), idat_len[k]);
+  std::unique_ptr<char[]> out(new char[static_cast<size_t>(allowed)]);
+  const int got =
+      iphone ? stbi_zlib_decode_noheader_buffer(out.get(), static_cast<int>(allowed), data.data(),
+                                                static_cast<int>(data.size()))
+             : stbi_zlib_decode_buffer(out.get(), static_cast<int>(allowed), data.data(),
+                                       static_cast<int>(data.size()));
+  const char* why = got < 0 ? stbi_failure_reason() : nullptr;
+  if (why && std::strcmp(why, "output buffer limit") == 0)
+    return "corrupt PNG (its " + std::to_string(idat_total) +
+           " bytes of compressed image data expand past " + std::to_string(allowed) +
+           " bytes, where its " + std::to_string(w) + " x " + std::to_string(h) +
+           " header needs " + std::to_string(expected) + "; a decompression bomb?)";
+  return "";  // other inflate errors: stb_image reports them when it decodes
+}
+
 std::string stb_reason() {
   const char* r = stbi_failure_reason();
   return r ? r : "unknown reason";
@@ -261,6 +345,10 @@ Image decode_image(const uint8_t* data, size_t size, const std::string& name,
   const JpegScan js = jpeg ? scan_jpeg(data + soi - 1, size - soi + 1) : JpegScan{};
   MVL_CHECK(js.bad_dht_codes == 0, name, ": corrupt JPEG (a Huffman table declares ",
             js.bad_dht_codes, " codes; at most 256)");
+  if (size >= 8 && std::memcmp(data, "\x89PNG\r\n\x1a\n", 8) == 0) {
+    const std::string bad = check_png(data, size);
+    MVL_CHECK(bad.empty(), name, ": ", bad);
+  }
   int w = 0, h = 0, comp = 0;
   if (!stbi_info_from_memory(data, len, &w, &h, &comp)) {
     if (dims)
