@@ -236,6 +236,12 @@ TEST(ImageDecode, PngInflateBoundIsExactForInterlacedImages) {
     expect_error([&] { decode_image(bad.data(), bad.size(), "over.png"); },
                  {"over.png", "header needs " + std::to_string(expected), "decompression bomb"});
   }
+  // A 4096 x 4096 header over 100 bytes of data: too little to hold it (at most 1032-fold),
+  // refused before stb_image allocates the header's 50 MB.
+  const auto tiny = stored_png(4096, 4096, false, std::vector<uint8_t>(100, 0));
+  expect_error([&] { decode_image(tiny.data(), tiny.size(), "tiny.png"); },
+               {"tiny.png", "truncated PNG (111 bytes of compressed image data cannot hold the "
+                            "4096 x 4096 image's 50335744 bytes)"});
 }
 
 TEST(ImageDecode, Errors) {

@@ -191,9 +191,10 @@ bool gif_first_frame_complete(const uint8_t* p, size_t n) {
 // declared length before reading the chunk, so a 200-byte file declaring a 1.4 GB IDAT chunk made
 // it allocate 2 GiB; and it inflates the image data into a buffer that doubles without bound (up
 // to 4 GiB), so a few MB of deflate data under a 5 x 3 header would expand a thousandfold. Here
-// every chunk up to IEND must lie within the file, and the IDAT data must inflate to no more than
-// the header's image needs (exact, Adam7 passes included, plus slack), checked with stb_image's
-// bounded inflate into a buffer of that size. Malformed headers are left to stb_image to report.
+// every chunk up to IEND must lie within the file, the IDAT data must be large enough to hold the
+// header's image, and it must inflate to no more than that image needs (exact, Adam7 passes
+// included, plus slack), checked with stb_image's bounded inflate into a buffer of that size.
+// Malformed headers are left to stb_image to report.
 std::string check_png(const uint8_t* p, size_t n) {
   size_t i = 8;  // after the signature
   bool iphone = false, have_ihdr = false;
@@ -248,7 +249,16 @@ std::string check_png(const uint8_t* p, size_t n) {
     for (int k = 0; k < 7; ++k)
       expected += pass_bytes((w + dx[k] - 1 - x0[k]) / dx[k], (h + dy[k] - 1 - y0[k]) / dy[k]);
   }
+  // Deflate expands at most 1032-fold (a 258-byte match in 2 bits), plus its header and final
+  // bits: less data than that cannot hold the image (stb_image would still allocate the header's
+  // size first), and where even that much cannot pass the bound, there is nothing to inflate.
+  const uint64_t most = static_cast<uint64_t>(idat_total) * 1032 + 258;
+  if (most < expected)
+    return "truncated PNG (" + std::to_string(idat_total) +
+           " bytes of compressed image data cannot hold the " + std::to_string(w) + " x " +
+           std::to_string(h) + " image's " + std::to_string(expected) + " bytes)";
   const uint64_t allowed = expected + expected / 4 + (1 << 16);
+  if (most <= allowed) return "";
   if (allowed > static_cast<uint64_t>(INT_MAX)) return "";  // stb_image refuses such sizes
   std::string data;
   data.reserve(idat_total);
