@@ -415,16 +415,16 @@ void add_vlm_commands(CLI::App& app) {
   add_chat(app);
 }
 
-void init_vlm_preset(const std::string& preset, const std::string& tokenizer, uint64_t seed,
-                     const fs::path& out) {
+std::string init_vlm_preset(const std::string& preset, const std::string& tokenizer,
+                            uint64_t seed, const fs::path& out) {
   int64_t vocab = 0;
   if (!tokenizer.empty()) vocab = io::Tokenizer::from_file(tokenizer).vocab_size();
   models::VLM vlm(models::vlm_preset(preset, vocab), seed);
   if (!tokenizer.empty()) vlm.set_tokenizer(tokenizer);
   vlm.save(out);
-  std::cout << "wrote " << preset << " (" << vlm.config().family << ": " << vlm.vision().arch()
-            << " + " << vlm.config().connector.type << " + " << vlm.lm().arch() << ", "
-            << vlm.num_parameters() << " parameters) to " << out.string() << "\n";
+  return preset + " (" + vlm.config().family + ": " + vlm.vision().arch() + " + " +
+         vlm.config().connector.type + " + " + vlm.lm().arch() + ", " +
+         std::to_string(vlm.num_parameters()) + " parameters)";
 }
 
 bool describe_vlm_folder(const fs::path& dir, std::ostream& out) {

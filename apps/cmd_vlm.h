@@ -15,9 +15,9 @@ namespace mambavl::cli {
 void add_vlm_commands(CLI::App& app);
 
 // `init --preset NAME` for VLM presets: a random VLM (tiny presets need the tokenizer; the word-
-// level one `make-data scenes` writes fits them) saved to `out`. Prints a one-line summary.
-void init_vlm_preset(const std::string& preset, const std::string& tokenizer, uint64_t seed,
-                     const std::filesystem::path& out);
+// level one `make-data scenes` writes fits them) saved to `out`. Returns a one-line summary.
+std::string init_vlm_preset(const std::string& preset, const std::string& tokenizer,
+                            uint64_t seed, const std::filesystem::path& out);
 
 // `info` for a VLM folder: prints "key: value" lines and returns true; false (nothing printed)
 // when `dir` is no VLM folder.

@@ -28,6 +28,7 @@
 #include "models/presets.h"
 #include "models/registry.h"
 #include "models/vlm.h"
+#include "train/trainer.h"
 
 using namespace mambavl;
 
@@ -273,6 +274,7 @@ void add_init(CLI::App& app) {
     std::string tokenizer;
     std::string preset = "mamba-tiny", out;
     uint64_t seed = 0;
+    bool overwrite = false;
   };
   auto o = std::make_shared<Opts>();
   auto* c =
@@ -283,24 +285,37 @@ void add_init(CLI::App& app) {
                 "Shape: language models " + join(models::preset_names()) +
                     "; vision-language models " + join(models::vlm_preset_names()))
       ->check(CLI::IsMember(names));
-  c->add_option("--out", o->out, "Output folder")->required();
+  c->add_option("--out", o->out,
+                "Output folder (new or empty; written whole, then moved into place)")
+      ->required();
+  c->add_flag("--overwrite", o->overwrite,
+              "Replace what a non-empty --out holds (by default such a folder is refused)");
   c->add_option("--seed", o->seed, "Initialisation seed");
   c->add_option("--tokenizer", o->tokenizer,
                 "Copy this tokenizer.json into the folder (the vocabulary is sized to fit it)")
       ->check(CLI::ExistingFile);
   c->callback([o]() {
-    if (models::is_vlm_preset(o->preset))
-      return cli::init_vlm_preset(o->preset, o->tokenizer, o->seed, o->out);
-    int64_t vocab = 0;
-    if (!o->tokenizer.empty()) vocab = io::Tokenizer::from_file(o->tokenizer).vocab_size();
-    auto m = models::make_preset(o->preset, o->seed, vocab);
-    m->save(o->out);
-    if (!o->tokenizer.empty())
-      std::filesystem::copy_file(o->tokenizer, std::filesystem::path(o->out) / "tokenizer.json",
-                                 std::filesystem::copy_options::overwrite_existing);
-    std::cout << "wrote " << o->preset << " (" << m->arch() << ", " << m->num_layers()
-              << " layers, hidden " << m->hidden_size() << ", vocab " << m->vocab_size() << ") to "
-              << o->out << "\n";
+    // A used folder is never replaced by accident; with --overwrite the new folder is written
+    // beside it and swapped in, so no file of the old model is left mixed into the new one.
+    train::check_output_folder(o->out, {}, o->overwrite, "");
+    std::string what;
+    train::write_dir_atomically(o->out, [&](const std::filesystem::path& tmp) {
+      if (models::is_vlm_preset(o->preset)) {
+        what = cli::init_vlm_preset(o->preset, o->tokenizer, o->seed, tmp);
+        return;
+      }
+      int64_t vocab = 0;
+      if (!o->tokenizer.empty()) vocab = io::Tokenizer::from_file(o->tokenizer).vocab_size();
+      auto m = models::make_preset(o->preset, o->seed, vocab);
+      m->save(tmp);
+      if (!o->tokenizer.empty())
+        std::filesystem::copy_file(o->tokenizer, tmp / "tokenizer.json",
+                                   std::filesystem::copy_options::overwrite_existing);
+      what = o->preset + " (" + m->arch() + ", " + std::to_string(m->num_layers()) +
+             " layers, hidden " + std::to_string(m->hidden_size()) + ", vocab " +
+             std::to_string(m->vocab_size()) + ")";
+    });
+    std::cout << "wrote " << what << " to " << o->out << "\n";
   });
 }
 

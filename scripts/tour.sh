@@ -14,7 +14,7 @@ TEXT="The state space model reads the image patches one row at a time."
 mkdir -p "$OUT"
 for preset in mamba-tiny pythia-tiny; do
   echo "== mambavl init --preset $preset (config.json + model.safetensors + tokenizer.json)"
-  $M init --preset $preset --seed 1 --tokenizer $TOK --out "$OUT/$preset"
+  $M init --preset $preset --seed 1 --tokenizer $TOK --out "$OUT/$preset" --overwrite
   $M info --model "$OUT/$preset"
 done
 echo "== mambavl tokenize"

@@ -214,6 +214,31 @@ TEST_F(RobustOutput, ClassifierRerunIsRefusedAndTheOldRunKept) {
                         {(dir / "file").string(), "not a folder"});
 }
 
+// init: a used --out is refused and left byte for byte; --overwrite swaps in a whole new folder
+// (nothing of the old model, such as its tokenizer.json, stays mixed into the new one).
+TEST_F(RobustOutput, InitRefusesAUsedFolderAndOverwriteReplacesItWhole) {
+  const fs::path out = dir / "m";
+  const std::string tok = std::string(MAMBAVL_FIXTURES_DIR) + "/tokenizer/bpe-small/tokenizer.json";
+  CliRun r = cli("init --preset mamba-tiny --seed 1 --tokenizer " + tok + " --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  ASSERT_TRUE(fs::exists(out / "tokenizer.json"));
+  const auto before = snapshot(out);
+  r = cli("init --preset pythia-tiny --seed 2 --out " + out.string());
+  expect_one_error_line(r, {out.string(), "not empty", "config.json", "--overwrite"});
+  EXPECT_EQ(r.out.find("--resume"), std::string::npos) << r.out;  // nothing to continue
+  EXPECT_EQ(snapshot(out), before);
+  r = cli("init --preset pythia-tiny --seed 2 --overwrite --out " + out.string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(slurp(out / "config.json").find("gpt_neox"), std::string::npos);
+  EXPECT_FALSE(fs::exists(out / "tokenizer.json"));  // the old model's: gone with it
+  EXPECT_TRUE(entries_with(dir, ".tmp.").empty());
+  EXPECT_TRUE(entries_with(dir, ".old.").empty());
+  // An empty folder is fine without --overwrite.
+  fs::create_directories(dir / "empty");
+  EXPECT_EQ(cli("init --preset mamba-tiny --out " + (dir / "empty").string()).code, 0);
+  EXPECT_TRUE(fs::exists(dir / "empty" / "model.safetensors"));
+}
+
 TEST_F(RobustOutput, ClassifierOverwriteReplacesTheRun) {
   const fs::path out = dir / "run";
   ASSERT_EQ(cli(kClf + "--epochs 3 --seed 3 --out " + out.string()).code, 0);

@@ -454,7 +454,8 @@ bool check_output_folder(const fs::path& dir, const fs::path& resume, bool overw
     return false;
   }
   MVL_FAIL(dir.string(), ": the output folder is not empty (it holds ", listed, "); pass ",
-           resume_hint, " to continue it or --overwrite to replace it (or choose another folder)");
+           resume_hint.empty() ? "" : resume_hint + " to continue it or ",
+           "--overwrite to replace it (or choose another folder)");
 }
 
 void write_dir_atomically(const fs::path& dir_in,

@@ -246,7 +246,9 @@ std::filesystem::path find_checkpoint(const std::filesystem::path& dir);
 // `resume` (the checkpoint or run folder resumed from; empty: none) lies inside it (continuing
 // that run); otherwise an Error naming the folder and a few of its entries:
 // "<dir>: the output folder is not empty (it holds a, b, ...); pass <resume_hint> to continue
-// it or --overwrite to replace it (or choose another folder)". With `resume` outside a used
+// it or --overwrite to replace it (or choose another folder)" (with an empty `resume_hint`, for
+// commands that cannot continue anything: "...; pass --overwrite to replace it (or choose
+// another folder)"). With `resume` outside a used
 // folder the error says it holds another run. Returns true when the folder is absent or empty.
 bool check_output_folder(const std::filesystem::path& dir, const std::filesystem::path& resume,
                          bool overwrite, const std::string& resume_hint = "--resume");
