@@ -20,6 +20,7 @@
 #include "cmd_experiment.h"
 #include "cmd_vision.h"
 #include "cmd_vlm.h"
+#include "common/cpu.h"
 #include "common/error.h"
 #include "eval/perplexity.h"
 #include "generate/generate.h"
@@ -371,6 +372,7 @@ int main(int argc, char** argv) {
     return 1;
   };
   try {
+    cpu::active_isa();  // a bad MAMBAVL_ISA is one error line before any work
     // CLI11 would say only "A subcommand is required" for a mistyped command: name it.
     if (argc > 1 && argv[1][0] != '-') {
       bool known = false;

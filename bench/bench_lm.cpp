@@ -46,9 +46,20 @@ void run(const LmBenchOptions& o) {
   for (const auto& name : o.models) {
     auto model = models::make_preset(name, 0);
     if (o.rt.dtype == "bf16") model->to_dtype(at::kBFloat16);
-    int64_t weight_bytes = 0, matmul_params = 0;
+    // Decode reads every weight once per token, except an input embedding table of its own (not
+    // tied to the head): of that, one row per token.
+    int64_t weight_bytes = 0, matmul_params = 0, weights_total = 0, vocab_matrices = 0;
+    for (auto& p : model->module().named_parameters())
+      vocab_matrices += p.value().dim() == 2 && p.value().size(0) == model->vocab_size();
     for (auto& p : model->module().named_parameters()) {
-      weight_bytes += p.value().numel() * p.value().element_size();
+      const int64_t bytes = p.value().numel() * p.value().element_size();
+      weights_total += bytes;
+      const bool input_table = vocab_matrices > 1 && p.value().dim() == 2 &&
+                               p.value().size(0) == model->vocab_size() &&
+                               (p.key().find("embed_in") != std::string::npos ||
+                                p.key().find("embeddings") != std::string::npos ||
+                                p.key().find("embedding.") != std::string::npos);
+      weight_bytes += input_table ? bytes / model->vocab_size() : bytes;
       // Prefill with last-position logits applies every matrix per token except the [V, H]
       // embedding / head matrices (a lookup, and one head row-block for the last position).
       const bool vocab_matrix = p.value().dim() == 2 && p.value().size(0) == model->vocab_size();
@@ -83,8 +94,10 @@ void run(const LmBenchOptions& o) {
                   100 / dec / bound, dec * 1e3, peak_rss_bytes() / 1e6);
       std::fflush(stdout);
     }
-    std::printf("%-12s weights %.1f MB: decode bound %.1f tok/s, prefill bound %.0f tok/s\n",
-                name.c_str(), weight_bytes / 1e6, bound, prefill_bound);
+    std::printf(
+        "%-12s weights %.1f MB (%.1f MB read per decoded token): decode bound %.1f tok/s, prefill "
+        "bound %.0f tok/s\n",
+        name.c_str(), weights_total / 1e6, weight_bytes / 1e6, bound, prefill_bound);
   }
 }
 }  // namespace

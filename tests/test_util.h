@@ -8,6 +8,7 @@
 #include <initializer_list>
 #include <string>
 
+#include "common/cpu.h"
 #include "common/error.h"
 
 namespace mambavl::testing_util {
@@ -40,6 +41,24 @@ inline void expect_error(const std::function<void()>& f, std::initializer_list<s
     for (const auto& p : parts)
       EXPECT_NE(msg.find(p), std::string::npos) << msg << "\nlacks: " << p;
   }
+}
+
+// Runs body(level) once per hand-kernel level this CPU supports (scalar, avx2, avx512), restoring
+// the level after; levels the CPU lacks are reported as skipped on stdout.
+template <class F>
+void for_each_kernel_level(F body) {
+  const cpu::Isa saved = cpu::active_isa();
+  for (cpu::Isa isa : {cpu::Isa::Scalar, cpu::Isa::Avx2, cpu::Isa::Avx512}) {
+    if (static_cast<int>(isa) > static_cast<int>(cpu::best_isa())) {
+      std::printf("[ SKIPPED  ] kernel level %s: this CPU lacks it (%s)\n", cpu::isa_name(isa),
+                  cpu::features_string().c_str());
+      continue;
+    }
+    cpu::set_active_isa(isa);
+    SCOPED_TRACE(std::string("kernel level ") + cpu::isa_name(isa));
+    body(isa);
+  }
+  cpu::set_active_isa(saved);
 }
 
 }  // namespace mambavl::testing_util

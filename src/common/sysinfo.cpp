@@ -1,5 +1,7 @@
 #include "common/sysinfo.h"
 
+#include "common/cpu.h"
+
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
@@ -72,7 +74,8 @@ double measure_gemm_gflops(int64_t M, int64_t K, int64_t N, int repeats) {
 
 std::string machine_summary() {
   std::ostringstream s;
-  s << "threads " << at::get_num_threads() << ", ATen CPU capability " << at::get_cpu_capability();
+  s << "threads " << at::get_num_threads() << ", ATen CPU capability " << at::get_cpu_capability()
+    << ", CPU " << cpu::features_string();
   return s.str();
 }
 

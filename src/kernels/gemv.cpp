@@ -3,96 +3,169 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
-#include <cstring>
+#include <algorithm>
+#include <cmath>
+#include <vector>
 
-#if defined(__AVX2__) && defined(__FMA__)
-#include <immintrin.h>
-#define MAMBAVL_GEMV_AVX2 1
-#endif
-
+#include "common/cpu.h"
 #include "common/error.h"
 #include "common/shape.h"
+#include "kernels/isa/gemv_kernels.h"
 
 namespace mambavl::kernels {
 
 namespace {
 
-inline float bf16_to_float(uint16_t v) {
-  uint32_t u = static_cast<uint32_t>(v) << 16;
-  float f;
-  std::memcpy(&f, &u, 4);
-  return f;
-}
+using F32Rows = void (*)(const float*, const float*, float*, const float*, int64_t, int64_t, int64_t);
+using Bf16Rows = void (*)(const uint16_t*, const float*, float*, const float*, int64_t, int64_t,
+                          int64_t);
+using Q8Rows = void (*)(const int8_t*, const float*, const int8_t*, const float*, float*,
+                        const float*, int64_t, int64_t, int64_t);
 
-#ifdef MAMBAVL_GEMV_AVX2
-inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_hadd_ps(s, s);
-  s = _mm_hadd_ps(s, s);
-  return _mm_cvtss_f32(s);
-}
-inline __m256 load8(const float* p) { return _mm256_loadu_ps(p); }
-inline __m256 load8(const uint16_t* p) {
-  __m128i h = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
-}
-#endif
+struct RowKernels {
+  F32Rows f32;
+  Bf16Rows bf16;
+  Q8Rows q8;
+};
 
-inline float to_f(float v) { return v; }
-inline float to_f(uint16_t v) { return bf16_to_float(v); }
-
-// Rows [r0, r1) of y = W x; 4 rows at a time so x is loaded once per 4 rows.
-template <class T>
-void rows(const T* W, const float* x, float* y, const float* bias, int64_t I, int64_t r0,
-          int64_t r1) {
-  int64_t o = r0;
-#ifdef MAMBAVL_GEMV_AVX2
-  const int64_t I8 = I / 8 * 8;
-  for (; o + 4 <= r1; o += 4) {
-    const T* w0 = W + o * I;
-    const T* w1 = w0 + I;
-    const T* w2 = w1 + I;
-    const T* w3 = w2 + I;
-    __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-    for (int64_t i = 0; i < I8; i += 8) {
-      const __m256 xv = _mm256_loadu_ps(x + i);
-      a0 = _mm256_fmadd_ps(load8(w0 + i), xv, a0);
-      a1 = _mm256_fmadd_ps(load8(w1 + i), xv, a1);
-      a2 = _mm256_fmadd_ps(load8(w2 + i), xv, a2);
-      a3 = _mm256_fmadd_ps(load8(w3 + i), xv, a3);
-    }
-    float s[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-    for (int64_t i = I8; i < I; ++i) {
-      s[0] += to_f(w0[i]) * x[i];
-      s[1] += to_f(w1[i]) * x[i];
-      s[2] += to_f(w2[i]) * x[i];
-      s[3] += to_f(w3[i]) * x[i];
-    }
-    for (int k = 0; k < 4; ++k) y[o + k] = s[k] + (bias ? bias[o + k] : 0.f);
+RowKernels row_kernels() {
+  switch (cpu::active_isa()) {
+    case cpu::Isa::Avx512:
+      return {isa_avx512::gemv_f32_rows, isa_avx512::gemv_bf16_rows, isa_avx512::gemv_q8_rows};
+    case cpu::Isa::Avx2:
+      return {isa_avx2::gemv_f32_rows, isa_avx2::gemv_bf16_rows, isa_avx2::gemv_q8_rows};
+    case cpu::Isa::Scalar:
+      break;
   }
-#endif
-  for (; o < r1; ++o) {
-    const T* w = W + o * I;
-    float s = 0;
-    for (int64_t i = 0; i < I; ++i) s += to_f(w[i]) * x[i];
-    y[o] = s + (bias ? bias[o] : 0.f);
+  return {isa_scalar::gemv_f32_rows, isa_scalar::gemv_bf16_rows, isa_scalar::gemv_q8_rows};
+}
+
+// Grain: enough rows that each task streams >= ~64 KiB, so small matrices stay on one thread.
+int64_t grain_rows(int64_t row_bytes) {
+  return std::max<int64_t>(4, (64 * 1024) / std::max<int64_t>(row_bytes, 1) / 4 * 4);
+}
+
+// x quantised per 64-block: xs[b] = max|x_b| / 127, xq = round(x / xs) (zero padded to whole
+// blocks). Returns the number of blocks.
+int64_t quantize_x(const float* x, int64_t I, std::vector<int8_t>& xq, std::vector<float>& xs) {
+  const int64_t nb = (I + kQ8Block - 1) / kQ8Block;
+  xq.assign(static_cast<size_t>(nb * kQ8Block), 0);
+  xs.resize(static_cast<size_t>(nb));
+  for (int64_t b = 0; b < nb; ++b) {
+    const int64_t i0 = b * kQ8Block, i1 = std::min(I, i0 + kQ8Block);
+    float amax = 0.f;
+    for (int64_t i = i0; i < i1; ++i) amax = std::max(amax, std::fabs(x[i]));
+    const float s = amax > 0.f ? amax / 127.f : 1.f;
+    const float inv = 1.f / s;
+    for (int64_t i = i0; i < i1; ++i)
+      xq[static_cast<size_t>(i)] =
+          static_cast<int8_t>(std::clamp(std::nearbyint(x[i] * inv), -127.f, 127.f));
+    xs[static_cast<size_t>(b)] = s;
   }
+  return nb;
+}
+
+void check_int8(const Int8Matrix& W, const char* what) {
+  MVL_CHECK(W.q.defined() && W.q.dim() == 2 && W.q.scalar_type() == at::kChar && W.q.is_contiguous() &&
+                W.q.device().is_cpu(),
+            what, ": int8 weights must be a contiguous CPU [O, I] int8 matrix");
+  MVL_CHECK(W.scale.defined() && W.scale.scalar_type() == at::kFloat && W.scale.is_contiguous() &&
+                W.scale.dim() == 1 && W.scale.size(0) == W.q.size(0),
+            what, ": int8 weight scales must be [", W.q.size(0), "] float32, got ",
+            W.scale.defined() ? shape_str(W.scale.sizes()) : std::string("none"));
 }
 
 }  // namespace
 
+MatrixRef MatrixRef::of(const at::Tensor& W) {
+  MVL_CHECK(W.dim() == 2 && W.is_contiguous() && W.device().is_cpu() &&
+                (W.scalar_type() == at::kFloat || W.scalar_type() == at::kBFloat16),
+            "gemv: W must be a contiguous CPU [O, I] float32/bfloat16 matrix, got ",
+            shape_str(W.sizes()));
+  MatrixRef r;
+  r.kind = W.scalar_type() == at::kFloat ? F32 : BF16;
+  r.data = W.data_ptr();
+  r.rows = W.size(0);
+  r.cols = W.size(1);
+  return r;
+}
+
+MatrixRef MatrixRef::of(const Int8Matrix& W) {
+  check_int8(W, "gemv");
+  MatrixRef r;
+  r.kind = Int8;
+  r.data = W.q.data_ptr();
+  r.scale = W.scale.data_ptr<float>();
+  r.rows = W.rows();
+  r.cols = W.cols();
+  return r;
+}
+
+void QuantizedVector::set(const float* x, int64_t n) { quantize_x(x, n, q, scale); }
+
+void gemv_rows(const MatrixRef& W, const float* x, const QuantizedVector* xq, float* y,
+               const float* bias, int64_t r0, int64_t r1) {
+  const RowKernels k = row_kernels();
+  switch (W.kind) {
+    case MatrixRef::F32:
+      k.f32(static_cast<const float*>(W.data), x, y, bias, W.cols, r0, r1);
+      break;
+    case MatrixRef::BF16:
+      k.bf16(static_cast<const uint16_t*>(W.data), x, y, bias, W.cols, r0, r1);
+      break;
+    case MatrixRef::Int8:
+      k.q8(static_cast<const int8_t*>(W.data), W.scale, xq->q.data(), xq->scale.data(), y, bias,
+           W.cols, r0, r1);
+      break;
+  }
+}
+
+int64_t gemv_chunk_rows(const MatrixRef& W) {
+  const int64_t bytes = W.kind == MatrixRef::F32 ? 4 : W.kind == MatrixRef::BF16 ? 2 : 1;
+  return std::max<int64_t>(4, (32 * 1024) / std::max<int64_t>(W.cols * bytes, 1) / 4 * 4);
+}
+
+Int8Matrix quantize_int8(const at::Tensor& W) {
+  MVL_CHECK(W.dim() == 2 && at::isFloatingType(W.scalar_type()),
+            "quantize_int8: expected a floating-point [O, I] matrix, got ", shape_str(W.sizes()));
+  at::Tensor w = W.to(at::kFloat).contiguous();
+  at::Tensor amax = w.abs().amax(1);  // [O]
+  at::Tensor scale = at::where(amax > 0, amax / 127.f, at::ones_like(amax)).contiguous();
+  at::Tensor q = (w / scale.unsqueeze(1)).round().clamp(-127, 127).to(at::kChar).contiguous();
+  return {q, scale};
+}
+
+at::Tensor dequantize_int8(const Int8Matrix& W) {
+  check_int8(W, "dequantize_int8");
+  return W.q.to(at::kFloat) * W.scale.unsqueeze(1);
+}
+
 void gemv(const at::Tensor& W, const float* x, float* y, const float* bias) {
   const int64_t O = W.size(0), I = W.size(1);
-  // Grain: enough rows that each task streams >= ~64 KiB, so small matrices stay on one thread.
-  const int64_t row_bytes = I * static_cast<int64_t>(W.element_size());
-  const int64_t grain = std::max<int64_t>(4, (64 * 1024) / std::max<int64_t>(row_bytes, 1) / 4 * 4);
+  const int64_t grain = grain_rows(I * static_cast<int64_t>(W.element_size()));
+  const RowKernels k = row_kernels();
   if (W.scalar_type() == at::kFloat) {
     const float* w = W.data_ptr<float>();
-    at::parallel_for(0, O, grain, [&](int64_t b, int64_t e) { rows(w, x, y, bias, I, b, e); });
+    at::parallel_for(0, O, grain, [&](int64_t b, int64_t e) { k.f32(w, x, y, bias, I, b, e); });
   } else {
     const auto* w = reinterpret_cast<const uint16_t*>(W.data_ptr<at::BFloat16>());
-    at::parallel_for(0, O, grain, [&](int64_t b, int64_t e) { rows(w, x, y, bias, I, b, e); });
+    at::parallel_for(0, O, grain, [&](int64_t b, int64_t e) { k.bf16(w, x, y, bias, I, b, e); });
   }
+}
+
+void gemv(const Int8Matrix& W, const float* x, float* y, const float* bias) {
+  const int64_t O = W.rows(), I = W.cols();
+  thread_local std::vector<int8_t> xq;  // reused: no allocation per token once warm
+  thread_local std::vector<float> xs;
+  quantize_x(x, I, xq, xs);
+  const int8_t* q = W.q.data_ptr<int8_t>();
+  const float* sc = W.scale.data_ptr<float>();
+  const int8_t* xqp = xq.data();
+  const float* xsp = xs.data();
+  const RowKernels k = row_kernels();
+  at::parallel_for(0, O, grain_rows(I), [&](int64_t b, int64_t e) {
+    k.q8(q, sc, xqp, xsp, y, bias, I, b, e);
+  });
 }
 
 at::Tensor gemv(const at::Tensor& W, const at::Tensor& x) {
@@ -106,6 +179,31 @@ at::Tensor gemv(const at::Tensor& W, const at::Tensor& x) {
   at::Tensor y = at::empty({W.size(0)}, at::kFloat);
   gemv(W, xc.data_ptr<float>(), y.data_ptr<float>());
   return y;
+}
+
+at::Tensor gemv(const Int8Matrix& W, const at::Tensor& x) {
+  check_int8(W, "gemv");
+  check_shape(x, {W.cols()}, "gemv: x", "I");
+  MVL_CHECK(x.scalar_type() == at::kFloat, "gemv: x must be float32");
+  at::Tensor xc = x.contiguous();
+  at::Tensor y = at::empty({W.rows()}, at::kFloat);
+  gemv(W, xc.data_ptr<float>(), y.data_ptr<float>());
+  return y;
+}
+
+at::Tensor gemv_int8_reference(const Int8Matrix& W, const at::Tensor& x) {
+  check_int8(W, "gemv_int8_reference");
+  const int64_t O = W.rows(), I = W.cols(), nb = (I + kQ8Block - 1) / kQ8Block;
+  at::Tensor xp = at::zeros({nb * kQ8Block}, at::kFloat);
+  xp.narrow(0, 0, I).copy_(x);
+  at::Tensor xb = xp.view({nb, kQ8Block});
+  at::Tensor amax = xb.abs().amax(1);                                      // [nb]
+  at::Tensor xs = at::where(amax > 0, amax / 127.f, at::ones_like(amax));  // [nb]
+  at::Tensor xq = (xb * (1.f / xs).unsqueeze(1)).round().clamp(-127, 127);  // [nb, 64]
+  at::Tensor wp = at::zeros({O, nb * kQ8Block}, at::kDouble);
+  wp.narrow(1, 0, I).copy_(W.q.to(at::kDouble));
+  at::Tensor dots = (wp.view({O, nb, kQ8Block}) * xq.to(at::kDouble).unsqueeze(0)).sum(2);  // [O, nb]
+  return ((dots * xs.to(at::kDouble).unsqueeze(0)).sum(1) * W.scale.to(at::kDouble)).to(at::kFloat);
 }
 
 }  // namespace mambavl::kernels

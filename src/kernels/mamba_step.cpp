@@ -1,77 +1,121 @@
 #include "kernels/mamba_step.h"
 
-#include <ATen/Parallel.h>
-
+#include <algorithm>
 #include <cmath>
 
-#include "kernels/gemv.h"
 #include "kernels/simd_math.h"
 
 namespace mambavl::kernels {
 
-int64_t mamba_step_workspace_size(const MambaStepParams& p) {
-  return 2 * p.d_inner + (p.dt_rank + 2 * p.d_state) + 3 * p.d_inner;
+namespace {
+
+constexpr int64_t kChannelsPerChunk = 32;
+
+// Selective state update + D skip + SiLU(z) gate for channels [d0, d1).
+void scan_channels(const MambaStepParams& p, int64_t d0, int64_t d1, const float* dt,
+                   const float* xc, const float* z, const float* Bv, const float* Cv,
+                   float* ssm_state, float* y) {
+  using namespace simd;
+  const int64_t N = p.d_state;
+  for (int64_t d = d0; d < d1; ++d) {
+    const float v = dt[d];
+    const float delta = v > 20.f ? v : std::log1p(std::exp(v));  // softplus, threshold 20
+    const float dx = delta * xc[d];
+    float* st = ssm_state + d * N;
+    const float* a = p.A + d * N;
+    int64_t n = 0;
+    vf accv = splat(0.f);
+    for (; n + kW <= N; n += kW) {
+      vf s = exp(splat(delta) * load(a + n)) * load(st + n) + splat(dx) * load(Bv + n);
+      store(st + n, s);
+      accv += s * load(Cv + n);
+    }
+    float acc = hsum(accv);
+    for (; n < N; ++n) {
+      const float s = std::exp(delta * a[n]) * st[n] + dx * Bv[n];
+      st[n] = s;
+      acc += s * Cv[n];
+    }
+    y[d] = (acc + (p.D ? p.D[d] : 0.f) * xc[d]) * (z[d] / (1.f + std::exp(-z[d])));
+  }
 }
 
-void mamba_step(const MambaStepParams& p, const float* x, float* conv_state, float* ssm_state,
-                float* ws, float* out) {
-  const int64_t Di = p.d_inner, N = p.d_state, R = p.dt_rank, W = p.d_conv;
+}  // namespace
+
+int64_t mamba_step_workspace_size(const MambaStepParams& p) {
+  // xz [2*Di] | xdbl [R + 2N] | dt [Di] | xc [Di] | y [Di] | out [d_model]
+  return 2 * p.d_inner + (p.dt_rank + 2 * p.d_state) + 3 * p.d_inner + p.d_model;
+}
+
+void mamba_step_team(ThreadTeam::Member& m, const MambaStepParams& p, const float* x,
+                     float* conv_state, float* ssm_state, float* ws, float* out, bool accumulate,
+                     QuantizedVector& xq) {
+  const int64_t Di = p.d_inner, N = p.d_state, R = p.dt_rank, W = p.d_conv, dm = p.d_model;
   float* xz = ws;                // [2*Di]: x half then z half
   float* xdbl = xz + 2 * Di;     // [R + 2N]: dt_low, B, C
   float* dt = xdbl + R + 2 * N;  // [Di]
   float* xc = dt + Di;           // [Di] conv + SiLU output
   float* y = xc + Di;            // [Di]
+  const int64_t channel_chunks = (Di + kChannelsPerChunk - 1) / kChannelsPerChunk;
 
-  gemv(p.in_proj_w, x, xz, p.in_proj_b);
-
-  // Causal conv update + SiLU: shift each channel's window left, append the new input.
-  for (int64_t d = 0; d < Di; ++d) {
-    float* s = conv_state + d * W;
-    const float* w = p.conv_w + d * W;
-    float acc = p.conv_b ? p.conv_b[d] : 0.f;
-    for (int64_t k = 0; k + 1 < W; ++k) {
-      s[k] = s[k + 1];
-      acc += s[k] * w[k];
-    }
-    s[W - 1] = xz[d];
-    acc += xz[d] * w[W - 1];
-    xc[d] = acc / (1.f + std::exp(-acc));
-  }
-
-  gemv(p.x_proj_w, xc, xdbl, nullptr);
-  gemv(p.dt_proj_w, xdbl, dt, p.dt_b);  // dt_proj reads the first R entries (dt_low)
-
-  // Selective state update, vectorised over the state dimension, parallel over channels.
-  const float* Bv = xdbl + R;
-  const float* Cv = xdbl + R + N;
-  at::parallel_for(0, Di, 256, [&](int64_t d0, int64_t d1) {
-    using namespace simd;
+  // 1. in_proj rows of a channel chunk (x and z halves), then its causal conv update + SiLU.
+  if (p.in_proj_w.kind == MatrixRef::Int8) xq.set(x, dm);
+  m.for_chunks(channel_chunks, [&](int64_t c) {
+    const int64_t d0 = c * kChannelsPerChunk, d1 = std::min(Di, d0 + kChannelsPerChunk);
+    gemv_rows(p.in_proj_w, x, &xq, xz, p.in_proj_b, d0, d1);
+    gemv_rows(p.in_proj_w, x, &xq, xz, p.in_proj_b, Di + d0, Di + d1);
     for (int64_t d = d0; d < d1; ++d) {
-      const float v = dt[d];
-      const float delta = v > 20.f ? v : std::log1p(std::exp(v));  // softplus, threshold 20
-      const float dx = delta * xc[d];
-      float* st = ssm_state + d * N;
-      const float* a = p.A + d * N;
-      float acc = 0.f;
-      int64_t n = 0;
-      vf accv = splat(0.f);
-      for (; n + kW <= N; n += kW) {
-        vf s = exp(splat(delta) * load(a + n)) * load(st + n) + splat(dx) * load(Bv + n);
-        store(st + n, s);
-        accv += s * load(Cv + n);
+      float* s = conv_state + d * W;
+      const float* w = p.conv_w + d * W;
+      float acc = p.conv_b ? p.conv_b[d] : 0.f;
+      for (int64_t k = 0; k + 1 < W; ++k) {
+        s[k] = s[k + 1];
+        acc += s[k] * w[k];
       }
-      acc = hsum(accv);
-      for (; n < N; ++n) {
-        const float s = std::exp(delta * a[n]) * st[n] + dx * Bv[n];
-        st[n] = s;
-        acc += s * Cv[n];
-      }
-      const float z = xz[Di + d];
-      y[d] = (acc + (p.D ? p.D[d] : 0.f) * xc[d]) * (z / (1.f + std::exp(-z)));
+      s[W - 1] = xz[d];
+      acc += xz[d] * w[W - 1];
+      xc[d] = acc / (1.f + std::exp(-acc));
     }
   });
 
-  gemv(p.out_proj_w, y, out, p.out_proj_b);
+  // 2. x_proj: dt_low, B, C.
+  if (p.x_proj_w.kind == MatrixRef::Int8) xq.set(xc, Di);
+  const int64_t xr = gemv_chunk_rows(p.x_proj_w), xrows = R + 2 * N;
+  m.for_chunks((xrows + xr - 1) / xr, [&](int64_t c) {
+    gemv_rows(p.x_proj_w, xc, &xq, xdbl, nullptr, c * xr, std::min(xrows, (c + 1) * xr));
+  });
+
+  // 3. dt_proj rows of a channel chunk (reading dt_low), then the state update and the gate.
+  if (p.dt_proj_w.kind == MatrixRef::Int8) xq.set(xdbl, R);
+  m.for_chunks(channel_chunks, [&](int64_t c) {
+    const int64_t d0 = c * kChannelsPerChunk, d1 = std::min(Di, d0 + kChannelsPerChunk);
+    gemv_rows(p.dt_proj_w, xdbl, &xq, dt, p.dt_b, d0, d1);
+    scan_channels(p, d0, d1, dt, xc, xz + Di, xdbl + R, xdbl + R + N, ssm_state, y);
+  });
+
+  // 4. out_proj, written or added into `out`.
+  if (p.out_proj_w.kind == MatrixRef::Int8) xq.set(y, Di);
+  const int64_t orow = gemv_chunk_rows(p.out_proj_w);
+  float* tmp = y + Di;  // [d_model]
+  m.for_chunks((dm + orow - 1) / orow, [&](int64_t c) {
+    const int64_t o0 = c * orow, o1 = std::min(dm, o0 + orow);
+    if (!accumulate) {
+      gemv_rows(p.out_proj_w, y, &xq, out, p.out_proj_b, o0, o1);
+      return;
+    }
+    gemv_rows(p.out_proj_w, y, &xq, tmp, p.out_proj_b, o0, o1);
+    for (int64_t o = o0; o < o1; ++o) out[o] += tmp[o];
+  });
+}
+
+void mamba_step(const MambaStepParams& p, const float* x, float* conv_state, float* ssm_state,
+                float* ws, float* out) {
+  DecodeTeamLease lease = decode_team();
+  std::vector<QuantizedVector> xq(static_cast<size_t>(lease.team->size()));
+  lease.team->run([&](ThreadTeam::Member& m) {
+    mamba_step_team(m, p, x, conv_state, ssm_state, ws, out, /*accumulate=*/false,
+                    xq[static_cast<size_t>(m.id())]);
+  });
 }
 
 }  // namespace mambavl::kernels

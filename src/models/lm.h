@@ -45,6 +45,8 @@ class LayerStackCache : public LMCache {
   // alone. Set before the prefill (the first forward with this cache, which must cover every pad
   // position); empty = no padding (the unpadded fast paths are used).
   std::vector<int64_t> left_pad;
+  // A backbone's fused-decode scratch (buffers, fp32 copies of small weights), made on first use.
+  std::unique_ptr<LayerCache> decode_state;
 };
 
 class CausalLM {
@@ -66,8 +68,8 @@ class CausalLM {
 
   // embeds -> logits [B, L, V] fp32, or [B, 1, V] for the last position only (a prefill for
   // generation skips the head elsewhere).
-  at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr,
-                            bool last_only = false) {
+  virtual at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr,
+                                    bool last_only = false) {
     at::Tensor h = forward_hidden(embeds, cache);
     if (last_only) h = h.narrow(1, h.size(1) - 1, 1);
     return logits(h);

@@ -6,6 +6,7 @@
 #include <torch/nn/init.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 
 #include "common/error.h"
@@ -183,7 +184,7 @@ bool MambaMixerImpl::can_use_fused_step(const at::Tensor& x) const {
   return x.size(0) == 1 && x.device().is_cpu() && (dt == at::kFloat || dt == at::kBFloat16);
 }
 
-at::Tensor MambaMixerImpl::forward_step_fused(const at::Tensor& x, MambaLayerCache& c) {
+kernels::MambaStepParams MambaMixerImpl::step_params(MambaLayerCache& c) {
   const int64_t Di = cfg.d_inner, N = cfg.d_state, W = cfg.d_conv, dm = cfg.d_model;
   kernels::MambaStepParams p;
   p.d_model = dm;
@@ -191,10 +192,10 @@ at::Tensor MambaMixerImpl::forward_step_fused(const at::Tensor& x, MambaLayerCac
   p.d_state = N;
   p.dt_rank = cfg.dt_rank;
   p.d_conv = W;
-  p.in_proj_w = in_proj->weight.contiguous();
-  p.x_proj_w = x_proj->weight.contiguous();
-  p.dt_proj_w = dt_proj->weight.contiguous();
-  p.out_proj_w = out_proj->weight.contiguous();
+  p.in_proj_w = kernels::MatrixRef::of(in_proj->weight);
+  p.x_proj_w = kernels::MatrixRef::of(x_proj->weight);
+  p.dt_proj_w = kernels::MatrixRef::of(dt_proj->weight);
+  p.out_proj_w = kernels::MatrixRef::of(out_proj->weight);
   if (!c.fast_ready) {
     // Small parameters in fp32, laid out back to back: conv_w, conv_b, dt_b, A, D, in_b, out_b.
     std::vector<at::Tensor> parts = {conv_weight.reshape({-1}),
@@ -221,6 +222,12 @@ at::Tensor MambaMixerImpl::forward_step_fused(const at::Tensor& x, MambaLayerCac
   p.D = p.A + Di * N;
   p.in_proj_b = in_proj->bias.defined() ? p.D + Di : nullptr;
   p.out_proj_b = out_proj->bias.defined() ? p.D + 3 * Di : nullptr;
+  return p;
+}
+
+at::Tensor MambaMixerImpl::forward_step_fused(const at::Tensor& x, MambaLayerCache& c) {
+  const int64_t dm = cfg.d_model;
+  const kernels::MambaStepParams p = step_params(c);
   at::Tensor xin = x.reshape({dm}).to(at::kFloat).contiguous();  // [d_model]
   kernels::mamba_step(p, xin.data_ptr<float>(), c.conv_state.data_ptr<float>(),
                       c.ssm_state.data_ptr<float>(), c.fast_ws.data_ptr<float>(),
@@ -349,6 +356,125 @@ at::Tensor MambaLM::logits(const at::Tensor& hidden) {
     return out.view(shape);
   }
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
+}
+
+namespace {
+
+// Rounds to bfloat16 precision (nearest even), as a bf16 tensor round trip does: the fused decode
+// of a bf16 model rounds where the op-by-op path casts to bf16, so the two agree.
+void round_bf16(float* x, int64_t n) {
+  for (int64_t i = 0; i < n; ++i) {
+    uint32_t u;
+    std::memcpy(&u, &x[i], 4);
+    if ((u & 0x7f800000u) == 0x7f800000u) continue;  // inf / nan stay
+    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
+    std::memcpy(&x[i], &u, 4);
+  }
+}
+
+// out = weight * x / rms(x) (RMSNorm in fp32; bf16 models round as RMSNormImpl does).
+void rms_norm(const float* x, const float* w, float* out, int64_t n, double eps, bool bf16) {
+  double ss = 0;
+  for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
+  const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = x[i] * r;
+  if (bf16) round_bf16(out, n);
+  for (int64_t i = 0; i < n; ++i) out[i] *= w[i];
+  if (bf16) round_bf16(out, n);
+}
+
+// What a fused decode step of a Mamba stack keeps between tokens (LayerStackCache::decode_state).
+struct MambaDecodeState : LayerCache {
+  std::vector<kernels::MambaStepParams> params;  // per layer
+  at::Tensor norm_w;                             // [n_layer + 1, d_model] fp32: layers', norm_f
+  std::vector<float> residual, normed, ws;
+  std::vector<kernels::QuantizedVector> xq;  // per team member
+};
+
+}  // namespace
+
+bool MambaLM::can_decode_fused(const at::Tensor& embeds, LMCache* cache) const {
+  if (!cache || embeds.dim() != 3 || embeds.size(0) != 1 || embeds.size(1) != 1 ||
+      !embeds.device().is_cpu() || embeds.size(2) != cfg_.d_model)
+    return false;
+  for (const auto& l : layers) {
+    auto* m = dynamic_cast<MambaMixerImpl*>(l->mixer.get());
+    if (!m || !m->can_use_fused_step(embeds)) return false;
+  }
+  const at::Tensor& head = lm_head ? lm_head->weight : embeddings->weight;
+  return head.is_contiguous() && (head.scalar_type() == at::kFloat || head.scalar_type() == at::kBFloat16);
+}
+
+at::Tensor MambaLM::forward_embeds(const at::Tensor& embeds, LMCache* cache, bool last_only) {
+  if (can_decode_fused(embeds, cache)) {
+    LayerStackCache& mc = LayerStackCache::check(cache, this, 1, 1);
+    if (mc.left_pad.empty()) return decode_fused(embeds, mc);
+  }
+  return CausalLM::forward_embeds(embeds, cache, last_only);
+}
+
+at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) {
+  const int64_t dm = cfg_.d_model, nl = static_cast<int64_t>(layers.size());
+  const bool bf16 = dtype_ == at::kBFloat16;
+  kernels::DecodeTeamLease lease = kernels::decode_team();
+  if (!mc.decode_state) {
+    auto st = std::make_unique<MambaDecodeState>();
+    int64_t ws = 0;
+    std::vector<at::Tensor> norms;
+    for (int64_t i = 0; i < nl; ++i) {
+      auto* m = static_cast<MambaMixerImpl*>(layers[i]->mixer.get());
+      st->params.push_back(m->step_params(static_cast<MambaLayerCache&>(*mc.layers[i])));
+      ws = std::max(ws, kernels::mamba_step_workspace_size(st->params.back()));
+      norms.push_back(layers[i]->norm->weight.to(at::kFloat));
+    }
+    norms.push_back(norm_f->weight.to(at::kFloat));
+    st->norm_w = at::stack(norms).contiguous();
+    st->residual.resize(dm);
+    st->normed.resize(dm);
+    st->ws.resize(ws);
+    mc.decode_state = std::move(st);
+  }
+  auto& st = static_cast<MambaDecodeState&>(*mc.decode_state);
+  st.xq.resize(static_cast<size_t>(lease.team->size()));
+  at::Tensor e = embeds.reshape({dm}).to(at::kFloat).contiguous();
+  std::memcpy(st.residual.data(), e.data_ptr<float>(), sizeof(float) * dm);
+  const at::Tensor& head_w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
+  const kernels::MatrixRef head = kernels::MatrixRef::of(head_w);
+  const int64_t V = head.rows;
+  at::Tensor logits = at::empty({1, 1, V}, at::kFloat);
+  float* out = logits.data_ptr<float>();
+  float* res = st.residual.data();
+  float* normed = st.normed.data();
+  const float* nw = st.norm_w.data_ptr<float>();
+  std::vector<float> mix_out(bf16 ? dm : 0);
+  lease.team->run([&](kernels::ThreadTeam::Member& m) {
+    kernels::QuantizedVector& xq = st.xq[static_cast<size_t>(m.id())];
+    for (int64_t i = 0; i < nl; ++i) {
+      auto& lc = static_cast<MambaLayerCache&>(*mc.layers[i]);
+      m.single([&] { rms_norm(res, nw + i * dm, normed, dm, cfg_.norm_eps, bf16); });
+      if (!bf16) {
+        kernels::mamba_step_team(m, st.params[i], normed, lc.conv_state.data_ptr<float>(),
+                                 lc.ssm_state.data_ptr<float>(), st.ws.data(), res,
+                                 /*accumulate=*/true, xq);
+      } else {  // the mixer's output is bf16 in the op-by-op path: round it before the residual add
+        kernels::mamba_step_team(m, st.params[i], normed, lc.conv_state.data_ptr<float>(),
+                                 lc.ssm_state.data_ptr<float>(), st.ws.data(), mix_out.data(),
+                                 /*accumulate=*/false, xq);
+        m.single([&] {
+          round_bf16(mix_out.data(), dm);
+          for (int64_t k = 0; k < dm; ++k) res[k] += mix_out[k];
+        });
+      }
+    }
+    m.single([&] { rms_norm(res, nw + nl * dm, normed, dm, cfg_.norm_eps, bf16); });
+    if (head.kind == kernels::MatrixRef::Int8) xq.set(normed, dm);
+    const int64_t rows = kernels::gemv_chunk_rows(head);
+    m.for_chunks((V + rows - 1) / rows, [&](int64_t c) {
+      kernels::gemv_rows(head, normed, &xq, out, nullptr, c * rows, std::min(V, (c + 1) * rows));
+    });
+  });
+  mc.len += 1;
+  return logits;
 }
 
 std::unique_ptr<LMCache> MambaLM::make_cache(int64_t batch, int64_t max_len) {

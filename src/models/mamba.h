@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "kernels/backend.h"
+#include "kernels/mamba_step.h"
 #include "models/layers.h"
 #include "models/lm.h"
 #include "models/mixer.h"
@@ -110,8 +111,15 @@ class MambaMixerImpl : public SequenceMixer {
  private:
   at::Tensor forward_sequence(const at::Tensor& x, MambaLayerCache* cache);
   at::Tensor forward_step(const at::Tensor& x, MambaLayerCache& cache);
-  bool can_use_fused_step(const at::Tensor& x) const;
   at::Tensor forward_step_fused(const at::Tensor& x, MambaLayerCache& cache);
+
+ public:
+  // Batch-1 CPU inference with fp32 / bf16 weights and the fused kernels allowed (no autograd,
+  // backend not Reference): the fused decode step applies.
+  bool can_use_fused_step(const at::Tensor& x) const;
+  // The fused step's parameters; fp32 copies of the small parameters are made in `cache` on first
+  // use (so a generation sees the weights as they were when it started).
+  kernels::MambaStepParams step_params(MambaLayerCache& cache);
 };
 
 // Residual block: h = h + mixer(norm(h)), residual stream fp32.
@@ -139,6 +147,10 @@ class MambaLM : public CausalLM {
   at::Tensor embed(const at::Tensor& ids) override;
   at::Tensor forward_hidden(const at::Tensor& embeds, LMCache* cache = nullptr) override;
   at::Tensor logits(const at::Tensor& hidden) override;
+  // A batch-1 decode step of a pure Mamba stack runs whole in one fused pass (every layer and the
+  // head in one parallel region, kernels/mamba_step.h); anything else as CausalLM does.
+  at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr,
+                            bool last_only = false) override;
   std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) override;
   torch::nn::Module& module() override { return *root_; }
   void save(const std::filesystem::path& dir) const override;
@@ -165,6 +177,8 @@ class MambaLM : public CausalLM {
   Linear lm_head{nullptr};  // only when untied
 
  private:
+  bool can_decode_fused(const at::Tensor& embeds, LMCache* cache) const;
+  at::Tensor decode_fused(const at::Tensor& embeds, LayerStackCache& cache);
   MambaConfig cfg_;
   at::ScalarType dtype_ = at::kFloat;
   std::filesystem::path source_dir_;
