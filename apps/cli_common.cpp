@@ -54,11 +54,18 @@ CLI::Option* add_threads_option(CLI::App& app, int& threads, const std::string& 
   return app.add_option("--threads", threads, help)->check(IntRange(0, kMaxThreads));
 }
 
-void add_runtime_options(CLI::App& app, RuntimeOptions& o) {
+void add_runtime_options(CLI::App& app, RuntimeOptions& o, bool int8) {
   add_threads_option(app, o.threads);
-  app.add_option("--dtype", o.dtype,
-                 "Compute dtype of the weights: f32 or bf16 (SSM state stays f32)")
-      ->check(CLI::IsMember({"f32", "bf16"}));
+  if (int8)
+    app.add_option("--dtype", o.dtype,
+                   "Weights: f32, bf16, or int8 (Mamba: the projections and the head in int8 with "
+                   "per-row scales, quantised at load unless the folder is already int8; SSM state "
+                   "stays f32)")
+        ->check(CLI::IsMember({"f32", "bf16", "int8"}));
+  else
+    app.add_option("--dtype", o.dtype,
+                   "Compute dtype of the weights: f32 or bf16 (SSM state stays f32)")
+        ->check(CLI::IsMember({"f32", "bf16"}));
   app.add_option("--kernels", o.kernels, "Kernel backend: auto, fused or reference (for checking)")
       ->check(CLI::IsMember({"auto", "fused", "reference"}));
 }
@@ -71,6 +78,7 @@ void apply_runtime_options(const RuntimeOptions& o) {
 std::unique_ptr<models::CausalLM> load_model(const std::string& dir, const RuntimeOptions& o) {
   auto m = models::load_causal_lm(dir);
   if (o.dtype == "bf16") m->to_dtype(at::kBFloat16);
+  if (o.dtype == "int8") m->quantize_int8();
   return m;
 }
 

@@ -12,7 +12,7 @@ namespace mambavl::cli {
 
 struct RuntimeOptions {
   int threads = 0;            // 0 = LibTorch's default (all cores)
-  std::string dtype = "f32";  // f32 | bf16
+  std::string dtype = "f32";  // f32 | bf16 | int8 (language models)
   std::string kernels = "auto";
 };
 
@@ -31,11 +31,12 @@ inline constexpr int kMaxThreads = 1024;
 CLI::Option* add_threads_option(CLI::App& app, int& threads,
                                 const std::string& help = "Intra-op threads (default: all cores)");
 
-// Adds --threads, --dtype, --kernels to a subcommand.
-void add_runtime_options(CLI::App& app, RuntimeOptions& o);
+// Adds --threads, --dtype, --kernels to a subcommand; `int8` also offers --dtype int8 (language
+// models: CausalLM::quantize_int8 after loading).
+void add_runtime_options(CLI::App& app, RuntimeOptions& o, bool int8 = false);
 // Applies --threads / --kernels (call at the start of a subcommand's callback).
 void apply_runtime_options(const RuntimeOptions& o);
-// Loads a model folder and casts it to --dtype.
+// Loads a model folder and casts it to --dtype (int8: quantised, unless the folder already is).
 std::unique_ptr<models::CausalLM> load_model(const std::string& dir, const RuntimeOptions& o);
 // Prints generated text to stdout as it is produced. Bytes of a character split across tokens
 // are held back until the character is complete (the decoder shows them as U+FFFD until then).

@@ -89,10 +89,12 @@ void add_generate(CLI::App& app) {
               "Print the generated token ids on one line, comma separated");
   c->add_flag("--stats", o->stats, "Print prefill / decode speed to stderr");
   c->add_flag("--ignore-eos", o->ignore_eos, "Keep generating after the end-of-text token");
-  cli::add_runtime_options(*c, o->rt);
+  cli::add_runtime_options(*c, o->rt, /*int8=*/true);
   c->callback([o]() {
     cli::apply_runtime_options(o->rt);
     const bool vlm = models::is_vlm_folder(o->model);
+    MVL_CHECK(!vlm || o->rt.dtype != "int8", o->model,
+              ": --dtype int8 is for language models (this is a vision-language model folder)");
     MVL_CHECK(o->image.empty() || vlm, o->model,
               ": --image needs a vision-language model folder (this is a language model)");
     MVL_CHECK(!vlm || !o->image.empty(), o->model,
@@ -213,7 +215,7 @@ void add_perplexity(CLI::App& app) {
       c->add_option("--file", o->file, "Text file (needs tokenizer.json in the model folder)");
   a->excludes(b)->excludes(f);
   b->excludes(f);
-  cli::add_runtime_options(*c, o->rt);
+  cli::add_runtime_options(*c, o->rt, /*int8=*/true);
   c->callback([o]() {
     cli::apply_runtime_options(o->rt);
     MVL_CHECK(!o->ids.empty() || !o->text.empty() || !o->file.empty(),
@@ -320,6 +322,39 @@ void add_init(CLI::App& app) {
   });
 }
 
+void add_quantize(CLI::App& app) {
+  struct Opts {
+    std::string model, out, dtype = "int8";
+    bool overwrite = false;
+  };
+  auto o = std::make_shared<Opts>();
+  auto* c = app.add_subcommand(
+      "quantize",
+      "Write a copy of a language model folder with int8 weights (per-row symmetric; "
+      "docs/quantization.md)");
+  c->add_option("--model", o->model, "Model folder (floating-point weights)")->required();
+  c->add_option("--out", o->out, "Output folder (new or empty; written whole, then moved into place)")
+      ->required();
+  c->add_option("--dtype", o->dtype, "Weight type: int8")->check(CLI::IsMember({"int8"}));
+  c->add_flag("--overwrite", o->overwrite,
+              "Replace what a non-empty --out holds (by default such a folder is refused)");
+  c->callback([o]() {
+    MVL_CHECK(!models::is_vlm_folder(o->model), o->model,
+              ": quantize is for language model folders (this is a vision-language model)");
+    train::check_output_folder(o->out, {}, o->overwrite, "");
+    auto m = models::load_causal_lm(o->model);
+    int64_t before = 0, after = 0;
+    for (const auto& p : m->module().parameters()) before += p.numel() * p.element_size();
+    m->quantize_int8();
+    for (const auto& p : m->module().parameters()) after += p.numel() * p.element_size();
+    for (const auto& b : m->module().buffers()) after += b.numel() * b.element_size();
+    // save() writes config.json (with quantization_config), the weights and the tokenizer files.
+    train::write_dir_atomically(o->out, [&](const std::filesystem::path& tmp) { m->save(tmp); });
+    std::printf("wrote %s (int8 weights): %.1f MB of weights, was %.1f MB\n", o->out.c_str(),
+                after / 1e6, before / 1e6);
+  });
+}
+
 void add_info(CLI::App& app) {
   auto model = std::make_shared<std::string>();
   auto* c = app.add_subcommand("info", "Describe a model folder");
@@ -350,6 +385,7 @@ int main(int argc, char** argv) {
   add_perplexity(app);
   add_tokenize(app);
   add_init(app);
+  add_quantize(app);
   add_info(app);
   cli::add_vision_commands(app);
   cli::add_encode_command(app);

@@ -46,24 +46,29 @@ void run(const LmBenchOptions& o) {
   for (const auto& name : o.models) {
     auto model = models::make_preset(name, 0);
     if (o.rt.dtype == "bf16") model->to_dtype(at::kBFloat16);
+    if (o.rt.dtype == "int8") model->quantize_int8();
     // Decode reads every weight once per token, except an input embedding table of its own (not
     // tied to the head): of that, one row per token.
     int64_t weight_bytes = 0, matmul_params = 0, weights_total = 0, vocab_matrices = 0;
     for (auto& p : model->module().named_parameters())
       vocab_matrices += p.value().dim() == 2 && p.value().size(0) == model->vocab_size();
-    for (auto& p : model->module().named_parameters()) {
-      const int64_t bytes = p.value().numel() * p.value().element_size();
+    std::vector<std::pair<std::string, at::Tensor>> weights;
+    for (auto& p : model->module().named_parameters()) weights.emplace_back(p.key(), p.value());
+    for (auto& b : model->module().named_buffers()) weights.emplace_back(b.key(), b.value());
+    for (auto& p : weights) {
+      const int64_t bytes = p.second.numel() * p.second.element_size();
       weights_total += bytes;
-      const bool input_table = vocab_matrices > 1 && p.value().dim() == 2 &&
-                               p.value().size(0) == model->vocab_size() &&
-                               (p.key().find("embed_in") != std::string::npos ||
-                                p.key().find("embeddings") != std::string::npos ||
-                                p.key().find("embedding.") != std::string::npos);
+      const at::Tensor& t = p.second;
+      const bool input_table = vocab_matrices > 1 && t.dim() == 2 &&
+                               t.size(0) == model->vocab_size() &&
+                               (p.first.find("embed_in") != std::string::npos ||
+                                p.first.find("embeddings") != std::string::npos ||
+                                p.first.find("embedding.") != std::string::npos);
       weight_bytes += input_table ? bytes / model->vocab_size() : bytes;
       // Prefill with last-position logits applies every matrix per token except the [V, H]
       // embedding / head matrices (a lookup, and one head row-block for the last position).
-      const bool vocab_matrix = p.value().dim() == 2 && p.value().size(0) == model->vocab_size();
-      if (p.value().dim() >= 2 && !vocab_matrix) matmul_params += p.value().numel();
+      const bool vocab_matrix = t.dim() == 2 && t.size(0) == model->vocab_size();
+      if (t.dim() >= 2 && !vocab_matrix) matmul_params += t.numel();
     }
     const double prefill_bound = gflops * 1e9 / (2.0 * static_cast<double>(matmul_params));
     const double bound = bw * 1e9 / static_cast<double>(weight_bytes);
@@ -112,7 +117,7 @@ void add_lm_bench(CLI::App& bench) {
   c->add_option("--steps", o->steps, "Decode steps timed per context")->check(cli::Positive);
   c->add_option("--bandwidth", o->bandwidth_gbs,
                 "Memory bandwidth (GB/s) for the decode bound (default: measured in this run)");
-  cli::add_runtime_options(*c, o->rt);
+  cli::add_runtime_options(*c, o->rt, /*int8=*/true);
   c->callback([o]() { run(*o); });
 }
 

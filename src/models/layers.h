@@ -8,6 +8,8 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "kernels/gemv.h"
+
 namespace mambavl::models {
 
 class LinearImpl : public torch::nn::Module {
@@ -17,8 +19,17 @@ class LinearImpl : public torch::nn::Module {
   // PyTorch's default: weight, bias ~ U(+-1/sqrt(in_features)) (kaiming_uniform, a = sqrt(5)).
   void reset_parameters();
   int64_t in_features, out_features;
-  at::Tensor weight;  // [out, in]
+  at::Tensor weight;  // [out, in]; int8 once quantised
   at::Tensor bias;    // [out] or undefined
+
+  // int8 weights (inference only): weight int8 [out, in] and the buffer "weight_scale" fp32 [out],
+  // weight ~= weight_scale[o] * q[o, :] (symmetric per output row, kernels::quantize_int8).
+  bool is_int8() const { return weight_scale.defined(); }
+  void quantize_int8();  // from the current floating-point weight
+  void prepare_int8();   // an empty int8 weight and scale, for a checkpoint load to fill
+  // The weight as a floating-point matrix in `dtype` (dequantised when int8).
+  at::Tensor dense_weight(at::ScalarType dtype) const;
+  at::Tensor weight_scale;  // [out] fp32, defined only when int8
 };
 TORCH_MODULE(Linear);
 
@@ -26,8 +37,19 @@ class EmbeddingImpl : public torch::nn::Module {
  public:
   EmbeddingImpl(int64_t num_embeddings, int64_t dim);
   at::Tensor forward(const at::Tensor& ids) const;  // [...] int64 -> [..., dim]
-  at::Tensor weight;                                // [num_embeddings, dim]
+  at::Tensor weight;                                // [num_embeddings, dim]; int8 once quantised
+  // int8 table (inference only; see LinearImpl): rows are dequantised as they are looked up.
+  bool is_int8() const { return weight_scale.defined(); }
+  void quantize_int8();
+  void prepare_int8();
+  at::Tensor dense_weight(at::ScalarType dtype) const;
+  at::Tensor weight_scale;  // [num_embeddings] fp32, defined only when int8
 };
+
+// The kernels' view of a weight matrix (fp32, bf16 or int8 with its scales); validated.
+kernels::MatrixRef matrix_ref(const at::Tensor& weight, const at::Tensor& weight_scale);
+inline kernels::MatrixRef matrix_ref(const LinearImpl& l) { return matrix_ref(l.weight, l.weight_scale); }
+inline kernels::MatrixRef matrix_ref(const EmbeddingImpl& e) { return matrix_ref(e.weight, e.weight_scale); }
 TORCH_MODULE(Embedding);
 
 }  // namespace mambavl::models

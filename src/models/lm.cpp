@@ -9,6 +9,10 @@
 
 namespace mambavl::models {
 
+void CausalLM::quantize_int8() {
+  MVL_FAIL("int8 weights are not supported for ", arch(), " models yet (Mamba models have them)");
+}
+
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to) {
   namespace fs = std::filesystem;
   if (from.empty() || !fs::exists(from) || (fs::exists(to) && fs::equivalent(from, to))) return;

@@ -93,6 +93,9 @@ class CausalLM {
   // normalisation statistics stay fp32). Error for other dtypes.
   virtual void to_dtype(at::ScalarType dtype) = 0;
   virtual at::ScalarType dtype() const = 0;
+  // int8 weights for inference (per-row symmetric; which matrices: the backbone's documentation).
+  // Error for backbones without it.
+  virtual void quantize_int8();
   // Weights + config.json (+ the tokenizer files when the model was loaded from a folder with
   // them) to `dir`, in the same Hugging Face format it loads. Atomic per file.
   virtual void save(const std::filesystem::path& dir) const = 0;

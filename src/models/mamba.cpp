@@ -118,7 +118,8 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   // Channel-first layout throughout ([B, channels, L], L contiguous), as the kernels want it, so
   // no transposing copies are made: projections are W @ x per batch item.
   const int64_t Di = cfg.d_inner, N = cfg.d_state, R = cfg.dt_rank, W = cfg.d_conv;
-  at::Tensor xz = cf_linear(in_proj->weight, x, /*tokens_major=*/true);  // [B, 2*Di, L]
+  const at::ScalarType wdt = x.scalar_type();  // int8 weights are dequantised to it here
+  at::Tensor xz = cf_linear(in_proj->dense_weight(wdt), x, /*tokens_major=*/true);  // [B, 2*Di, L]
   if (in_proj->bias.defined()) xz = xz + in_proj->bias.view({1, -1, 1});
   at::Tensor xin = xz.narrow(1, 0, Di);  // [B, Di, L]
   at::Tensor z = xz.narrow(1, Di, Di);   // [B, Di, L]
@@ -139,8 +140,9 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   at::Tensor xc = kernels::causal_conv1d(xin, conv_weight.view({Di, W}), cb, /*silu=*/true,
                                          backend);                             // [B, Di, L]
   if (keep.defined()) xc = xc * keep;
-  at::Tensor xdbl = cf_linear(x_proj->weight, xc, false);                      // [B, R + 2N, L]
-  at::Tensor delta = cf_linear(dt_proj->weight, xdbl.narrow(1, 0, R), false);  // [B, Di, L]
+  at::Tensor xdbl = cf_linear(x_proj->dense_weight(wdt), xc, false);  // [B, R + 2N, L]
+  at::Tensor delta =
+      cf_linear(dt_proj->dense_weight(wdt), xdbl.narrow(1, 0, R), false);  // [B, Di, L]
   kernels::SelectiveScanArgs a;
   a.u = xc;
   a.delta = delta;
@@ -167,7 +169,8 @@ at::Tensor MambaMixerImpl::forward_step(const at::Tensor& x, MambaLayerCache& ca
   at::Tensor xc = kernels::causal_conv1d_update(xin, cache.conv_state, conv_weight.view({Di, W}),
                                                 cb, /*silu=*/true, backend);  // [B, Di]
   at::Tensor xdbl = x_proj->forward(xc);                                      // [B, R + 2N]
-  at::Tensor dt = at::matmul(xdbl.narrow(-1, 0, R), dt_proj->weight.t());     // [B, Di]
+  at::Tensor dt = at::matmul(xdbl.narrow(-1, 0, R),
+                             dt_proj->dense_weight(xdbl.scalar_type()).t());  // [B, Di]
   at::Tensor A = -at::exp(A_log.to(at::kFloat));                              // [Di, N]
   at::Tensor y = kernels::selective_state_update(cache.ssm_state, xc, dt, A, xdbl.narrow(-1, R, N),
                                                  xdbl.narrow(-1, R + N, N), D, z, dt_proj->bias,
@@ -181,7 +184,8 @@ bool MambaMixerImpl::can_use_fused_step(const at::Tensor& x) const {
       backend == kernels::Backend::Auto)
     return false;
   const auto dt = in_proj->weight.scalar_type();
-  return x.size(0) == 1 && x.device().is_cpu() && (dt == at::kFloat || dt == at::kBFloat16);
+  return x.size(0) == 1 && x.device().is_cpu() &&
+         (dt == at::kFloat || dt == at::kBFloat16 || dt == at::kChar);
 }
 
 kernels::MambaStepParams MambaMixerImpl::step_params(MambaLayerCache& c) {
@@ -192,10 +196,10 @@ kernels::MambaStepParams MambaMixerImpl::step_params(MambaLayerCache& c) {
   p.d_state = N;
   p.dt_rank = cfg.dt_rank;
   p.d_conv = W;
-  p.in_proj_w = kernels::MatrixRef::of(in_proj->weight);
-  p.x_proj_w = kernels::MatrixRef::of(x_proj->weight);
-  p.dt_proj_w = kernels::MatrixRef::of(dt_proj->weight);
-  p.out_proj_w = kernels::MatrixRef::of(out_proj->weight);
+  p.in_proj_w = matrix_ref(*in_proj);
+  p.x_proj_w = matrix_ref(*x_proj);
+  p.dt_proj_w = matrix_ref(*dt_proj);
+  p.out_proj_w = matrix_ref(*out_proj);
   if (!c.fast_ready) {
     // Small parameters in fp32, laid out back to back: conv_w, conv_b, dt_b, A, D, in_b, out_b.
     std::vector<at::Tensor> parts = {conv_weight.reshape({-1}),
@@ -258,6 +262,17 @@ at::Tensor MambaBlockImpl::forward(const at::Tensor& residual, LayerCache* cache
 // LM
 
 
+namespace {
+// The modules quantize_int8 makes int8 (the Mamba mixers' projections and the head).
+template <class F>
+void for_each_int8_module(MambaLM& m, F f) {
+  for (auto& l : m.layers)
+    if (auto* mx = dynamic_cast<MambaMixerImpl*>(l->mixer.get()))
+      for (LinearImpl* lin : {mx->in_proj.get(), mx->x_proj.get(), mx->dt_proj.get(), mx->out_proj.get()})
+        f(*lin);
+}
+}  // namespace
+
 MambaLM::MambaLM(MambaConfig cfg, bool initialize) : cfg_(std::move(cfg)) {
   cfg_.finalize();
   root_ = std::make_shared<torch::nn::Module>("MambaForCausalLM");
@@ -314,6 +329,7 @@ void MambaLM::to_dtype(at::ScalarType dtype) {
   for (auto& p : root_->named_parameters()) {
     const std::string& name = p.key();
     const bool keep_fp32 = name.size() >= 5 && (name.ends_with(".A_log") || name.ends_with(".D"));
+    if (p.value().scalar_type() == at::kChar) continue;  // int8 weights stay int8
     at::ScalarType target = keep_fp32 ? at::kFloat : dtype;
     if (p.value().scalar_type() != target) p.value().set_data(p.value().to(target));
   }
@@ -342,6 +358,21 @@ at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
 at::Tensor MambaLM::logits(const at::Tensor& hidden) {
   at::Tensor w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
   const int64_t rows = hidden.numel() / std::max<int64_t>(hidden.size(-1), 1);
+  if (w.scalar_type() == at::kChar) {  // int8 head: GEMV per row when decoding, else dequantised
+    const at::Tensor& scale = lm_head ? lm_head->weight_scale : embeddings->weight_scale;
+    std::vector<int64_t> shape(hidden.sizes().begin(), hidden.sizes().end());
+    shape.back() = w.size(0);
+    if (rows <= 4 && !at::GradMode::is_enabled() && w.device().is_cpu()) {
+      at::Tensor h = hidden.reshape({rows, hidden.size(-1)}).to(at::kFloat).contiguous();
+      at::Tensor out = at::empty({rows, w.size(0)}, at::kFloat);
+      const kernels::Int8Matrix q{w, scale};
+      for (int64_t r = 0; r < rows; ++r)
+        kernels::gemv(q, h[r].data_ptr<float>(), out[r].data_ptr<float>());
+      return out.view(shape);
+    }
+    at::Tensor deq = lm_head ? lm_head->dense_weight(at::kFloat) : embeddings->dense_weight(at::kFloat);
+    return at::linear(hidden.to(at::kFloat), deq);  // [..., V]
+  }
   // Decoding (a few rows, no autograd): the head is a memory-bound matrix-vector product; our
   // GEMV streams bf16 weights at half the bytes, where a bf16 GEMM on CPUs without native bf16
   // arithmetic is slow.
@@ -402,7 +433,8 @@ bool MambaLM::can_decode_fused(const at::Tensor& embeds, LMCache* cache) const {
     if (!m || !m->can_use_fused_step(embeds)) return false;
   }
   const at::Tensor& head = lm_head ? lm_head->weight : embeddings->weight;
-  return head.is_contiguous() && (head.scalar_type() == at::kFloat || head.scalar_type() == at::kBFloat16);
+  const auto dt = head.scalar_type();
+  return head.is_contiguous() && (dt == at::kFloat || dt == at::kBFloat16 || dt == at::kChar);
 }
 
 at::Tensor MambaLM::forward_embeds(const at::Tensor& embeds, LMCache* cache, bool last_only) {
@@ -438,8 +470,8 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
   st.xq.resize(static_cast<size_t>(lease.team->size()));
   at::Tensor e = embeds.reshape({dm}).to(at::kFloat).contiguous();
   std::memcpy(st.residual.data(), e.data_ptr<float>(), sizeof(float) * dm);
-  const at::Tensor& head_w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
-  const kernels::MatrixRef head = kernels::MatrixRef::of(head_w);
+  const kernels::MatrixRef head =
+      lm_head ? matrix_ref(*lm_head) : matrix_ref(*embeddings);  // [V, d_model]
   const int64_t V = head.rows;
   at::Tensor logits = at::empty({1, 1, V}, at::kFloat);
   float* out = logits.data_ptr<float>();
@@ -491,6 +523,8 @@ std::string MambaLM::checkpoint_key(const std::string& name) const {
 std::string MambaLM::checkpoint_key(const std::string& name, const std::string& layout) {
   if (layout == "original" && name == "backbone.embeddings.weight")
     return "backbone.embedding.weight";
+  if (layout == "original" && name == "backbone.embeddings.weight_scale")
+    return "backbone.embedding.weight_scale";
   return name;
 }
 
@@ -502,10 +536,20 @@ std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
   io::CheckpointFolder ckpt(dir);  // the header: names and shapes
   check_weights_match_config(cfg.expected_weights(), ckpt, cfg_path.string());  // before building
   auto model = std::make_unique<MambaLM>(cfg, /*initialize=*/false);  // every tensor is loaded
+  if (cfg.quantization == "int8") {  // int8 weights and their scales are what the file holds
+    for_each_int8_module(*model, [](LinearImpl& l) { l.prepare_int8(); });
+    if (model->lm_head)
+      model->lm_head->prepare_int8();
+    else
+      model->embeddings->prepare_int8();
+    for (auto& p : model->root_->parameters()) p.requires_grad_(false);
+  }
   io::LoadOptions opt;
   opt.keys_for = [](const std::string& name) -> std::vector<std::string> {
     if (name == "backbone.embeddings.weight")
       return {"backbone.embeddings.weight", "backbone.embedding.weight"};
+    if (name == "backbone.embeddings.weight_scale")
+      return {"backbone.embeddings.weight_scale", "backbone.embedding.weight_scale"};
     return {name};
   };
   const bool tied = cfg.tie_embeddings;
@@ -513,6 +557,16 @@ std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
   io::load_module(*model->root_, ckpt, opt);
   model->source_dir_ = dir;
   return model;
+}
+
+void MambaLM::quantize_int8() {
+  for_each_int8_module(*this, [](LinearImpl& l) { l.quantize_int8(); });
+  if (lm_head)
+    lm_head->quantize_int8();
+  else
+    embeddings->quantize_int8();
+  for (auto& p : root_->parameters()) p.requires_grad_(false);  // inference only
+  cfg_.quantization = "int8";
 }
 
 MambaConfig MambaLM::save_config() const {
@@ -537,8 +591,10 @@ void MambaLM::save(const std::filesystem::path& dir) const {
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& p : root_->named_parameters())
     tensors.emplace_back(checkpoint_key(p.key(), out.layout), p.value());
+  for (const auto& b : root_->named_buffers())  // int8 weight scales
+    tensors.emplace_back(checkpoint_key(b.key(), out.layout), b.value());
   // mamba_ssm's loader expects lm_head.weight even when tied (its state dict has it).
-  if (out.layout == "original" && out.tie_embeddings)
+  if (out.layout == "original" && out.tie_embeddings && out.quantization.empty())
     tensors.emplace_back("lm_head.weight", embeddings->weight);
   io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
   io::write_json_file(dir / "config.json", out.to_json());

@@ -37,6 +37,8 @@ struct AttnConfig {
   bool out_proj_bias = true;
 };
 
+inline constexpr const char* kInt8QuantMethod = "mambavl_int8";
+
 struct MambaConfig {
   int64_t d_model = 768;
   int64_t n_layer = 24;
@@ -56,6 +58,9 @@ struct MambaConfig {
   // Which checkpoint layout the model was read from / is written as:
   // "hf" (MambaForCausalLM: backbone.embeddings) or "original" (state-spaces: backbone.embedding).
   std::string layout = "hf";
+  // "" (floating-point weights) or "int8" (quantization_config.quant_method "mambavl_int8": see
+  // MambaLM::quantize_int8 and docs/quantization.md).
+  std::string quantization;
   int64_t pad_vocab_size_multiple = 8;  // original layout only
   int64_t unpadded_vocab_size = 0;      // original layout: vocab_size before padding
 
@@ -158,6 +163,11 @@ class MambaLM : public CausalLM {
   const MambaConfig& config() const { return cfg_; }
   // Casts weights to `dtype` (f32 or bf16); A_log and D stay fp32.
   void to_dtype(at::ScalarType dtype) override;
+  // int8 weights for inference: every Mamba mixer's in_proj / x_proj / dt_proj / out_proj and the
+  // head (lm_head, or the embedding table when tied) become int8 + per-row fp32 scales
+  // (LinearImpl::quantize_int8); norms, conv, A_log, D, biases keep their dtype. Saved and loaded
+  // as such (config quantization_config). Attention layers of a hybrid keep theirs.
+  void quantize_int8() override;
   at::ScalarType dtype() const override { return dtype_; }
   void set_backend(kernels::Backend b);
   // Initialisation for training from scratch (SPEC §1.1), deterministic in `seed`.

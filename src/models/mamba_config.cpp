@@ -24,7 +24,7 @@ const std::set<std::string> kHfKnown = {
     // legacy keys in state-spaces/mamba-*-hf configs
     "n_layer", "d_model", "fused_add_norm", "rms_norm", "pad_vocab_size_multiple",
     // hybrid extension (mamba_ssm names)
-    "attn_layer_idx", "attn_cfg"};
+    "attn_layer_idx", "attn_cfg", "quantization_config"};
 
 const std::set<std::string> kOrigKnown = {"d_model",
                                           "d_intermediate",
@@ -41,7 +41,8 @@ const std::set<std::string> kOrigKnown = {"d_model",
                                           "architectures",
                                           "model_type",
                                           "torch_dtype",
-                                          "dtype"};
+                                          "dtype",
+                                          "quantization_config"};
 
 const std::set<std::string> kSsmCfgKnown = {
     "d_state",  "d_conv",        "expand",    "dt_rank", "dt_min",        "dt_max", "dt_init",
@@ -160,6 +161,16 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& f
               ": rms_norm = false (LayerNorm blocks) is not supported");
   }
   parse_hybrid(c, j, file);
+  if (j.contains("quantization_config")) {
+    const auto& q = j["quantization_config"];
+    MVL_CHECK(q.is_object(), file, ": quantization_config must be a JSON object");
+    const auto m = q.find("quant_method");
+    const std::string method = m != q.end() && m->is_string() ? m->get<std::string>() : "";
+    MVL_CHECK(method == kInt8QuantMethod, file, ": quantization_config.quant_method '",
+              printable(method), "' is not supported (mambavl reads its own int8 layout, \"",
+              kInt8QuantMethod, "\"; make one with 'mambavl quantize' from floating-point weights)");
+    c.quantization = "int8";
+  }
   try {
     c.finalize();
   } catch (const Error& e) {
@@ -363,6 +374,15 @@ nlohmann::json MambaConfig::to_json() const {
       j["attn_cfg"] = attn_cfg;
     }
   }
+  if (quantization == "int8")
+    j["quantization_config"] = {
+        {"quant_method", kInt8QuantMethod},
+        {"bits", 8},
+        {"weights", "symmetric per output row: <name>.weight I8 [out, in] and <name>.weight_scale "
+                    "F32 [out], weight = weight_scale[o] * q[o, i]"},
+        {"modules", "every Mamba mixer's in_proj, x_proj, dt_proj, out_proj; lm_head, or the "
+                    "embedding table when it is tied to the head"},
+        {"activations", "quantised to int8 per 64-value block at run time (decode)"}};
   return j;
 }
 
