@@ -6,7 +6,11 @@
 #include <c10/core/InferenceMode.h>
 
 #include <chrono>
+#include <csignal>
 #include <cstdio>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <vector>
 
 #include "cli_common.h"
 #include "common/error.h"
@@ -26,8 +30,30 @@ struct LmBenchOptions {
   cli::RuntimeOptions rt;
   std::vector<std::string> models{"mamba-130m", "pythia-160m"};
   std::vector<int64_t> contexts{512, 2048, 4096};
+  std::vector<int64_t> batches{1};
   int64_t steps = 64;
   double bandwidth_gbs = 0;  // 0 = measure now
+  int busy = 0;              // busy-loop processes beside the measurement (contention)
+};
+
+// `n` child processes spinning until the guard ends (killed): another program busy on the cores.
+struct BusyLoops {
+  std::vector<pid_t> pids;
+  explicit BusyLoops(int n) {
+    for (int i = 0; i < n; ++i) {
+      const pid_t p = fork();
+      MVL_CHECK(p >= 0, "bench lm --busy: fork failed");
+      if (p == 0) {
+        volatile uint64_t x = 0;
+        for (;;) x = x + 1;
+      }
+      pids.push_back(p);
+    }
+  }
+  ~BusyLoops() {
+    for (pid_t p : pids) kill(p, SIGKILL);
+    for (pid_t p : pids) waitpid(p, nullptr, 0);
+  }
 };
 
 void run(const LmBenchOptions& o) {
@@ -36,13 +62,17 @@ void run(const LmBenchOptions& o) {
               o.rt.dtype.c_str(), static_cast<long long>(o.steps));
   const double bw = o.bandwidth_gbs > 0 ? o.bandwidth_gbs : measure_read_bandwidth_gbs();
   const double gflops = measure_gemm_gflops();
+  // The bounds are measured on the quiet machine; with --busy the same bounds show what is lost.
+  BusyLoops busy(o.busy);
+  if (o.busy > 0)
+    std::printf("contention: %d busy-loop process(es) running beside the measurements\n", o.busy);
   std::printf("measured now: read bandwidth %.1f GB/s, fp32 GEMM %.1f GFLOP/s (1024x768x3072)\n",
               bw, gflops);
   std::printf(
       "bounds: decode <= bandwidth / weight bytes per token; prefill <= GEMM rate / matmul FLOPs "
       "per token\n");
-  std::printf("%-12s %8s %12s %9s %12s %9s %12s %10s\n", "model", "context", "prefill t/s",
-              "% bound", "decode t/s", "% bound", "decode ms/t", "peak MB");
+  std::printf("%-12s %8s %6s %12s %9s %12s %9s %12s %10s\n", "model", "context", "batch",
+              "prefill t/s", "% bound", "decode t/s", "% bound", "ms/step", "peak MB");
   for (const auto& name : o.models) {
     auto model = models::make_preset(name, 0);
     if (o.rt.dtype == "bf16") model->to_dtype(at::kBFloat16);
@@ -79,25 +109,31 @@ void run(const LmBenchOptions& o) {
       model->forward(at::zeros({1, 1}, at::kLong), cache.get(), true);
     }
     for (int64_t ctx : o.contexts) {
-      at::manual_seed(ctx);
-      at::Tensor ids = at::randint(0, model->vocab_size(), {1, ctx}, at::kLong);
-      reset_peak_rss();
-      auto cache = model->make_cache(1, ctx + o.steps + 1);
-      auto t0 = clock::now();
-      at::Tensor logits = model->forward(ids, cache.get(), /*last_only=*/true);
-      auto t1 = clock::now();
-      at::Tensor step = at::zeros({1, 1}, at::kLong);
-      for (int64_t s = 0; s < o.steps; ++s) {
-        step.fill_(logits.view({-1}).argmax().item<int64_t>());
-        logits = model->forward(step, cache.get(), true);
+      for (int64_t B : o.batches) {
+        at::manual_seed(ctx);
+        at::Tensor ids = at::randint(0, model->vocab_size(), {B, ctx}, at::kLong);
+        reset_peak_rss();
+        auto cache = model->make_cache(B, ctx + o.steps + 1);
+        auto t0 = clock::now();
+        at::Tensor logits = model->forward(ids, cache.get(), /*last_only=*/true);  // [B, 1, V]
+        auto t1 = clock::now();
+        for (int64_t s = 0; s < o.steps; ++s) {
+          at::Tensor step = logits.argmax(-1).view({B, 1});
+          logits = model->forward(step, cache.get(), true);
+        }
+        auto t2 = clock::now();
+        const double dec = secs(t1, t2) / static_cast<double>(o.steps);  // seconds per step
+        const double pre = static_cast<double>(B * ctx) / secs(t0, t1);
+        // A step of B sequences reads the weights once: the bound is B times batch 1's, up to the
+        // GEMM rate.
+        const double dec_bound = std::min(static_cast<double>(B) * bound, prefill_bound);
+        const double dec_tps = static_cast<double>(B) / dec;
+        std::printf("%-12s %8lld %6lld %12.1f %8.0f%% %12.1f %8.0f%% %12.2f %10.0f\n",
+                    name.c_str(), static_cast<long long>(ctx), static_cast<long long>(B), pre,
+                    100 * pre / prefill_bound, dec_tps, 100 * dec_tps / dec_bound, dec * 1e3,
+                    peak_rss_bytes() / 1e6);
+        std::fflush(stdout);
       }
-      auto t2 = clock::now();
-      const double dec = secs(t1, t2) / static_cast<double>(o.steps);
-      const double pre = ctx / secs(t0, t1);
-      std::printf("%-12s %8lld %12.1f %8.0f%% %12.1f %8.0f%% %12.2f %10.0f\n", name.c_str(),
-                  static_cast<long long>(ctx), pre, 100 * pre / prefill_bound, 1.0 / dec,
-                  100 / dec / bound, dec * 1e3, peak_rss_bytes() / 1e6);
-      std::fflush(stdout);
     }
     std::printf(
         "%-12s weights %.1f MB (%.1f MB read per decoded token): decode bound %.1f tok/s, prefill "
@@ -114,9 +150,17 @@ void add_lm_bench(CLI::App& bench) {
   c->add_option("--models", o->models, "Model shapes: " + join(models::preset_names()))
       ->delimiter(',');
   c->add_option("--contexts", o->contexts, "Context lengths")->delimiter(',');
+  c->add_option("--batches", o->batches,
+                "Batch sizes (decode tokens/s counts every sequence; a step reads the weights once)")
+      ->delimiter(',')
+      ->check(CLI::Range(1, 64));
   c->add_option("--steps", o->steps, "Decode steps timed per context")->check(cli::Positive);
   c->add_option("--bandwidth", o->bandwidth_gbs,
                 "Memory bandwidth (GB/s) for the decode bound (default: measured in this run)");
+  c->add_option("--busy", o->busy,
+                "Run N busy-loop processes beside the measurements (decode under contention; the "
+                "bounds are measured before they start)")
+      ->check(CLI::Range(0, 64));
   cli::add_runtime_options(*c, o->rt, /*int8=*/true);
   c->callback([o]() { run(*o); });
 }

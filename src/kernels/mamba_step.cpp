@@ -111,7 +111,8 @@ void mamba_step_team(ThreadTeam::Member& m, const MambaStepParams& p, const floa
 void mamba_step(const MambaStepParams& p, const float* x, float* conv_state, float* ssm_state,
                 float* ws, float* out) {
   DecodeTeamLease lease = decode_team();
-  std::vector<QuantizedVector> xq(static_cast<size_t>(lease.team->size()));
+  thread_local std::vector<QuantizedVector> xq;  // reused: no allocation per step once sized
+  if (xq.size() < static_cast<size_t>(lease.team->size())) xq.resize(lease.team->size());
   lease.team->run([&](ThreadTeam::Member& m) {
     mamba_step_team(m, p, x, conv_state, ssm_state, ws, out, /*accumulate=*/false,
                     xq[static_cast<size_t>(m.id())]);
