@@ -10,8 +10,10 @@
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "kernels/backend.h"
 #include "models/gpt_neox.h"
 #include "models/registry.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::models;
@@ -266,6 +268,152 @@ TEST(GPTNeoX, Bfloat16CloseToFloat32AndDecodes) {
   for (int64_t t = 4; t < 10; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
   EXPECT_LT(max_abs(at::cat(parts, 1) - got), 0.05 * max_abs(got));
   EXPECT_THROW(m.to_dtype(at::kHalf), Error);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused batch-1 decode step (GPTNeoXLM::forward_embeds, kernels/attention_step.h)
+
+namespace {
+
+// Parallel / sequential residual, half rotary (tiny), quarter rotary without attention biases,
+// full rotary.
+std::vector<std::pair<std::string, GPTNeoXConfig>> fused_configs() {
+  std::vector<std::pair<std::string, GPTNeoXConfig>> v{{"parallel", tiny(true)},
+                                                        {"sequential", tiny(false)}};
+  GPTNeoXConfig q = tiny(true);
+  q.num_attention_heads = 2;  // head_dim 16, rotary dim 4 at 0.25
+  q.rotary_pct = 0.25;
+  q.rotary_emb_base = 500;
+  q.attention_bias = false;
+  q.finalize();
+  v.emplace_back("partial rotary 0.25, no attention bias", q);
+  GPTNeoXConfig f = tiny(false);
+  f.rotary_pct = 1.0;
+  f.finalize();
+  v.emplace_back("full rotary, sequential", f);
+  return v;
+}
+
+// The fused step ran on this cache (it keeps its scratch there).
+bool used_fused(LMCache* cache) {
+  auto* c = dynamic_cast<LayerStackCache*>(cache);
+  return c && c->decode_state != nullptr;
+}
+
+int64_t kv_capacity(LMCache* cache) {
+  return as_kv_cache(dynamic_cast<LayerStackCache&>(*cache).layers[0].get()).capacity();
+}
+
+// A sequence long enough that the KV caches grow past their first allocation during the steps.
+constexpr int64_t kFusedLen = KVCache::kInitialCapacity + 14;
+
+}  // namespace
+
+TEST(GPTNeoXFusedDecode, Float32StepsEqualFullForwardAtEveryKernelLevel) {
+  for (const auto& [name, cfg] : fused_configs()) {
+    SCOPED_TRACE(name);
+    GPTNeoXLM m(cfg);
+    perturb(m, 21);
+    at::manual_seed(4);
+    at::Tensor ids = at::randint(0, 60, {1, kFusedLen}, at::kLong);
+    at::NoGradGuard ng;
+    at::Tensor full = m.forward(ids);  // [1, T, 60]
+    const double tol = 1e-4 * std::max(1.0, max_abs(full));
+    testing_util::for_each_kernel_level([&](cpu::Isa) {
+      auto cache = m.make_cache(1, kFusedLen + 2);
+      ASSERT_EQ(kv_capacity(cache.get()), KVCache::kInitialCapacity);
+      // Prefill (op by op), fused steps, a chunk of 4 op by op on the same cache, fused steps
+      // across the cache's growth.
+      std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 5), cache.get())};
+      for (int64_t t = 5; t < 9; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
+      EXPECT_TRUE(used_fused(cache.get())) << "the single-token steps took the fused path";
+      parts.push_back(m.forward(ids.narrow(1, 9, 4), cache.get()));
+      for (int64_t t = 13; t < kFusedLen; ++t)
+        parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
+      EXPECT_EQ(cache->length(), kFusedLen);
+      EXPECT_GT(kv_capacity(cache.get()), KVCache::kInitialCapacity) << "the cache grew";
+      at::Tensor got = at::cat(parts, 1);
+      ASSERT_EQ(got.sizes(), full.sizes());
+      EXPECT_LE(max_abs(got - full), tol) << "max |logit| " << max_abs(full);
+      std::printf("[fp32 fused vs full forward, %s, %s] max|diff| %.3g, max|logit| %.3g\n",
+                  name.c_str(), cpu::isa_name(cpu::active_isa()), max_abs(got - full),
+                  max_abs(full));
+    });
+  }
+}
+
+TEST(GPTNeoXFusedDecode, Bfloat16StepsMatchTheOpByOpPathAtEveryKernelLevel) {
+  for (const auto& [name, cfg] : fused_configs()) {
+    SCOPED_TRACE(name);
+    GPTNeoXLM m(cfg);
+    perturb(m, 22);
+    m.to_dtype(at::kBFloat16);
+    at::manual_seed(5);
+    at::Tensor ids = at::randint(0, 60, {1, kFusedLen}, at::kLong);
+    // Reference: the op-by-op decode (autograd on disables the fused step).
+    std::vector<at::Tensor> want;
+    {
+      at::AutoGradMode grad(true);
+      auto cache = m.make_cache(1, kFusedLen);
+      want.push_back(m.forward(ids.narrow(1, 0, 3), cache.get()).detach());
+      for (int64_t t = 3; t < kFusedLen; ++t)
+        want.push_back(m.forward(ids.narrow(1, t, 1), cache.get()).detach());
+      EXPECT_FALSE(used_fused(cache.get()));
+    }
+    const at::Tensor ref = at::cat(want, 1);  // [1, T, 60]
+    at::NoGradGuard ng;
+    testing_util::for_each_kernel_level([&](cpu::Isa) {
+      auto cache = m.make_cache(1, kFusedLen);
+      std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 3), cache.get())};
+      for (int64_t t = 3; t < kFusedLen; ++t)
+        parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
+      EXPECT_TRUE(used_fused(cache.get()));
+      EXPECT_GT(kv_capacity(cache.get()), KVCache::kInitialCapacity);
+      at::Tensor got = at::cat(parts, 1);
+      ASSERT_EQ(got.scalar_type(), at::kFloat);
+      // Per step, relative to that step's logit scale.
+      double worst = 0.0;
+      for (int64_t t = 0; t < got.size(1); ++t) {
+        const at::Tensor g = got.select(1, t), r = ref.select(1, t);
+        ASSERT_LE(max_abs(g - r), 0.03 * max_abs(r) + 1e-3) << "position " << t;
+        worst = std::max(worst, max_abs(g - r) / max_abs(r));
+      }
+      std::printf("[bf16 fused vs op-by-op, %s, %s] worst max|diff| / max|logit| %.3g\n",
+                  name.c_str(), cpu::isa_name(cpu::active_isa()), worst);
+    });
+  }
+}
+
+TEST(GPTNeoXFusedDecode, FallsBackWhereItDoesNotApply) {
+  GPTNeoXLM m(tiny());
+  perturb(m, 23);
+  at::Tensor ids = at::randint(0, 60, {1, 6}, at::kLong);
+  at::NoGradGuard ng;
+  at::Tensor full = m.forward(ids);
+  // Left padding: the op-by-op path (padded masks and positions).
+  auto padded = m.make_cache(1, 8);
+  dynamic_cast<LayerStackCache&>(*padded).left_pad = {0};
+  std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 2), padded.get())};
+  for (int64_t t = 2; t < 6; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), padded.get()));
+  EXPECT_FALSE(used_fused(padded.get()));
+  EXPECT_LT(max_abs(at::cat(parts, 1) - full), 1e-4);
+  // The reference kernel backend keeps the op-by-op path.
+  const kernels::Backend saved = kernels::default_backend();
+  kernels::set_default_backend(kernels::Backend::Reference);
+  auto ref_cache = m.make_cache(1, 8);
+  m.forward(ids.narrow(1, 0, 2), ref_cache.get());
+  at::Tensor step = m.forward(ids.narrow(1, 2, 1), ref_cache.get());
+  kernels::set_default_backend(saved);
+  EXPECT_FALSE(used_fused(ref_cache.get()));
+  EXPECT_LT(max_abs(step.squeeze(1) - full.select(1, 2)), 1e-4);
+  // A refused (overflowing) fused step leaves the cache as it was.
+  auto cache = m.make_cache(1, 6);
+  m.forward(ids.narrow(1, 0, 5), cache.get());
+  m.forward(ids.narrow(1, 5, 1), cache.get());
+  EXPECT_TRUE(used_fused(cache.get()));
+  const std::string msg = error_of([&] { m.forward(ids.narrow(1, 0, 1), cache.get()); });
+  EXPECT_NE(msg.find("overflow"), std::string::npos) << msg;
+  EXPECT_EQ(cache->length(), 6);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -5,10 +5,17 @@
 #include <ATen/ATen.h>
 #include <torch/nn/modules/container/modulelist.h>
 
+#include <algorithm>
+#include <cmath>
+#include <cstring>
 #include <set>
 #include <tuple>
 
 #include "common/error.h"
+#include "kernels/attention_step.h"
+#include "kernels/backend.h"
+#include "kernels/gemv.h"
+#include "kernels/thread_team.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
 #include "io/config_util.h"
@@ -357,6 +364,269 @@ at::Tensor GPTNeoXLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
 at::Tensor GPTNeoXLM::logits(const at::Tensor& hidden) {
   const at::Tensor& w = embed_out->weight;                          // [V, h]
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fused batch-1 decode step
+
+namespace {
+
+// out = (x - mean) / sqrt(var + eps) * w + b over n features (statistics in double; a bf16 model
+// rounds the result once, as LayerNorm on a bf16 tensor does).
+void layer_norm(const float* x, const float* w, const float* b, float* out, int64_t n, double eps,
+                bool bf16) {
+  double mean = 0;
+  for (int64_t i = 0; i < n; ++i) mean += x[i];
+  mean /= static_cast<double>(n);
+  double var = 0;
+  for (int64_t i = 0; i < n; ++i) var += (x[i] - mean) * (x[i] - mean);
+  var /= static_cast<double>(n);
+  const float mu = static_cast<float>(mean), r = static_cast<float>(1.0 / std::sqrt(var + eps));
+  for (int64_t i = 0; i < n; ++i) out[i] = (x[i] - mu) * r * w[i] + b[i];
+  if (bf16) kernels::round_bf16(out, n);
+}
+
+inline float gelu(float x) { return 0.5f * x * (1.f + std::erf(x * 0.70710678118654752f)); }
+
+// One layer's weights as the fused step reads them: matrices in place (fp32 / bf16), the small
+// vectors as fp32 copies (null when absent).
+struct NeoXLayerRefs {
+  kernels::MatrixRef qkv, dense, fc1, fc2;  // [3h, h], [h, h], [I, h], [h, I]
+  const float *ln1_w = nullptr, *ln1_b = nullptr, *ln2_w = nullptr, *ln2_b = nullptr;  // [h]
+  const float *qkv_b = nullptr, *dense_b = nullptr, *fc1_b = nullptr, *fc2_b = nullptr;
+};
+
+// What a fused decode step of GPT-NeoX keeps between tokens (LayerStackCache::decode_state).
+struct GPTNeoXDecodeState : LayerCache {
+  at::ScalarType dtype = at::kFloat;  // the model dtype it was made for (remade if it changes)
+  std::vector<at::Tensor> keep;       // the fp32 copies the pointers point into
+  std::vector<NeoXLayerRefs> layers;
+  kernels::MatrixRef head;  // embed_out [V, h]
+  const float *lnf_w = nullptr, *lnf_b = nullptr;
+  std::vector<kernels::AttentionStepParams> attn;  // per layer, refreshed every step
+  // Scratch: residual stream, LayerNorm outputs, qkv [H, 3, hd], attention context, dense output,
+  // MLP hidden [I] and output, rotary cos / sin at the position, scores [H, stride].
+  std::vector<float> res, ln1, ln2, qkv, ctx, attn_out, mlp_in, mlp_out, cos, sin, scores;
+  int64_t score_stride = 0;
+  std::vector<kernels::QuantizedVector> xq;  // per team member (unused for fp32 / bf16 weights)
+};
+
+const float* keep_f32(GPTNeoXDecodeState& st, const at::Tensor& t) {
+  if (!t.defined()) return nullptr;
+  st.keep.push_back(t.detach().to(at::kFloat).contiguous());
+  return st.keep.back().data_ptr<float>();
+}
+
+bool usable_matrix(const at::Tensor& w, at::ScalarType dt) {
+  return w.defined() && w.device().is_cpu() && w.scalar_type() == dt && w.dim() == 2 &&
+         w.is_contiguous();
+}
+
+}  // namespace
+
+bool GPTNeoXLM::can_decode_fused(const at::Tensor& embeds, LMCache* cache) const {
+  if (!cache || at::GradMode::is_enabled() || embeds.dim() != 3 || embeds.size(0) != 1 ||
+      embeds.size(1) != 1 || embeds.size(2) != cfg_.hidden_size || !embeds.device().is_cpu())
+    return false;
+  // The reference backend (--kernels reference) keeps the op-by-op path, for checking.
+  if (kernels::default_backend() == kernels::Backend::Reference) return false;
+  if (dtype_ != at::kFloat && dtype_ != at::kBFloat16) return false;
+  auto* c = dynamic_cast<LayerStackCache*>(cache);
+  if (!c || c->owner != this || c->bsz != 1 || !c->left_pad.empty() ||
+      c->layers.size() != layers.size())
+    return false;
+  for (const auto& l : c->layers) {
+    auto* kv = dynamic_cast<KVCache*>(l.get());
+    if (!kv || kv->left_pad.defined() || !kv->k.defined() || !kv->v.defined() ||
+        kv->k.scalar_type() != dtype_ || kv->v.scalar_type() != dtype_ ||
+        !kv->k.device().is_cpu() || !kv->k.is_contiguous() || !kv->v.is_contiguous())
+      return false;
+  }
+  for (const auto& l : layers)
+    for (const Linear* lin : {&l->attention->query_key_value, &l->attention->dense,
+                              &l->mlp->dense_h_to_4h, &l->mlp->dense_4h_to_h})
+      if (!usable_matrix((*lin)->weight, dtype_)) return false;
+  return usable_matrix(embed_out->weight, dtype_);
+}
+
+at::Tensor GPTNeoXLM::forward_embeds(const at::Tensor& embeds, LMCache* cache, bool last_only) {
+  if (can_decode_fused(embeds, cache))
+    return decode_fused(embeds, LayerStackCache::check(cache, this, 1, 1));
+  return CausalLM::forward_embeds(embeds, cache, last_only);
+}
+
+at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) {
+  const int64_t h = cfg_.hidden_size, nl = cfg_.num_hidden_layers, I = cfg_.intermediate_size;
+  const int64_t H = cfg_.num_attention_heads, hd = cfg_.head_dim();
+  const bool bf16 = dtype_ == at::kBFloat16, parallel = cfg_.use_parallel_residual;
+  const double eps = cfg_.layer_norm_eps;
+  const Rotary& rotary = layers[0]->attention->core.rotary;
+  const int64_t rot = rotary.dim();
+  const int64_t pos = mc.len;
+
+  // Before the parallel region: every layer's KV cache at `pos` with room for one more token (an
+  // overflow is refused here, before anything changes).
+  std::vector<KVCache*> kvs;
+  for (auto& l : mc.layers) {
+    KVCache& kv = as_kv_cache(l.get());
+    MVL_CHECK(kv.len == pos, "KV cache holds ", kv.len, " tokens but the model is at position ",
+              pos, " (a cache must be used by one sequence from its start)");
+    MVL_CHECK(pos + 1 <= kv.max_len(), "KV cache overflow: the cache holds at most ", kv.max_len(),
+              " tokens (make_cache max_len) but ", pos, " + 1 = ", pos + 1,
+              " tokens were requested");
+    kvs.push_back(&kv);
+  }
+  for (KVCache* kv : kvs) kv->reserve(pos + 1);
+
+  kernels::DecodeTeamLease lease = kernels::decode_team();
+  if (!mc.decode_state || static_cast<GPTNeoXDecodeState&>(*mc.decode_state).dtype != dtype_) {
+    auto st = std::make_unique<GPTNeoXDecodeState>();
+    st->dtype = dtype_;
+    for (const auto& l : layers) {
+      NeoXLayerRefs r;
+      const auto& a = *l->attention;
+      const auto& f = *l->mlp;
+      r.qkv = kernels::MatrixRef::of(a.query_key_value->weight);
+      r.dense = kernels::MatrixRef::of(a.dense->weight);
+      r.fc1 = kernels::MatrixRef::of(f.dense_h_to_4h->weight);
+      r.fc2 = kernels::MatrixRef::of(f.dense_4h_to_h->weight);
+      r.ln1_w = keep_f32(*st, l->input_layernorm->weight);
+      r.ln1_b = keep_f32(*st, l->input_layernorm->bias);
+      r.ln2_w = keep_f32(*st, l->post_attention_layernorm->weight);
+      r.ln2_b = keep_f32(*st, l->post_attention_layernorm->bias);
+      r.qkv_b = keep_f32(*st, a.query_key_value->bias);
+      r.dense_b = keep_f32(*st, a.dense->bias);
+      r.fc1_b = keep_f32(*st, f.dense_h_to_4h->bias);
+      r.fc2_b = keep_f32(*st, f.dense_4h_to_h->bias);
+      st->layers.push_back(r);
+    }
+    st->head = kernels::MatrixRef::of(embed_out->weight);
+    st->lnf_w = keep_f32(*st, final_layer_norm->weight);
+    st->lnf_b = keep_f32(*st, final_layer_norm->bias);
+    st->attn.resize(static_cast<size_t>(nl));
+    for (auto* v : {&st->res, &st->ln1, &st->ln2, &st->ctx, &st->attn_out, &st->mlp_out})
+      v->resize(static_cast<size_t>(h));
+    st->qkv.resize(static_cast<size_t>(3 * h));
+    st->mlp_in.resize(static_cast<size_t>(I));
+    st->cos.resize(static_cast<size_t>(std::max<int64_t>(rot, 1)));
+    st->sin.resize(static_cast<size_t>(std::max<int64_t>(rot, 1)));
+    mc.decode_state = std::move(st);
+  }
+  auto& st = static_cast<GPTNeoXDecodeState&>(*mc.decode_state);
+  st.xq.resize(static_cast<size_t>(lease.team->size()));
+
+  // Per step: rotary cos / sin at pos (the op-by-op path's own table, in the model dtype), the
+  // caches' storage, the scores scratch (grown with the caches), the input.
+  if (rot > 0) {
+    auto [c, s] = rotary.cos_sin(pos, 1, dtype_, at::kCPU);  // [1, rot] each
+    at::Tensor cf = c.to(at::kFloat).contiguous(), sf = s.to(at::kFloat).contiguous();
+    std::memcpy(st.cos.data(), cf.data_ptr<float>(), sizeof(float) * rot);
+    std::memcpy(st.sin.data(), sf.data_ptr<float>(), sizeof(float) * rot);
+  }
+  int64_t stride = 0;
+  for (int64_t i = 0; i < nl; ++i) {
+    KVCache& kv = *kvs[static_cast<size_t>(i)];
+    kernels::AttentionStepParams& p = st.attn[static_cast<size_t>(i)];
+    p.heads = H;
+    p.head_dim = hd;
+    p.rot_dim = rot;
+    p.pos = pos;
+    p.capacity = kv.capacity();
+    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
+    p.bf16 = bf16;
+    p.cos = st.cos.data();
+    p.sin = st.sin.data();
+    p.k_cache = kv.k.data_ptr();
+    p.v_cache = kv.v.data_ptr();
+    stride = std::max(stride, p.capacity);
+  }
+  if (st.score_stride < stride) {
+    st.scores.resize(static_cast<size_t>(H * stride));
+    st.score_stride = stride;
+  }
+  at::Tensor e = embeds.reshape({h}).to(dtype_).to(at::kFloat).contiguous();
+  std::memcpy(st.res.data(), e.data_ptr<float>(), sizeof(float) * h);
+  const int64_t V = st.head.rows;
+  at::Tensor logits = at::empty({1, 1, V}, at::kFloat);
+
+  float* out = logits.data_ptr<float>();
+  float *res = st.res.data(), *ln1 = st.ln1.data(), *ln2 = st.ln2.data(), *qkv = st.qkv.data();
+  float *ctx = st.ctx.data(), *attn = st.attn_out.data(), *mlp_in = st.mlp_in.data();
+  float *mlp_out = st.mlp_out.data(), *scores = st.scores.data();
+  const int64_t sstride = st.score_stride;
+  auto rnd = [bf16](float v) { return bf16 ? kernels::round_bf16(v) : v; };
+  // Rows [r0, r1) of y = W x + b, rounded to bf16 for a bf16 model (a bf16 Linear's output).
+  auto rows = [&](const kernels::MatrixRef& W, const float* x, kernels::QuantizedVector& xq,
+                  float* y, const float* b, int64_t r0, int64_t r1) {
+    kernels::gemv_rows(W, x, &xq, y, b, r0, r1);
+    if (bf16) kernels::round_bf16(y + r0, r1 - r0);
+  };
+  auto nchunks = [](int64_t n, int64_t per) { return (n + per - 1) / per; };
+
+  lease.team->run([&](kernels::ThreadTeam::Member& m) {
+    kernels::QuantizedVector& xq = st.xq[static_cast<size_t>(m.id())];
+    for (int64_t i = 0; i < nl; ++i) {
+      const NeoXLayerRefs& L = st.layers[static_cast<size_t>(i)];
+      const kernels::AttentionStepParams& ap = st.attn[static_cast<size_t>(i)];
+      const int64_t qr = kernels::gemv_chunk_rows(L.qkv), dr = kernels::gemv_chunk_rows(L.dense);
+      const int64_t f1r = kernels::gemv_chunk_rows(L.fc1), f2r = kernels::gemv_chunk_rows(L.fc2);
+      const int64_t nd = nchunks(h, dr), nf1 = nchunks(I, f1r), nf2 = nchunks(h, f2r);
+      // fc1 rows of chunk c (+ GELU on them, rounded after each op for bf16).
+      auto fc1_chunk = [&](int64_t c, const float* x) {
+        const int64_t r0 = c * f1r, r1 = std::min(I, r0 + f1r);
+        rows(L.fc1, x, xq, mlp_in, L.fc1_b, r0, r1);
+        for (int64_t r = r0; r < r1; ++r) mlp_in[r] = rnd(gelu(mlp_in[r]));
+      };
+
+      m.single([&] {
+        layer_norm(res, L.ln1_w, L.ln1_b, ln1, h, eps, bf16);
+        if (parallel) layer_norm(res, L.ln2_w, L.ln2_b, ln2, h, eps, bf16);
+      });
+      m.for_chunks(nchunks(3 * h, qr), [&](int64_t c) {
+        rows(L.qkv, ln1, xq, qkv, L.qkv_b, c * qr, std::min(3 * h, (c + 1) * qr));
+      });
+      m.for_chunks(H, [&](int64_t hh) {
+        kernels::attention_step_head(ap, hh, qkv, scores + hh * sstride, ctx);
+      });
+      if (parallel) {
+        // x + attn(LN1(x)) + mlp(LN2(x)): dense and fc1 share one phase (both read ready inputs).
+        m.for_chunks(nd + nf1, [&](int64_t c) {
+          if (c < nd)
+            rows(L.dense, ctx, xq, attn, L.dense_b, c * dr, std::min(h, (c + 1) * dr));
+          else
+            fc1_chunk(c - nd, ln2);
+        });
+        m.for_chunks(nf2, [&](int64_t c) {
+          const int64_t r0 = c * f2r, r1 = std::min(h, r0 + f2r);
+          rows(L.fc2, mlp_in, xq, mlp_out, L.fc2_b, r0, r1);
+          for (int64_t r = r0; r < r1; ++r) res[r] = rnd(rnd(mlp_out[r] + attn[r]) + res[r]);
+        });
+      } else {
+        // a = x + attn(LN1(x)); a + mlp(LN2(a)).
+        m.for_chunks(nd, [&](int64_t c) {
+          const int64_t r0 = c * dr, r1 = std::min(h, r0 + dr);
+          rows(L.dense, ctx, xq, attn, L.dense_b, r0, r1);
+          for (int64_t r = r0; r < r1; ++r) res[r] = rnd(attn[r] + res[r]);
+        });
+        m.single([&] { layer_norm(res, L.ln2_w, L.ln2_b, ln2, h, eps, bf16); });
+        m.for_chunks(nf1, [&](int64_t c) { fc1_chunk(c, ln2); });
+        m.for_chunks(nf2, [&](int64_t c) {
+          const int64_t r0 = c * f2r, r1 = std::min(h, r0 + f2r);
+          rows(L.fc2, mlp_in, xq, mlp_out, L.fc2_b, r0, r1);
+          for (int64_t r = r0; r < r1; ++r) res[r] = rnd(mlp_out[r] + res[r]);
+        });
+      }
+    }
+    m.single([&] { layer_norm(res, st.lnf_w, st.lnf_b, ln1, h, eps, bf16); });
+    const int64_t hr = kernels::gemv_chunk_rows(st.head);
+    m.for_chunks(nchunks(V, hr), [&](int64_t c) {
+      // A bf16 model's logits are a bf16 Linear's output, as in logits().
+      rows(st.head, ln1, xq, out, nullptr, c * hr, std::min(V, (c + 1) * hr));
+    });
+  });
+  for (KVCache* kv : kvs) kv->len = pos + 1;
+  mc.len += 1;
+  return logits;
 }
 
 std::unique_ptr<LMCache> GPTNeoXLM::make_cache(int64_t batch, int64_t max_len) {

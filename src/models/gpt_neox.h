@@ -103,6 +103,12 @@ class GPTNeoXLM : public CausalLM {
   at::Tensor embed(const at::Tensor& ids) override;
   at::Tensor forward_hidden(const at::Tensor& embeds, LMCache* cache = nullptr) override;
   at::Tensor logits(const at::Tensor& hidden) override;
+  // A batch-1 single-token step (CPU, no autograd, fp32 / bf16 weights, a cache without left
+  // padding) runs whole in one fused pass: every layer, the final LayerNorm and embed_out in one
+  // parallel region of the decode team (kernels/attention_step.h, kernels/gemv.h), appending to
+  // the same KV caches. Anything else, or with the reference kernel backend, as CausalLM does.
+  at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr,
+                            bool last_only = false) override;
   std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) override;
   int64_t max_context() const override { return cfg_.max_position_embeddings; }
   std::string max_context_source() const override {
@@ -128,6 +134,8 @@ class GPTNeoXLM : public CausalLM {
   Linear embed_out{nullptr};
 
  private:
+  bool can_decode_fused(const at::Tensor& embeds, LMCache* cache) const;
+  at::Tensor decode_fused(const at::Tensor& embeds, LayerStackCache& cache);
   GPTNeoXConfig cfg_;
   at::ScalarType dtype_ = at::kFloat;
   std::filesystem::path source_dir_;

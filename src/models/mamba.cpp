@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "kernels/bf16.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/gemv.h"
 #include "kernels/mamba_step.h"
@@ -391,27 +392,15 @@ at::Tensor MambaLM::logits(const at::Tensor& hidden) {
 
 namespace {
 
-// Rounds to bfloat16 precision (nearest even), as a bf16 tensor round trip does: the fused decode
-// of a bf16 model rounds where the op-by-op path casts to bf16, so the two agree.
-void round_bf16(float* x, int64_t n) {
-  for (int64_t i = 0; i < n; ++i) {
-    uint32_t u;
-    std::memcpy(&u, &x[i], 4);
-    if ((u & 0x7f800000u) == 0x7f800000u) continue;  // inf / nan stay
-    u = (u + 0x7fffu + ((u >> 16) & 1u)) & 0xffff0000u;
-    std::memcpy(&x[i], &u, 4);
-  }
-}
-
 // out = weight * x / rms(x) (RMSNorm in fp32; bf16 models round as RMSNormImpl does).
 void rms_norm(const float* x, const float* w, float* out, int64_t n, double eps, bool bf16) {
   double ss = 0;
   for (int64_t i = 0; i < n; ++i) ss += static_cast<double>(x[i]) * x[i];
   const float r = static_cast<float>(1.0 / std::sqrt(ss / static_cast<double>(n) + eps));
   for (int64_t i = 0; i < n; ++i) out[i] = x[i] * r;
-  if (bf16) round_bf16(out, n);
+  if (bf16) kernels::round_bf16(out, n);
   for (int64_t i = 0; i < n; ++i) out[i] *= w[i];
-  if (bf16) round_bf16(out, n);
+  if (bf16) kernels::round_bf16(out, n);
 }
 
 // What a fused decode step of a Mamba stack keeps between tokens (LayerStackCache::decode_state).
@@ -493,7 +482,7 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
                                  lc.ssm_state.data_ptr<float>(), st.ws.data(), mix_out.data(),
                                  /*accumulate=*/false, xq);
         m.single([&] {
-          round_bf16(mix_out.data(), dm);
+          kernels::round_bf16(mix_out.data(), dm);
           for (int64_t k = 0; k < dm; ++k) res[k] += mix_out[k];
         });
       }
