@@ -310,7 +310,10 @@ constexpr int64_t kFusedLen = KVCache::kInitialCapacity + 14;
 }  // namespace
 
 TEST(GPTNeoXFusedDecode, Float32StepsEqualFullForwardAtEveryKernelLevel) {
-  for (const auto& [name, cfg] : fused_configs()) {
+  for (const auto& named_cfg : fused_configs()) {
+    // Named copies: clang 14 cannot capture structured bindings in the lambdas below.
+    const auto& name = named_cfg.first;
+    const auto& cfg = named_cfg.second;
     SCOPED_TRACE(name);
     GPTNeoXLM m(cfg);
     perturb(m, 21);
@@ -343,7 +346,10 @@ TEST(GPTNeoXFusedDecode, Float32StepsEqualFullForwardAtEveryKernelLevel) {
 }
 
 TEST(GPTNeoXFusedDecode, Bfloat16StepsMatchTheOpByOpPathAtEveryKernelLevel) {
-  for (const auto& [name, cfg] : fused_configs()) {
+  for (const auto& named_cfg : fused_configs()) {
+    // Named copies: clang 14 cannot capture structured bindings in the lambdas below.
+    const auto& name = named_cfg.first;
+    const auto& cfg = named_cfg.second;
     SCOPED_TRACE(name);
     GPTNeoXLM m(cfg);
     perturb(m, 22);
