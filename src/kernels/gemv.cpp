@@ -140,32 +140,23 @@ at::Tensor dequantize_int8(const Int8Matrix& W) {
   return W.q.to(at::kFloat) * W.scale.unsqueeze(1);
 }
 
+void gemv(const MatrixRef& W, const float* x, float* y, const float* bias) {
+  const int64_t bytes = W.kind == MatrixRef::F32 ? 4 : W.kind == MatrixRef::BF16 ? 2 : 1;
+  thread_local QuantizedVector xq;  // int8: x quantised once, reused (no allocation once warm)
+  if (W.kind == MatrixRef::Int8) xq.set(x, W.cols);
+  // The caller's buffer, by pointer: inside the lambda `xq` would name each worker's own.
+  const QuantizedVector* xqp = &xq;
+  at::parallel_for(0, W.rows, grain_rows(W.cols * bytes), [&](int64_t b, int64_t e) {
+    gemv_rows(W, x, xqp, y, bias, b, e);
+  });
+}
+
 void gemv(const at::Tensor& W, const float* x, float* y, const float* bias) {
-  const int64_t O = W.size(0), I = W.size(1);
-  const int64_t grain = grain_rows(I * static_cast<int64_t>(W.element_size()));
-  const RowKernels k = row_kernels();
-  if (W.scalar_type() == at::kFloat) {
-    const float* w = W.data_ptr<float>();
-    at::parallel_for(0, O, grain, [&](int64_t b, int64_t e) { k.f32(w, x, y, bias, I, b, e); });
-  } else {
-    const auto* w = reinterpret_cast<const uint16_t*>(W.data_ptr<at::BFloat16>());
-    at::parallel_for(0, O, grain, [&](int64_t b, int64_t e) { k.bf16(w, x, y, bias, I, b, e); });
-  }
+  gemv(MatrixRef::of(W), x, y, bias);
 }
 
 void gemv(const Int8Matrix& W, const float* x, float* y, const float* bias) {
-  const int64_t O = W.rows(), I = W.cols();
-  thread_local std::vector<int8_t> xq;  // reused: no allocation per token once warm
-  thread_local std::vector<float> xs;
-  quantize_x(x, I, xq, xs);
-  const int8_t* q = W.q.data_ptr<int8_t>();
-  const float* sc = W.scale.data_ptr<float>();
-  const int8_t* xqp = xq.data();
-  const float* xsp = xs.data();
-  const RowKernels k = row_kernels();
-  at::parallel_for(0, O, grain_rows(I), [&](int64_t b, int64_t e) {
-    k.q8(q, sc, xqp, xsp, y, bias, I, b, e);
-  });
+  gemv(MatrixRef::of(W), x, y, bias);
 }
 
 at::Tensor gemv(const at::Tensor& W, const at::Tensor& x) {

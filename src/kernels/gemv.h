@@ -48,6 +48,9 @@ void gemv_rows(const MatrixRef& W, const float* x, const QuantizedVector* xq, fl
 // Rows per chunk when a team shares a matrix: ~32 KiB of weights, a multiple of 4.
 int64_t gemv_chunk_rows(const MatrixRef& W);
 
+// y = W x (+ bias) on the intra-op threads: x: W.cols floats; y: W.rows floats; bias: W.rows
+// floats or null.
+void gemv(const MatrixRef& W, const float* x, float* y, const float* bias = nullptr);
 // W: [O, I] contiguous fp32/bf16 on CPU; x: I floats; y: O floats; bias: O floats or null.
 void gemv(const at::Tensor& W, const float* x, float* y, const float* bias = nullptr);
 void gemv(const Int8Matrix& W, const float* x, float* y, const float* bias = nullptr);

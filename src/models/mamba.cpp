@@ -357,35 +357,26 @@ at::Tensor MambaLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
 }
 
 at::Tensor MambaLM::logits(const at::Tensor& hidden) {
-  at::Tensor w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
+  const at::Tensor& w = lm_head ? lm_head->weight : embeddings->weight;  // [V, d_model]
   const int64_t rows = hidden.numel() / std::max<int64_t>(hidden.size(-1), 1);
-  if (w.scalar_type() == at::kChar) {  // int8 head: GEMV per row when decoding, else dequantised
-    const at::Tensor& scale = lm_head ? lm_head->weight_scale : embeddings->weight_scale;
-    std::vector<int64_t> shape(hidden.sizes().begin(), hidden.sizes().end());
-    shape.back() = w.size(0);
-    if (rows <= 4 && !at::GradMode::is_enabled() && w.device().is_cpu()) {
-      at::Tensor h = hidden.reshape({rows, hidden.size(-1)}).to(at::kFloat).contiguous();
-      at::Tensor out = at::empty({rows, w.size(0)}, at::kFloat);
-      const kernels::Int8Matrix q{w, scale};
-      for (int64_t r = 0; r < rows; ++r)
-        kernels::gemv(q, h[r].data_ptr<float>(), out[r].data_ptr<float>());
-      return out.view(shape);
-    }
-    at::Tensor deq = lm_head ? lm_head->dense_weight(at::kFloat) : embeddings->dense_weight(at::kFloat);
-    return at::linear(hidden.to(at::kFloat), deq);  // [..., V]
-  }
   // Decoding (a few rows, no autograd): the head is a memory-bound matrix-vector product; our
-  // GEMV streams bf16 weights at half the bytes, where a bf16 GEMM on CPUs without native bf16
-  // arithmetic is slow.
+  // GEMV streams bf16 / int8 weights at half / a quarter of the bytes, where a bf16 GEMM on CPUs
+  // without native bf16 arithmetic is slow.
   if (rows <= 4 && !at::GradMode::is_enabled() && w.device().is_cpu() && w.is_contiguous() &&
-      (w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16)) {
+      (w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16 ||
+       w.scalar_type() == at::kChar)) {
+    const kernels::MatrixRef head = lm_head ? matrix_ref(*lm_head) : matrix_ref(*embeddings);
     at::Tensor h = hidden.reshape({rows, hidden.size(-1)}).to(at::kFloat).contiguous();
     std::vector<int64_t> shape(hidden.sizes().begin(), hidden.sizes().end());
     shape.back() = w.size(0);
     at::Tensor out = at::empty({rows, w.size(0)}, at::kFloat);
     for (int64_t r = 0; r < rows; ++r)
-      kernels::gemv(w, h[r].data_ptr<float>(), out[r].data_ptr<float>());
+      kernels::gemv(head, h[r].data_ptr<float>(), out[r].data_ptr<float>());
     return out.view(shape);
+  }
+  if (w.scalar_type() == at::kChar) {  // int8 head, many rows: dequantised GEMM
+    at::Tensor deq = lm_head ? lm_head->dense_weight(at::kFloat) : embeddings->dense_weight(at::kFloat);
+    return at::linear(hidden.to(at::kFloat), deq);  // [..., V]
   }
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
 }
