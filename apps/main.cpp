@@ -397,6 +397,7 @@ int main(int argc, char** argv) {
   bench->require_subcommand(1);
   bench::add_scan_bench(*bench);
   bench::add_lm_bench(*bench);
+  bench::add_gemv_bench(*bench);
   bench::add_tokenizer_bench(*bench);
   bench::add_vision_bench(*bench);
   bench::add_train_bench(*bench);

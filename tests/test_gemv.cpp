@@ -62,6 +62,47 @@ TEST(Gemv, Int8MatchesItsReferenceAtEveryLevelAndApproximatesFp32) {
   });
 }
 
+// Batch decode: M vectors at once equal M separate products, at every level, for every vector
+// count a tile can have (1..4 and a remainder group) and odd sizes; bias; strided layouts through
+// the tensor form.
+TEST(Gemv, SmallBatchMatchesPerVectorProductsAtEveryLevel) {
+  testing_util::for_each_kernel_level([](cpu::Isa) {
+    for (auto [O, I] : kShapes) {
+      for (int64_t M : {1, 2, 3, 4, 5, 7, 16}) {
+        at::manual_seed(O * 131 + I * 7 + M);
+        at::Tensor W = at::randn({O, I}), X = at::randn({M, I}), bias = at::randn({O});
+        const double tol = 1e-4 * std::sqrt(double(I));
+        for (auto dt : {at::kFloat, at::kBFloat16}) {
+          at::Tensor Wd = W.to(dt).contiguous();
+          at::Tensor want = at::matmul(X.to(at::kDouble), Wd.to(at::kDouble).t()) +
+                            bias.to(at::kDouble);  // [M, O]
+          at::Tensor got = kernels::linear_small(kernels::MatrixRef::of(Wd), X, bias, at::kFloat);
+          ASSERT_EQ(got.sizes(), (std::vector<int64_t>{M, O}));
+          EXPECT_LE((got.to(at::kDouble) - want).abs().max().item<double>(), tol)
+              << (dt == at::kFloat ? "f32 " : "bf16 ") << O << "x" << I << " M=" << M;
+        }
+        kernels::Int8Matrix q = kernels::quantize_int8(W);
+        at::Tensor got = kernels::linear_small(kernels::MatrixRef::of(q), X.view({M, 1, I}), bias,
+                                               at::kFloat);  // [M, 1, O]
+        ASSERT_EQ(got.sizes(), (std::vector<int64_t>{M, 1, O}));
+        for (int64_t m = 0; m < M; ++m) {
+          at::Tensor ref = kernels::gemv_int8_reference(q, X[m]).to(at::kDouble) + bias.to(at::kDouble);
+          EXPECT_LE((got[m][0].to(at::kDouble) - ref).abs().max().item<double>(), tol + 1e-5)
+              << "int8 " << O << "x" << I << " M=" << M << " row " << m;
+        }
+      }
+    }
+  });
+  // Output dtype: rounded once from fp32.
+  at::Tensor W = at::randn({8, 40}), X = at::randn({3, 40});
+  at::Tensor f = kernels::linear_small(kernels::MatrixRef::of(W), X, {}, at::kFloat);
+  at::Tensor b = kernels::linear_small(kernels::MatrixRef::of(W), X, {}, at::kBFloat16);
+  EXPECT_EQ(b.scalar_type(), at::kBFloat16);
+  EXPECT_TRUE(at::equal(b, f.to(at::kBFloat16)));
+  EXPECT_THROW(kernels::linear_small(kernels::MatrixRef::of(W), at::randn({3, 41}), {}, at::kFloat),
+               Error);
+}
+
 TEST(Gemv, Int8QuantisationRoundTripsWithinHalfAStep) {
   at::Tensor W = at::randn({37, 100});
   W[3].zero_();  // a zero row gets scale 1 and zeros

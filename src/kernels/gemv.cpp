@@ -22,23 +22,40 @@ using Bf16Rows = void (*)(const uint16_t*, const float*, float*, const float*, i
 using Q8Rows = void (*)(const int8_t*, const float*, const int8_t*, const float*, float*,
                         const float*, int64_t, int64_t, int64_t);
 
+using F32Gemm = void (*)(const float*, const float*, int64_t, int64_t, float*, int64_t,
+                        const float*, int64_t, int64_t, int64_t);
+using Bf16Gemm = void (*)(const uint16_t*, const float*, int64_t, int64_t, float*, int64_t,
+                         const float*, int64_t, int64_t, int64_t);
+using Q8Gemm = void (*)(const int8_t*, const float*, const int8_t*, int64_t, const float*, int64_t,
+                       int64_t, float*, int64_t, const float*, int64_t, int64_t, int64_t);
+
 struct RowKernels {
   F32Rows f32;
   Bf16Rows bf16;
   Q8Rows q8;
+  F32Gemm gemm_f32;
+  Bf16Gemm gemm_bf16;
+  Q8Gemm gemm_q8;
 };
+
+#define MVL_ROW_KERNELS(ns)                                                                    \
+  RowKernels {                                                                                 \
+    ns::gemv_f32_rows, ns::gemv_bf16_rows, ns::gemv_q8_rows, ns::gemm_f32_rows,                \
+        ns::gemm_bf16_rows, ns::gemm_q8_rows                                                   \
+  }
 
 RowKernels row_kernels() {
   switch (cpu::active_isa()) {
     case cpu::Isa::Avx512:
-      return {isa_avx512::gemv_f32_rows, isa_avx512::gemv_bf16_rows, isa_avx512::gemv_q8_rows};
+      return MVL_ROW_KERNELS(isa_avx512);
     case cpu::Isa::Avx2:
-      return {isa_avx2::gemv_f32_rows, isa_avx2::gemv_bf16_rows, isa_avx2::gemv_q8_rows};
+      return MVL_ROW_KERNELS(isa_avx2);
     case cpu::Isa::Scalar:
       break;
   }
-  return {isa_scalar::gemv_f32_rows, isa_scalar::gemv_bf16_rows, isa_scalar::gemv_q8_rows};
+  return MVL_ROW_KERNELS(isa_scalar);
 }
+#undef MVL_ROW_KERNELS
 
 // Grain: enough rows that each task streams >= ~64 KiB, so small matrices stay on one thread.
 int64_t grain_rows(int64_t row_bytes) {
@@ -118,6 +135,68 @@ void gemv_rows(const MatrixRef& W, const float* x, const QuantizedVector* xq, fl
            W.cols, r0, r1);
       break;
   }
+}
+
+void QuantizedRows::set(const float* X, int64_t M, int64_t n, int64_t ldx) {
+  const int64_t nb = (n + kQ8Block - 1) / kQ8Block;
+  ldq = nb * kQ8Block;
+  lds = nb;
+  q.resize(static_cast<size_t>(M * ldq));
+  scale.resize(static_cast<size_t>(M * lds));
+  std::vector<int8_t> rq;
+  std::vector<float> rs;
+  for (int64_t m = 0; m < M; ++m) {
+    quantize_x(X + m * ldx, n, rq, rs);
+    std::copy(rq.begin(), rq.end(), q.begin() + m * ldq);
+    std::copy(rs.begin(), rs.end(), scale.begin() + m * lds);
+  }
+}
+
+void gemm_rows(const MatrixRef& W, const float* X, int64_t ldx, int64_t M, const QuantizedRows* xq,
+               float* Y, int64_t ldy, const float* bias, int64_t r0, int64_t r1) {
+  const RowKernels k = row_kernels();
+  switch (W.kind) {
+    case MatrixRef::F32:
+      k.gemm_f32(static_cast<const float*>(W.data), X, ldx, M, Y, ldy, bias, W.cols, r0, r1);
+      break;
+    case MatrixRef::BF16:
+      k.gemm_bf16(static_cast<const uint16_t*>(W.data), X, ldx, M, Y, ldy, bias, W.cols, r0, r1);
+      break;
+    case MatrixRef::Int8:
+      k.gemm_q8(static_cast<const int8_t*>(W.data), W.scale, xq->q.data(), xq->ldq,
+                xq->scale.data(), xq->lds, M, Y, ldy, bias, W.cols, r0, r1);
+      break;
+  }
+}
+
+void gemm_small(const MatrixRef& W, const float* X, int64_t M, float* Y, const float* bias) {
+  const int64_t bytes = W.kind == MatrixRef::F32 ? 4 : W.kind == MatrixRef::BF16 ? 2 : 1;
+  thread_local QuantizedRows xq;  // int8: X quantised once, reused
+  if (W.kind == MatrixRef::Int8) xq.set(X, M, W.cols, W.cols);
+  const QuantizedRows* xqp = &xq;
+  // Row chunks of ~32 KiB of weights: they stay in L1/L2 while every group of vectors uses them.
+  at::parallel_for(0, W.rows, std::max(grain_rows(W.cols * bytes) / std::max<int64_t>(M, 1), int64_t{4}),
+                   [&](int64_t b, int64_t e) {
+                     const int64_t step = gemv_chunk_rows(W);
+                     for (int64_t r = b; r < e; r += step)
+                       gemm_rows(W, X, W.cols, M, xqp, Y, W.rows, bias, r, std::min(e, r + step));
+                   });
+}
+
+at::Tensor linear_small(const MatrixRef& W, const at::Tensor& x, const at::Tensor& bias,
+                        at::ScalarType out_dtype) {
+  MVL_CHECK(x.dim() >= 1 && x.size(-1) == W.cols && x.device().is_cpu(),
+            "linear_small: x must be a CPU [..., ", W.cols, "] tensor, got ", shape_str(x.sizes()));
+  MVL_CHECK(!bias.defined() || (bias.dim() == 1 && bias.size(0) == W.rows),
+            "linear_small: bias must be [", W.rows, "], got ", shape_str(bias.sizes()));
+  at::Tensor xf = x.to(at::kFloat).contiguous();
+  const int64_t M = W.cols > 0 ? xf.numel() / W.cols : 0;
+  std::vector<int64_t> out_sizes(x.sizes().begin(), x.sizes().end());
+  out_sizes.back() = W.rows;
+  at::Tensor y = at::empty(out_sizes, at::kFloat);
+  at::Tensor bf = bias.defined() ? bias.to(at::kFloat).contiguous() : at::Tensor();
+  if (M > 0) gemm_small(W, xf.data_ptr<float>(), M, y.data_ptr<float>(), bf.defined() ? bf.data_ptr<float>() : nullptr);
+  return out_dtype == at::kFloat ? y : y.to(out_dtype);
 }
 
 int64_t gemv_chunk_rows(const MatrixRef& W) {

@@ -55,6 +55,29 @@ void gemv(const MatrixRef& W, const float* x, float* y, const float* bias = null
 void gemv(const at::Tensor& W, const float* x, float* y, const float* bias = nullptr);
 void gemv(const Int8Matrix& W, const float* x, float* y, const float* bias = nullptr);
 
+// A few rows of x quantised for the int8 kernels, each row as QuantizedVector does (buffers reused).
+struct QuantizedRows {
+  std::vector<int8_t> q;    // [M, ldq]
+  std::vector<float> scale; // [M, lds]
+  int64_t ldq = 0, lds = 0;
+  void set(const float* X, int64_t M, int64_t n, int64_t ldx);  // X [M, n], row stride ldx
+};
+
+// Batch decode: rows [r0, r1) of Y[m] = W X[m] (+ bias) for M vectors at once, on this thread
+// (X [M, W.cols] with row stride ldx, Y [M, W.rows] with row stride ldy). Each weight is read from
+// memory once for all M vectors. For an int8 W, `xq` must hold X quantised (QuantizedRows::set).
+void gemm_rows(const MatrixRef& W, const float* X, int64_t ldx, int64_t M, const QuantizedRows* xq,
+               float* Y, int64_t ldy, const float* bias, int64_t r0, int64_t r1);
+// The same on the intra-op threads, parallel over rows: Y [M, O] = X [M, I] W^T (+ bias), X and Y
+// contiguous.
+void gemm_small(const MatrixRef& W, const float* X, int64_t M, float* Y, const float* bias = nullptr);
+// Tensor form for a linear layer at batch decode: x [..., I] (any floating dtype, converted to
+// fp32), bias [O] or undefined -> [..., O] in `out_dtype` (results rounded once, from fp32).
+at::Tensor linear_small(const MatrixRef& W, const at::Tensor& x, const at::Tensor& bias,
+                        at::ScalarType out_dtype);
+// Rows of x up to which linear_small beats a GEMM library call (weights read once, no packing).
+constexpr int64_t kSmallBatchRows = 16;
+
 // Tensor forms (validate): x [I] fp32 -> [O] fp32. Used by tests and the reference comparison.
 at::Tensor gemv(const at::Tensor& W, const at::Tensor& x);
 at::Tensor gemv(const Int8Matrix& W, const at::Tensor& x);
