@@ -170,13 +170,17 @@ TEST(CausalConv1d, FusedMatchesReferenceFp32) {
               std::optional<at::Tensor> b;
               if (bias) b = randn({D}, g);
               at::Tensor gout = randn({B, D, L}, g);
-              Result f = run(x, w, b, silu, Backend::Fused, gout);
               Result r = run(x, w, b, silu, Backend::Reference, gout);
-              ASSERT_TRUE(close(f.out, r.out, 1e-5, 1e-5));
-              ASSERT_TRUE(close(f.dx, r.dx, 1e-5, 1e-5));
-              ASSERT_TRUE(close(f.dw, r.dw, 1e-5, 1e-4));
-              if (bias) ASSERT_TRUE(close(f.db, r.db, 1e-5, 1e-4));
-              ASSERT_EQ(f.out.scalar_type(), at::kFloat);
+              // Every instruction-set level the CPU has: output and every gradient.
+              testing_util::for_each_kernel_level([&](cpu::Isa) {
+                Result f = run(x, w, b, silu, Backend::Fused, gout);
+                ASSERT_TRUE(close(f.out, r.out, 1e-5, 1e-5));
+                ASSERT_TRUE(close(f.dx, r.dx, 1e-5, 1e-5));
+                ASSERT_TRUE(close(f.dw, r.dw, 1e-5, 1e-4));
+                if (bias) ASSERT_TRUE(close(f.db, r.db, 1e-5, 1e-4));
+                ASSERT_EQ(f.out.scalar_type(), at::kFloat);
+              });
+              if (HasFatalFailure()) return;
               ++cases;
             }
   EXPECT_EQ(cases, 3 * 3 * 6 * 4 * 2 * 2);
@@ -198,28 +202,31 @@ TEST(CausalConv1d, FusedMatchesReferenceBf16) {
                 std::optional<at::Tensor> b;
                 if (bias) b = randn({D}, g, wdt);
                 at::Tensor gout = randn({B, D, L}, g, at::kBFloat16);
-                Result f = run(x, w, b, silu, Backend::Fused, gout);
-                ASSERT_EQ(f.out.scalar_type(), at::kBFloat16);
-                ASSERT_EQ(f.dx.scalar_type(), at::kBFloat16);
-                ASSERT_EQ(f.dw.scalar_type(), wdt);
-                // Against the fp32 reference on the same (bf16-exact) values: the fused kernel
-                // accumulates in fp32 and rounds once, so outputs / dx are within bf16 rounding
-                // and dw / db (fp32 sums of exact products) are close even when stored as fp32.
-                std::optional<at::Tensor> b32;
-                if (b) b32 = b->to(at::kFloat);
-                Result r32 = run(x.to(at::kFloat), w.to(at::kFloat), b32, silu, Backend::Reference,
-                                 gout.to(at::kFloat));
-                const double wtol = wdt == at::kFloat ? 1e-4 : 8e-3;
-                ASSERT_TRUE(close(f.out, r32.out, 8e-3, 1e-3));
-                ASSERT_TRUE(close(f.dx, r32.dx, 8e-3, 1e-3));
-                ASSERT_TRUE(close(f.dw, r32.dw, wtol, 1e-3));
-                if (bias) ASSERT_TRUE(close(f.db, r32.db, wtol, 1e-3));
-                // Against the bf16 reference (which rounds in between): loose.
-                Result r = run(x, w, b, silu, Backend::Reference, gout);
-                ASSERT_TRUE(close(f.out, r.out, 3e-2, 3e-2));
-                ASSERT_TRUE(close(f.dx, r.dx, 3e-2, 3e-2));
-                ASSERT_TRUE(close(f.dw, r.dw, 3e-2, 1e-1));
-                if (bias) ASSERT_TRUE(close(f.db, r.db, 3e-2, 1e-1));
+                testing_util::for_each_kernel_level([&](cpu::Isa) {
+                  Result f = run(x, w, b, silu, Backend::Fused, gout);
+                  ASSERT_EQ(f.out.scalar_type(), at::kBFloat16);
+                  ASSERT_EQ(f.dx.scalar_type(), at::kBFloat16);
+                  ASSERT_EQ(f.dw.scalar_type(), wdt);
+                  // Against the fp32 reference on the same (bf16-exact) values: the fused kernel
+                  // accumulates in fp32 and rounds once, so outputs / dx are within bf16 rounding
+                  // and dw / db (fp32 sums of exact products) are close even when stored as fp32.
+                  std::optional<at::Tensor> b32;
+                  if (b) b32 = b->to(at::kFloat);
+                  Result r32 = run(x.to(at::kFloat), w.to(at::kFloat), b32, silu,
+                                   Backend::Reference, gout.to(at::kFloat));
+                  const double wtol = wdt == at::kFloat ? 1e-4 : 8e-3;
+                  ASSERT_TRUE(close(f.out, r32.out, 8e-3, 1e-3));
+                  ASSERT_TRUE(close(f.dx, r32.dx, 8e-3, 1e-3));
+                  ASSERT_TRUE(close(f.dw, r32.dw, wtol, 1e-3));
+                  if (bias) ASSERT_TRUE(close(f.db, r32.db, wtol, 1e-3));
+                  // Against the bf16 reference (which rounds in between): loose.
+                  Result r = run(x, w, b, silu, Backend::Reference, gout);
+                  ASSERT_TRUE(close(f.out, r.out, 3e-2, 3e-2));
+                  ASSERT_TRUE(close(f.dx, r.dx, 3e-2, 3e-2));
+                  ASSERT_TRUE(close(f.dw, r.dw, 3e-2, 1e-1));
+                  if (bias) ASSERT_TRUE(close(f.db, r.db, 3e-2, 1e-1));
+                });
+                if (HasFatalFailure()) return;
               }
 }
 
@@ -230,8 +237,11 @@ TEST(CausalConv1d, FusedMatchesNaiveLoopAndHandlesStridedInput) {
   ASSERT_FALSE(x.is_contiguous());
   at::Tensor w = randn({D, W}, g);
   at::Tensor b = randn({D}, g);
-  at::Tensor f = kernels::causal_conv1d(x, w, b, true, Backend::Fused);
-  EXPECT_TRUE(close(f, naive_conv(x, w, b, true), 1e-5, 1e-5));
+  const at::Tensor ref = naive_conv(x, w, b, true);
+  testing_util::for_each_kernel_level([&](cpu::Isa) {
+    at::Tensor f = kernels::causal_conv1d(x, w, b, true, Backend::Fused);
+    EXPECT_TRUE(close(f, ref, 1e-5, 1e-5));
+  });
 }
 
 // The fused SiLU uses its own vectorisable exp (clamped to [-87, 88]): check far-out inputs and
@@ -243,15 +253,17 @@ TEST(CausalConv1d, FusedSiluExtremeValuesAndNaN) {
   at::Tensor x = at::tensor(vals).view({1, 1, n});
   at::Tensor w = at::ones({1, 1});
   at::Tensor gout = at::ones({1, 1, n});
-  Result f = run(x, w, std::nullopt, true, Backend::Fused, gout);
   Result r = run(x, w, std::nullopt, true, Backend::Reference, gout);
-  EXPECT_TRUE(close(f.out, r.out, 1e-6, 1e-6));
-  EXPECT_TRUE(close(f.dx, r.dx, 1e-6, 1e-6));
   at::Tensor xn = x.clone();
   xn.view({-1})[3] = std::numeric_limits<float>::quiet_NaN();
-  at::Tensor out = kernels::causal_conv1d(xn, w, std::nullopt, true, Backend::Fused);
-  EXPECT_TRUE(std::isnan(out.view({-1})[3].item<float>()));
-  EXPECT_EQ(at::isnan(out).sum().item<int64_t>(), 1);
+  testing_util::for_each_kernel_level([&](cpu::Isa) {
+    Result f = run(x, w, std::nullopt, true, Backend::Fused, gout);
+    EXPECT_TRUE(close(f.out, r.out, 1e-6, 1e-6));
+    EXPECT_TRUE(close(f.dx, r.dx, 1e-6, 1e-6));
+    at::Tensor out = kernels::causal_conv1d(xn, w, std::nullopt, true, Backend::Fused);
+    EXPECT_TRUE(std::isnan(out.view({-1})[3].item<float>()));
+    EXPECT_EQ(at::isnan(out).sum().item<int64_t>(), 1);
+  });
 }
 
 TEST(CausalConv1d, FusedPartialGradients) {

@@ -142,16 +142,19 @@ TEST(Scan2d, FusedMatchesReferenceOutputs) {
         const at::Tensor xs = kernels::scan2d_gather(x, gh, gw, orders, Backend::Fused);
         EXPECT_TRUE(at::equal(xs, xs_ref)) << grid_name(gh, gw) << " K=" << K;
         EXPECT_EQ(xs.dtype(), x.dtype());
-        const at::Tensor ys = randn({3, K, gh * gw, 7}, g, dt);  // [B, K, L, C]
+        // C = 37: whole vectors and a tail at every level's width (4, 8, 16 floats).
+        const at::Tensor ys = randn({3, K, gh * gw, 37}, g, dt);  // [B, K, L, C]
         for (ScanMerge m : {ScanMerge::Sum, ScanMerge::Mean}) {
           const at::Tensor ref = kernels::scan2d_scatter(ys, gh, gw, orders, m, Backend::Reference);
-          const at::Tensor out = kernels::scan2d_scatter(ys, gh, gw, orders, m, Backend::Fused);
-          EXPECT_EQ(out.dtype(), ys.dtype());
-          // bf16: the reference rounds after every add, the fused path once.
-          const double tol = dt == at::kBFloat16 ? 2e-2 : 1e-6;
-          EXPECT_TRUE(close(out, ref, tol, tol))
-              << grid_name(gh, gw) << " K=" << K << " " << kernels::scan_merge_name(m) << " "
-              << c10::toString(dt);
+          testing_util::for_each_kernel_level([&](cpu::Isa) {
+            const at::Tensor out = kernels::scan2d_scatter(ys, gh, gw, orders, m, Backend::Fused);
+            EXPECT_EQ(out.dtype(), ys.dtype());
+            // bf16: the reference rounds after every add, the fused path once.
+            const double tol = dt == at::kBFloat16 ? 2e-2 : 1e-6;
+            EXPECT_TRUE(close(out, ref, tol, tol))
+                << grid_name(gh, gw) << " K=" << K << " " << kernels::scan_merge_name(m) << " "
+                << c10::toString(dt);
+          });
         }
       }
 }
@@ -164,18 +167,21 @@ TEST(Scan2d, FusedMatchesReferenceGradients) {
         const int64_t K = static_cast<int64_t>(orders.size()), L = gh * gw;
         const at::Tensor x0 = randn({2, L, 4}, g), wx = randn({2, K, L, 4}, g);
         const at::Tensor y0 = randn({2, K, L, 4}, g), wy = randn({2, L, 4}, g);
-        std::vector<at::Tensor> gx, gy;
-        for (Backend b : {Backend::Reference, Backend::Fused}) {
-          const at::Tensor x = x0.clone().requires_grad_(true);
-          (kernels::scan2d_gather(x, gh, gw, orders, b) * wx).sum().backward();
-          gx.push_back(x.grad());
-          const at::Tensor y = y0.clone().requires_grad_(true);
-          (kernels::scan2d_scatter(y, gh, gw, orders, m, b) * wy).sum().backward();
-          gy.push_back(y.grad());
-        }
-        EXPECT_TRUE(close(gx[1], gx[0], 1e-6, 1e-6)) << grid_name(gh, gw) << " K=" << K;
-        EXPECT_TRUE(close(gy[1], gy[0], 1e-6, 1e-6))
-            << grid_name(gh, gw) << " K=" << K << " " << kernels::scan_merge_name(m);
+        // The fused gather's backward is the fused scatter: run at every level.
+        testing_util::for_each_kernel_level([&](cpu::Isa) {
+          std::vector<at::Tensor> gx, gy;
+          for (Backend b : {Backend::Reference, Backend::Fused}) {
+            const at::Tensor x = x0.clone().requires_grad_(true);
+            (kernels::scan2d_gather(x, gh, gw, orders, b) * wx).sum().backward();
+            gx.push_back(x.grad());
+            const at::Tensor y = y0.clone().requires_grad_(true);
+            (kernels::scan2d_scatter(y, gh, gw, orders, m, b) * wy).sum().backward();
+            gy.push_back(y.grad());
+          }
+          EXPECT_TRUE(close(gx[1], gx[0], 1e-6, 1e-6)) << grid_name(gh, gw) << " K=" << K;
+          EXPECT_TRUE(close(gy[1], gy[0], 1e-6, 1e-6))
+              << grid_name(gh, gw) << " K=" << K << " " << kernels::scan_merge_name(m);
+        });
       }
 }
 

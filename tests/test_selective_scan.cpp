@@ -13,6 +13,7 @@
 #include "common/error.h"
 #include "kernels/selective_scan.h"
 #include "kernels/selective_scan_cpu.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::kernels;
@@ -168,9 +169,12 @@ TEST_P(ScanGrid, Fp32FusedMatchesReference) {
   const Shape s = kShapes[std::get<0>(GetParam())];
   const Opts o = kOpts[std::get<1>(GetParam())];
   Inputs in = make_inputs(s, o, at::kFloat, at::kFloat, 1234 + s.D * 7 + s.L);
-  Outcome f = run(in, o, Backend::Fused);
   Outcome r = run(in, o, Backend::Reference);
-  compare(f, r, 1e-5, name_of(s, o));
+  // Every instruction-set level the CPU has (lanes 4 / 8 / 16: the shapes cover partial blocks).
+  testing_util::for_each_kernel_level([&](cpu::Isa isa) {
+    Outcome f = run(in, o, Backend::Fused);
+    compare(f, r, 1e-5, name_of(s, o) + " " + cpu::isa_name(isa));
+  });
 }
 
 INSTANTIATE_TEST_SUITE_P(Grid, ScanGrid,
@@ -181,18 +185,20 @@ TEST(SelectiveScan, Bf16InputsFp32Weights) {
   for (const Shape& s : {Shape{2, 33, 16, 130, 0}, Shape{1, 34, 4, 63, 2}}) {
     const Opts o{true, true, true, true, true};
     Inputs in = make_inputs(s, o, at::kBFloat16, at::kFloat, 99);
-    Outcome f = run(in, o, Backend::Fused);
     Outcome r = run(in, o, Backend::Reference);
-    EXPECT_EQ(f.y.scalar_type(), at::kBFloat16);
-    EXPECT_EQ(f.last.scalar_type(), at::kFloat);
-    // Same bf16 inputs, fp32 math in both: differences are bf16 roundings of the outputs/grads.
-    compare(f, r, 1e-2, "bf16 " + name_of(s, o));
-    // And against an fp32 reference on the upcast inputs (the state stays fp32 in the kernel).
     Inputs in32 = in;
     for (auto& [n, t] : in32.all()) *t = t->detach().to(at::kFloat);
     Outcome r32 = run(in32, o, Backend::Reference);
-    EXPECT_TRUE(close(f.y.to(at::kFloat), r32.y, 1e-2, "bf16 vs fp32 y"));
-    EXPECT_TRUE(close(f.last, r32.last, 1e-5, "bf16 vs fp32 last_state"));
+    testing_util::for_each_kernel_level([&](cpu::Isa) {
+      Outcome f = run(in, o, Backend::Fused);
+      EXPECT_EQ(f.y.scalar_type(), at::kBFloat16);
+      EXPECT_EQ(f.last.scalar_type(), at::kFloat);
+      // Same bf16 inputs, fp32 math in both: differences are bf16 roundings of the outputs/grads.
+      compare(f, r, 1e-2, "bf16 " + name_of(s, o));
+      // And against an fp32 reference on the upcast inputs (the state stays fp32 in the kernel).
+      EXPECT_TRUE(close(f.y.to(at::kFloat), r32.y, 1e-2, "bf16 vs fp32 y"));
+      EXPECT_TRUE(close(f.last, r32.last, 1e-5, "bf16 vs fp32 last_state"));
+    });
   }
 }
 
@@ -200,9 +206,9 @@ TEST(SelectiveScan, Bf16Everything) {
   const Shape s{1, 17, 4, 70, 1};
   const Opts o{true, true, true, false, true};
   Inputs in = make_inputs(s, o, at::kBFloat16, at::kBFloat16, 5);
-  Outcome f = run(in, o, Backend::Fused);
   Outcome r = run(in, o, Backend::Reference);
-  compare(f, r, 1e-2, "all-bf16");
+  testing_util::for_each_kernel_level(
+      [&](cpu::Isa) { compare(run(in, o, Backend::Fused), r, 1e-2, "all-bf16"); });
 }
 
 TEST(SelectiveScan, OnlyLastStateOrOnlyYFeedsTheLoss) {
@@ -313,23 +319,25 @@ TEST(SelectiveStateUpdate, FusedMatchesReferenceAndContinuesTheScan) {
       Inputs pre = in;
       for (auto* t : {&pre.u, &pre.delta, &pre.z}) *t = t->narrow(-1, 0, L);
       for (auto* t : {&pre.B, &pre.C}) *t = t->narrow(-1, 0, L);
-      SelectiveScanResult full = selective_scan(args_of(in, o), Backend::Fused);
-      SelectiveScanResult head = selective_scan(args_of(pre, o), Backend::Fused);
-      auto step = [&](const at::Tensor& t) { return t.select(-1, L); };
-      at::Tensor st_f = head.last_state.clone(), st_r = head.last_state.clone();
-      at::Tensor yf =
-          selective_state_update(st_f, step(in.u), step(in.delta), in.A, step(in.B), step(in.C),
-                                 in.D, step(in.z), in.bias, true, Backend::Fused);
-      at::Tensor yr =
-          selective_state_update(st_r, step(in.u), step(in.delta), in.A, step(in.B), step(in.C),
-                                 in.D, step(in.z), in.bias, true, Backend::Reference);
-      const double tol = dt == at::kFloat ? 1e-5 : 1e-2;
-      const std::string tag = name_of(s, o) + (dt == at::kFloat ? " f32" : " bf16");
-      EXPECT_EQ(yf.scalar_type(), dt);
-      EXPECT_TRUE(close(yf, yr, tol, tag + " y fused vs ref"));
-      EXPECT_TRUE(close(st_f, st_r, 1e-5, tag + " state fused vs ref"));
-      EXPECT_TRUE(close(yf, step(full.y), tol, tag + " y vs scan"));
-      EXPECT_TRUE(close(st_f, full.last_state, 1e-5, tag + " state vs scan"));
+      testing_util::for_each_kernel_level([&](cpu::Isa) {
+        SelectiveScanResult full = selective_scan(args_of(in, o), Backend::Fused);
+        SelectiveScanResult head = selective_scan(args_of(pre, o), Backend::Fused);
+        auto step = [&](const at::Tensor& t) { return t.select(-1, L); };
+        at::Tensor st_f = head.last_state.clone(), st_r = head.last_state.clone();
+        at::Tensor yf =
+            selective_state_update(st_f, step(in.u), step(in.delta), in.A, step(in.B), step(in.C),
+                                   in.D, step(in.z), in.bias, true, Backend::Fused);
+        at::Tensor yr =
+            selective_state_update(st_r, step(in.u), step(in.delta), in.A, step(in.B), step(in.C),
+                                   in.D, step(in.z), in.bias, true, Backend::Reference);
+        const double tol = dt == at::kFloat ? 1e-5 : 1e-2;
+        const std::string tag = name_of(s, o) + (dt == at::kFloat ? " f32" : " bf16");
+        EXPECT_EQ(yf.scalar_type(), dt);
+        EXPECT_TRUE(close(yf, yr, tol, tag + " y fused vs ref"));
+        EXPECT_TRUE(close(st_f, st_r, 1e-5, tag + " state fused vs ref"));
+        EXPECT_TRUE(close(yf, step(full.y), tol, tag + " y vs scan"));
+        EXPECT_TRUE(close(st_f, full.last_state, 1e-5, tag + " state vs scan"));
+      });
     }
   }
 }

@@ -3,42 +3,14 @@
 #include <algorithm>
 #include <cmath>
 
-#include "kernels/simd_math.h"
+#include "kernels/isa/decode_step_kernels.h"
+#include "kernels/isa/dispatch.h"
 
 namespace mambavl::kernels {
 
 namespace {
 
 constexpr int64_t kChannelsPerChunk = 32;
-
-// Selective state update + D skip + SiLU(z) gate for channels [d0, d1).
-void scan_channels(const MambaStepParams& p, int64_t d0, int64_t d1, const float* dt,
-                   const float* xc, const float* z, const float* Bv, const float* Cv,
-                   float* ssm_state, float* y) {
-  using namespace simd;
-  const int64_t N = p.d_state;
-  for (int64_t d = d0; d < d1; ++d) {
-    const float v = dt[d];
-    const float delta = v > 20.f ? v : std::log1p(std::exp(v));  // softplus, threshold 20
-    const float dx = delta * xc[d];
-    float* st = ssm_state + d * N;
-    const float* a = p.A + d * N;
-    int64_t n = 0;
-    vf accv = splat(0.f);
-    for (; n + kW <= N; n += kW) {
-      vf s = exp(splat(delta) * load(a + n)) * load(st + n) + splat(dx) * load(Bv + n);
-      store(st + n, s);
-      accv += s * load(Cv + n);
-    }
-    float acc = hsum(accv);
-    for (; n < N; ++n) {
-      const float s = std::exp(delta * a[n]) * st[n] + dx * Bv[n];
-      st[n] = s;
-      acc += s * Cv[n];
-    }
-    y[d] = (acc + (p.D ? p.D[d] : 0.f) * xc[d]) * (z[d] / (1.f + std::exp(-z[d])));
-  }
-}
 
 }  // namespace
 
@@ -57,6 +29,11 @@ void mamba_step_team(ThreadTeam::Member& m, const MambaStepParams& p, const floa
   float* xc = dt + Di;           // [Di] conv + SiLU output
   float* y = xc + Di;            // [Di]
   const int64_t channel_chunks = (Di + kChannelsPerChunk - 1) / kChannelsPerChunk;
+  // The non-GEMV phases at the active instruction-set level (kernels/isa/decode_step_impl.inc).
+  const auto conv_channels = MVL_ISA_PICK(mamba_conv_channels);
+  const auto scan_channels = MVL_ISA_PICK(mamba_scan_channels);
+  const MambaConvArgs conv{W, xz, p.conv_w, p.conv_b, conv_state, xc};
+  const MambaScanArgs scan{N, p.A, p.D, dt, xc, xz + Di, xdbl + R, xdbl + R + N, ssm_state, y};
 
   // 1. in_proj rows of a channel chunk (x and z halves), then its causal conv update + SiLU.
   if (p.in_proj_w.kind == MatrixRef::Int8) xq.set(x, dm);
@@ -64,18 +41,7 @@ void mamba_step_team(ThreadTeam::Member& m, const MambaStepParams& p, const floa
     const int64_t d0 = c * kChannelsPerChunk, d1 = std::min(Di, d0 + kChannelsPerChunk);
     gemv_rows(p.in_proj_w, x, &xq, xz, p.in_proj_b, d0, d1);
     gemv_rows(p.in_proj_w, x, &xq, xz, p.in_proj_b, Di + d0, Di + d1);
-    for (int64_t d = d0; d < d1; ++d) {
-      float* s = conv_state + d * W;
-      const float* w = p.conv_w + d * W;
-      float acc = p.conv_b ? p.conv_b[d] : 0.f;
-      for (int64_t k = 0; k + 1 < W; ++k) {
-        s[k] = s[k + 1];
-        acc += s[k] * w[k];
-      }
-      s[W - 1] = xz[d];
-      acc += xz[d] * w[W - 1];
-      xc[d] = acc / (1.f + std::exp(-acc));
-    }
+    conv_channels(conv, d0, d1);
   });
 
   // 2. x_proj: dt_low, B, C.
@@ -90,7 +56,7 @@ void mamba_step_team(ThreadTeam::Member& m, const MambaStepParams& p, const floa
   m.for_chunks(channel_chunks, [&](int64_t c) {
     const int64_t d0 = c * kChannelsPerChunk, d1 = std::min(Di, d0 + kChannelsPerChunk);
     gemv_rows(p.dt_proj_w, xdbl, &xq, dt, p.dt_b, d0, d1);
-    scan_channels(p, d0, d1, dt, xc, xz + Di, xdbl + R, xdbl + R + N, ssm_state, y);
+    scan_channels(scan, d0, d1);
   });
 
   // 4. out_proj, written or added into `out`.

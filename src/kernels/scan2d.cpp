@@ -15,6 +15,8 @@
 
 #include "common/error.h"
 #include "common/shape.h"
+#include "kernels/isa/dispatch.h"
+#include "kernels/isa/scan2d_kernels.h"
 
 namespace mambavl::kernels {
 
@@ -99,8 +101,8 @@ at::Tensor gather_kernel(const at::Tensor& x_in, int64_t gh, int64_t gw,
 template <class T>
 using acc_t = std::conditional_t<std::is_same_v<T, double>, double, float>;
 
-// Output rows [begin, end) of the scatter: each sums its K source rows, accumulating in fp32 (fp64
-// for double), then scales (mean) and rounds once.
+// Output rows [begin, end) of the fp16 scatter: each sums its K source rows, accumulating in fp32,
+// then scales (mean) and rounds once. (fp32 / fp64 / bf16: kernels/isa/scan2d_impl.inc.)
 template <class T>
 void scatter_rows(const T* src, T* dst, const std::vector<ScanOrder>& orders, int64_t gh,
                   int64_t gw, int64_t L, int64_t C, acc_t<T> scale, int64_t begin, int64_t end) {
@@ -136,16 +138,36 @@ at::Tensor scatter_kernel(const at::Tensor& ys_in, int64_t gh, int64_t gw,
   at::Tensor out = at::empty({Bn, L, C}, ys.options());  // [B, L, C]
   if (out.numel() == 0) return out;
   const int64_t grain = row_grain(C * K * static_cast<int64_t>(ys.element_size()));
-  AT_DISPATCH_FLOATING_TYPES_AND2(
-      at::kBFloat16, at::kHalf, ys.scalar_type(), "scan2d_scatter", [&] {
-        using A = acc_t<scalar_t>;
-        const A scale = merge == ScanMerge::Mean ? A(1) / static_cast<A>(K) : A(1);
-        const scalar_t* src = ys.const_data_ptr<scalar_t>();
-        scalar_t* dst = out.mutable_data_ptr<scalar_t>();
-        at::parallel_for(0, Bn * L, grain, [&](int64_t begin, int64_t end) {
-          scatter_rows<scalar_t>(src, dst, orders, gh, gw, L, C, scale, begin, end);
-        });
-      });
+  const auto st = ys.scalar_type();
+  if (st == at::kFloat || st == at::kDouble || st == at::kBFloat16) {
+    // The per-level loop (kernels/isa/scan2d_impl.inc).
+    std::vector<int64_t> steps(static_cast<size_t>(K * L));  // [K, L]
+    for (int64_t k = 0; k < K; ++k)
+      for (int64_t p = 0; p < L; ++p)
+        steps[static_cast<size_t>(k * L + p)] = step_of_source(orders[k], p, gh, gw, L);
+    const Scan2dScatterArgs args{ys.const_data_ptr(),
+                                 out.mutable_data_ptr(),
+                                 steps.data(),
+                                 K,
+                                 L,
+                                 C,
+                                 merge == ScanMerge::Mean ? 1.0 / static_cast<double>(K) : 1.0,
+                                 st == at::kFloat    ? Scan2dDtype::F32
+                                 : st == at::kDouble ? Scan2dDtype::F64
+                                                     : Scan2dDtype::BF16};
+    const auto rows = MVL_ISA_PICK(scan2d_scatter_rows);
+    at::parallel_for(0, Bn * L, grain, [&](int64_t begin, int64_t end) { rows(args, begin, end); });
+    return out;
+  }
+  // fp16 (not a hot path on CPU): the same loop compiled for the x86-64 baseline.
+  MVL_CHECK(st == at::kHalf, "scan2d_scatter (fused): unsupported dtype ", c10::toString(st));
+  using T = c10::Half;
+  const float scale = merge == ScanMerge::Mean ? 1.f / static_cast<float>(K) : 1.f;
+  const T* src = ys.const_data_ptr<T>();
+  T* dst = out.mutable_data_ptr<T>();
+  at::parallel_for(0, Bn * L, grain, [&](int64_t begin, int64_t end) {
+    scatter_rows<T>(src, dst, orders, gh, gw, L, C, scale, begin, end);
+  });
   return out;
 }
 

@@ -6,13 +6,14 @@
 #include <optional>
 #include <string>
 
+#include "kernels/isa/selective_scan_kernels.h"
 #include "kernels/selective_scan.h"
 
 namespace mambavl::kernels::detail {
 
 // Time steps per chunk: the forward pass checkpoints the state [B, D, N] every kScanChunk steps
 // for the backward pass, which recomputes the states of one chunk at a time.
-constexpr int64_t kScanChunk = 64;
+constexpr int64_t kScanChunk = kScanChunkSteps;
 
 // Empty when the fused CPU kernel can run these (already validated) arguments, otherwise the
 // reason (device or dtype).

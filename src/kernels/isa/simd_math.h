@@ -1,25 +1,33 @@
-// Private header: a SIMD float vector (GCC/Clang vector extension; one AVX-512 or AVX2 register)
-// and the transcendental functions the fused CPU kernels need (exp, log1p, softplus, sigmoid),
-// written branch-free so they stay in vector registers. Accuracy: a few ulp (Cephes polynomials),
-// enough for 1e-5 relative agreement with LibTorch's own functions.
+// Private header of the per-level kernels (kernels/isa/*_impl.inc): a SIMD float vector (GCC/Clang
+// vector extension; one register of the level: AVX-512, AVX2, or SSE2 at the scalar level) and the
+// transcendental functions the fused CPU kernels need (exp, log1p, softplus, sigmoid), written
+// branch-free so they stay in vector registers. Accuracy: a few ulp (Cephes polynomials), enough
+// for 1e-5 relative agreement with LibTorch's own functions. Everything lives in the including
+// level's namespace (MVL_ISA_NS) and uses only C headers, so no copy compiled for one level can
+// stand in for another level's at link time.
 #pragma once
-#include <bit>
-#include <cstdint>
-#include <cstring>
+#include <stdint.h>
+#include <string.h>
+
+#ifndef MVL_ISA_NS
+#error "simd_math.h belongs to the per-level kernels: define MVL_ISA_NS (kernels/isa/*_<level>.cpp)"
+#endif
 
 // Every function here is force-inlined, so the ABI note GCC emits for vector arguments is moot.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wpsabi"
 #define MVL_SIMD inline __attribute__((always_inline))
 
-namespace mambavl::kernels::simd {
+namespace mambavl::kernels::MVL_ISA_NS::simd {
 
 // Lanes per vector: one native register (GCC lowers wider generic vectors' compares and selects to
 // scalar code).
 #if defined(__AVX512F__)
 constexpr int kW = 16;
-#else
+#elif defined(__AVX2__)
 constexpr int kW = 8;
+#else
+constexpr int kW = 4;  // SSE2, the x86-64 baseline
 #endif
 using vf = float __attribute__((vector_size(kW * sizeof(float))));
 using vi = int32_t __attribute__((vector_size(kW * sizeof(int32_t))));
@@ -27,10 +35,10 @@ using vi = int32_t __attribute__((vector_size(kW * sizeof(int32_t))));
 MVL_SIMD vf splat(float x) { return vf{} + x; }
 MVL_SIMD vf load(const float* p) {
   vf v;
-  std::memcpy(&v, p, sizeof v);
+  memcpy(&v, p, sizeof v);
   return v;
 }
-MVL_SIMD void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
+MVL_SIMD void store(float* p, vf v) { memcpy(p, &v, sizeof v); }
 MVL_SIMD vf vmin(vf a, vf b) { return a < b ? a : b; }
 MVL_SIMD vf vmax(vf a, vf b) { return a > b ? a : b; }
 
@@ -41,10 +49,13 @@ MVL_SIMD float hsum(vf v) {
   v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3, 12, 13, 14, 15, 8, 9, 10, 11);
   v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5, 10, 11, 8, 9, 14, 15, 12, 13);
   v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6, 9, 8, 11, 10, 13, 12, 15, 14);
-#else
+#elif defined(__AVX2__)
   v = v + __builtin_shufflevector(v, v, 4, 5, 6, 7, 0, 1, 2, 3);
   v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1, 6, 7, 4, 5);
   v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2, 5, 4, 7, 6);
+#else
+  v = v + __builtin_shufflevector(v, v, 2, 3, 0, 1);
+  v = v + __builtin_shufflevector(v, v, 1, 0, 3, 2);
 #endif
   return v[0];
 }
@@ -67,16 +78,16 @@ MVL_SIMD vf exp(vf x) {
   p = p * r + 5.0000001201E-1f;
   p = p * (r * r) + r + 1.0f;
   const vi ki = __builtin_convertvector(k, vi);
-  const vf scale = std::bit_cast<vf>((ki + 127) << 23);
+  const vf scale = __builtin_bit_cast(vf, (ki + 127) << 23);
   const vf res = p * scale;
   return under ? vf{} : res;
 }
 
 // log(x) for x > 0 normal (Cephes logf).
 MVL_SIMD vf log(vf x) {
-  const vi bits = std::bit_cast<vi>(x);
+  const vi bits = __builtin_bit_cast(vi, x);
   vf e = __builtin_convertvector(((bits >> 23) & 0xff) - 127, vf);
-  vf m = std::bit_cast<vf>((bits & 0x007fffff) | 0x3f800000);  // [1, 2)
+  vf m = __builtin_bit_cast(vf, (bits & 0x007fffff) | 0x3f800000);  // [1, 2)
   const vi big = m > 1.41421356f;
   m = big ? m * 0.5f : m;
   e = big ? e + 1.0f : e;
@@ -115,7 +126,7 @@ MVL_SIMD vf softplus(vf x) {
 
 MVL_SIMD vf sigmoid(vf x) { return 1.0f / (1.0f + exp(-x)); }
 
-}  // namespace mambavl::kernels::simd
+}  // namespace mambavl::kernels::MVL_ISA_NS::simd
 
 #undef MVL_SIMD
 #pragma GCC diagnostic pop
