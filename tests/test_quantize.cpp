@@ -127,3 +127,62 @@ TEST_F(Int8, CliQuantizeGenerateAndErrors) {
       testing_util::run_cli_limited("generate --model " + (dir / "bad").string() + " --ids 1 --max-new-tokens 1"),
       {"config.json", "quant_method", "bitsandbytes"});
 }
+
+// LinearImpl::apply: inputs of up to kSmallBatchRows rows without autograd go through the batch
+// kernels (each weight read once for all rows; int8 as stored) and agree with at::linear; with
+// autograd, more rows or the Reference backend it is at::linear itself.
+TEST(SmallBatchLinear, AgreesWithAtLinearAndKeepsAutogradAndReference) {
+  at::manual_seed(11);
+  models::Linear lin(70, 33, /*bias=*/true);
+  lin->reset_parameters();
+  const at::Tensor W = lin->weight.detach().clone(), b = lin->bias.detach().clone();
+  for (int64_t rows : {1, 3, 16}) {
+    at::Tensor x = at::randn({rows, 1, 70});
+    at::Tensor want = at::linear(x, W, b);
+    {
+      at::NoGradGuard ng;
+      at::Tensor got = lin->forward(x);
+      ASSERT_EQ(got.sizes(), want.sizes());
+      EXPECT_LE(max_abs(got - want), 1e-5 * max_abs(want)) << rows;
+      at::Tensor nb = lin->apply(x, /*with_bias=*/false);
+      EXPECT_LE(max_abs(nb - at::linear(x, W)), 1e-5 * max_abs(want)) << rows;
+    }
+    // Autograd on: at::linear, exactly, with a graph.
+    at::Tensor g = lin->forward(x);
+    EXPECT_TRUE(g.requires_grad());
+    EXPECT_TRUE(at::equal(g.detach(), want));
+  }
+  {  // More rows than the batch kernels take, and the Reference backend: at::linear exactly.
+    at::NoGradGuard ng;
+    at::Tensor x = at::randn({17, 70});
+    EXPECT_TRUE(at::equal(lin->forward(x), at::linear(x, W, b)));
+    lin->backend = kernels::Backend::Reference;
+    at::Tensor x4 = at::randn({4, 70});
+    EXPECT_TRUE(at::equal(lin->forward(x4), at::linear(x4, W, b)));
+    lin->backend = kernels::Backend::Auto;
+  }
+  {  // bf16 weights and activations: one rounding of the fp32 result, like a bf16 GEMM.
+    at::NoGradGuard ng;
+    models::Linear lb(70, 33, true);
+    lb->weight.set_data(W.to(at::kBFloat16));
+    lb->bias.set_data(b.to(at::kBFloat16));
+    at::Tensor x = at::randn({5, 70}).to(at::kBFloat16);
+    at::Tensor got = lb->forward(x);
+    EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+    at::Tensor exact = at::linear(x.to(at::kDouble), lb->weight.to(at::kDouble), lb->bias.to(at::kDouble));
+    EXPECT_LE(max_abs(got.to(at::kDouble) - exact), 1e-2 * max_abs(exact));
+  }
+  {  // int8: the quantised weights as stored, x quantised per 64-block as in decode.
+    at::NoGradGuard ng;
+    models::Linear lq(70, 33, true);
+    lq->weight.set_data(W.clone());
+    lq->bias.set_data(b.clone());
+    lq->quantize_int8();
+    at::Tensor x = at::randn({6, 70});
+    at::Tensor got = lq->forward(x);
+    kernels::Int8Matrix q{lq->weight, lq->weight_scale};
+    for (int64_t r = 0; r < 6; ++r)
+      EXPECT_LE(max_abs(got[r] - (kernels::gemv_int8_reference(q, x[r]) + b)), 1e-4) << r;
+    EXPECT_LE(max_abs(got - at::linear(x, W, b)), 0.05 * max_abs(at::linear(x, W, b)));
+  }
+}

@@ -35,8 +35,22 @@ kernels::MatrixRef matrix_ref(const at::Tensor& weight, const at::Tensor& weight
   return kernels::MatrixRef::of(weight);
 }
 
-at::Tensor LinearImpl::forward(const at::Tensor& x) const {
-  return at::linear(x, is_int8() ? dense_weight(x.scalar_type()) : weight, bias);
+at::Tensor LinearImpl::forward(const at::Tensor& x) const { return apply(x, /*with_bias=*/true); }
+
+at::Tensor LinearImpl::apply(const at::Tensor& x, bool with_bias) const {
+  const at::Tensor& b = with_bias ? bias : at::Tensor();
+  const auto wdt = weight.scalar_type(), xdt = x.scalar_type();
+  const int64_t rows = x.dim() >= 1 && in_features > 0 ? x.numel() / in_features : 0;
+  if (rows >= 1 && rows <= kernels::kSmallBatchRows && !at::GradMode::is_enabled() &&
+      backend != kernels::Backend::Reference &&
+      !(backend == kernels::Backend::Auto &&
+        kernels::default_backend() == kernels::Backend::Reference) &&
+      x.device().is_cpu() &&
+      weight.device().is_cpu() && weight.is_contiguous() && x.size(-1) == in_features &&
+      (xdt == at::kFloat || xdt == at::kBFloat16) &&
+      (wdt == at::kFloat || wdt == at::kBFloat16 || wdt == at::kChar))
+    return kernels::linear_small(matrix_ref(*this), x, b, xdt);
+  return at::linear(x, is_int8() ? dense_weight(xdt) : weight, b);
 }
 
 void LinearImpl::quantize_int8() {

@@ -8,6 +8,7 @@
 #include <torch/nn/module.h>
 #include <torch/nn/pimpl.h>
 
+#include "kernels/backend.h"
 #include "kernels/gemv.h"
 
 namespace mambavl::models {
@@ -16,6 +17,15 @@ class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
   at::Tensor forward(const at::Tensor& x) const;  // [..., in] -> [..., out]
+  // x W^T, without the bias when `with_bias` is false (a bias applied elsewhere, e.g. Mamba's
+  // dt_proj bias inside the scan). Without autograd on the CPU, inputs of up to
+  // kernels::kSmallBatchRows rows (batch decode, short prompts) go through the batch kernels
+  // (kernels/gemv.h: each weight read once for all rows; int8 weights used as stored), else
+  // at::linear (int8 dequantised first).
+  at::Tensor apply(const at::Tensor& x, bool with_bias) const;
+  // Reference: always at::linear (the LibTorch-ops ground truth of the tests); Auto also follows
+  // kernels::default_backend(). Models set it with their set_backend.
+  kernels::Backend backend = kernels::Backend::Auto;
   // PyTorch's default: weight, bias ~ U(+-1/sqrt(in_features)) (kaiming_uniform, a = sqrt(5)).
   void reset_parameters();
   int64_t in_features, out_features;

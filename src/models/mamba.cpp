@@ -170,8 +170,7 @@ at::Tensor MambaMixerImpl::forward_step(const at::Tensor& x, MambaLayerCache& ca
   at::Tensor xc = kernels::causal_conv1d_update(xin, cache.conv_state, conv_weight.view({Di, W}),
                                                 cb, /*silu=*/true, backend);  // [B, Di]
   at::Tensor xdbl = x_proj->forward(xc);                                      // [B, R + 2N]
-  at::Tensor dt = at::matmul(xdbl.narrow(-1, 0, R),
-                             dt_proj->dense_weight(xdbl.scalar_type()).t());  // [B, Di]
+  at::Tensor dt = dt_proj->apply(xdbl.narrow(-1, 0, R), /*with_bias=*/false);  // [B, Di]
   at::Tensor A = -at::exp(A_log.to(at::kFloat));                              // [Di, N]
   at::Tensor y = kernels::selective_state_update(cache.ssm_state, xc, dt, A, xdbl.narrow(-1, R, N),
                                                  xdbl.narrow(-1, R + N, N), D, z, dt_proj->bias,
@@ -321,6 +320,8 @@ void MambaLM::init_weights(uint64_t seed) {
 void MambaLM::set_backend(kernels::Backend b) {
   for (auto& l : layers)
     if (auto* m = dynamic_cast<MambaMixerImpl*>(l->mixer.get())) m->backend = b;
+  for (auto& mod : root_->modules())
+    if (auto* lin = dynamic_cast<LinearImpl*>(mod.get())) lin->backend = b;
 }
 
 void MambaLM::to_dtype(at::ScalarType dtype) {
@@ -362,17 +363,13 @@ at::Tensor MambaLM::logits(const at::Tensor& hidden) {
   // Decoding (a few rows, no autograd): the head is a memory-bound matrix-vector product; our
   // GEMV streams bf16 / int8 weights at half / a quarter of the bytes, where a bf16 GEMM on CPUs
   // without native bf16 arithmetic is slow.
-  if (rows <= 4 && !at::GradMode::is_enabled() && w.device().is_cpu() && w.is_contiguous() &&
+  // Batch decode shares each weight read among the rows (kernels::linear_small).
+  if (rows <= kernels::kSmallBatchRows && !at::GradMode::is_enabled() && w.device().is_cpu() &&
+      w.is_contiguous() &&
       (w.scalar_type() == at::kFloat || w.scalar_type() == at::kBFloat16 ||
        w.scalar_type() == at::kChar)) {
     const kernels::MatrixRef head = lm_head ? matrix_ref(*lm_head) : matrix_ref(*embeddings);
-    at::Tensor h = hidden.reshape({rows, hidden.size(-1)}).to(at::kFloat).contiguous();
-    std::vector<int64_t> shape(hidden.sizes().begin(), hidden.sizes().end());
-    shape.back() = w.size(0);
-    at::Tensor out = at::empty({rows, w.size(0)}, at::kFloat);
-    for (int64_t r = 0; r < rows; ++r)
-      kernels::gemv(head, h[r].data_ptr<float>(), out[r].data_ptr<float>());
-    return out.view(shape);
+    return kernels::linear_small(head, hidden, at::Tensor(), at::kFloat);  // [..., V]
   }
   if (w.scalar_type() == at::kChar) {  // int8 head, many rows: dequantised GEMM
     at::Tensor deq = lm_head ? lm_head->dense_weight(at::kFloat) : embeddings->dense_weight(at::kFloat);
