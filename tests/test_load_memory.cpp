@@ -152,7 +152,7 @@ TEST_F(LoadMemory, MambaLoadMapsWeightsAndMatchesTheCopy) {
   ASSERT_TRUE(maps(m->layers[0]->norm->weight, file));
 
   // The copying path: the same values in owned memory.
-  const at::Tensor ids = at::tensor({{1, 5, 9, 3, 7, 2}}, at::kLong);
+  const at::Tensor ids = at::tensor({1, 5, 9, 3, 7, 2}, at::kLong).view({1, 6});
   auto copied = models::MambaLM::load(src);
   {
     at::NoGradGuard ng;
