@@ -229,7 +229,7 @@ int64_t cli_peak_rss(const std::vector<std::string>& args) {
   argv.push_back(nullptr);
   const pid_t pid = ::fork();
   if (pid == 0) {
-    if (::freopen("/dev/null", "w", stdout) == nullptr) _exit(126);
+    if (!::freopen("/dev/null", "w", stdout) || !::freopen("/dev/null", "w", stderr)) _exit(126);
     ::execv(cli.c_str(), argv.data());
     _exit(127);
   }
