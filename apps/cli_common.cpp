@@ -76,8 +76,9 @@ void apply_runtime_options(const RuntimeOptions& o) {
 }
 
 std::unique_ptr<models::CausalLM> load_model(const std::string& dir, const RuntimeOptions& o) {
-  auto m = models::load_causal_lm(dir);
-  if (o.dtype == "bf16") m->to_dtype(at::kBFloat16);
+  // bf16 loads straight into bf16; f32 (and int8, quantised from f32 tensor by tensor) maps an
+  // f32 folder's weights instead of copying them.
+  auto m = models::load_causal_lm(dir, o.dtype == "bf16" ? at::kBFloat16 : at::kFloat);
   if (o.dtype == "int8") m->quantize_int8();
   return m;
 }

@@ -12,6 +12,7 @@
 #include <unistd.h>
 #include <vector>
 
+#include "bench_load_peak.h"
 #include "cli_common.h"
 #include "common/error.h"
 #include "models/presets.h"
@@ -34,6 +35,7 @@ struct LmBenchOptions {
   int64_t steps = 64;
   double bandwidth_gbs = 0;  // 0 = measure now
   int busy = 0;              // busy-loop processes beside the measurement (contention)
+  bool load_peak = false;    // also the peak memory of loading each model from a folder
 };
 
 // `n` child processes spinning until the guard ends (killed): another program busy on the cores.
@@ -139,6 +141,7 @@ void run(const LmBenchOptions& o) {
         "%-12s weights %.1f MB (%.1f MB read per decoded token): decode bound %.1f tok/s, prefill "
         "bound %.0f tok/s\n",
         name.c_str(), weights_total / 1e6, weight_bytes / 1e6, bound, prefill_bound);
+    if (o.load_peak) print_load_peak(name, *model, o.rt.dtype, o.rt.threads);
   }
 }
 }  // namespace
@@ -161,6 +164,9 @@ void add_lm_bench(CLI::App& bench) {
                 "Run N busy-loop processes beside the measurements (decode under contention; the "
                 "bounds are measured before they start)")
       ->check(CLI::Range(0, 64));
+  c->add_flag("--load-peak", o->load_peak,
+              "Also the peak memory of `perplexity` loading each model from a folder (writes the "
+              "weights to a temporary folder: GBs for the big shapes)");
   cli::add_runtime_options(*c, o->rt, /*int8=*/true);
   c->callback([o]() { run(*o); });
 }

@@ -172,6 +172,14 @@ at::Tensor CheckpointFolder::tensor(const std::string& name) const {
   return impl_->file(dir_, name).tensor(name);
 }
 
+at::Tensor CheckpointFolder::view(const std::string& name) const {
+  return impl_->file(dir_, name).view(name);
+}
+
+void CheckpointFolder::read_into(const std::string& name, at::Tensor& dst) const {
+  impl_->file(dir_, name).read_into(name, dst);
+}
+
 std::vector<int64_t> CheckpointFolder::shape(const std::string& name) const {
   return impl_->file(dir_, name).entry(name).shape;
 }
@@ -188,18 +196,26 @@ void load_module(torch::nn::Module& module, const CheckpointFolder& ckpt, const 
   struct Plan {
     std::string name, key;
     at::Tensor target;
+    at::ScalarType dtype;  // what the target holds after loading
   };
-  std::vector<std::pair<std::string, at::Tensor>> targets;
+  struct Target {
+    std::string name;
+    at::Tensor t;
+    bool param;
+  };
+  std::vector<Target> targets;
   for (const auto& p : module.named_parameters(/*recurse=*/true))
-    targets.emplace_back(p.key(), p.value());
+    targets.push_back({p.key(), p.value(), true});
   for (const auto& b : module.named_buffers(/*recurse=*/true))
-    targets.emplace_back(b.key(), b.value());
+    targets.push_back({b.key(), b.value(), false});
 
   // Validate everything before touching the module, so a failed load leaves it unchanged.
   std::vector<Plan> plan;
   std::vector<std::string> missing;
   std::set<std::string> consumed;
-  for (auto& [name, target] : targets) {
+  for (auto& tg : targets) {
+    const std::string& name = tg.name;
+    const at::Tensor& target = tg.t;
     std::vector<std::string> keys =
         opt.keys_for ? opt.keys_for(name) : std::vector<std::string>{name};
     const std::string* found = nullptr;
@@ -228,8 +244,10 @@ void load_module(torch::nn::Module& module, const CheckpointFolder& ckpt, const 
     else
       MVL_CHECK(is_integral_like(dt), file, ": tensor '", key, "' is stored as ", dt,
                 " but parameter '", name, "' is ", c10::toString(target.scalar_type()));
+    at::ScalarType dtype = target.scalar_type();
+    if (tg.param && opt.dtype_for && at::isFloatingType(dtype)) dtype = opt.dtype_for(name, dtype);
     consumed.insert(key);
-    plan.push_back({name, key, target});
+    plan.push_back({name, key, target, dtype});
   }
 
   std::vector<std::string> unexpected;
@@ -250,8 +268,19 @@ void load_module(torch::nn::Module& module, const CheckpointFolder& ckpt, const 
 
   at::NoGradGuard no_grad;
   for (auto& p : plan) {
-    at::Tensor src = ckpt.tensor(p.key);
-    p.target.copy_(src.to(p.target.scalar_type()));
+    if (!p.target.device().is_cpu()) {
+      p.target.set_data(ckpt.tensor(p.key).to(p.target.device(), p.dtype));
+      continue;
+    }
+    // set_data, not copy_: the placeholder's storage is released (never touched if it was
+    // uninitialised), so the weights are not held twice.
+    if (ckpt.dtype(p.key) == safetensors_dtype(p.dtype)) {
+      p.target.set_data(ckpt.view(p.key));
+    } else {
+      at::Tensor t = at::empty(p.target.sizes(), at::TensorOptions().dtype(p.dtype));
+      ckpt.read_into(p.key, t);
+      p.target.set_data(t);
+    }
   }
 }
 

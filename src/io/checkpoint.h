@@ -42,6 +42,11 @@ class CheckpointFolder {
   bool contains(const std::string& name) const;
   // Owned CPU tensor with the stored dtype. Error naming the folder if absent.
   at::Tensor tensor(const std::string& name) const;
+  // The stored tensor as a copy-on-write view of the memory-mapped file where its span is
+  // aligned (else an owned copy): SafetensorsFile::view. Outlives this object.
+  at::Tensor view(const std::string& name) const;
+  // Reads (and converts to dst's dtype) into a contiguous CPU tensor: SafetensorsFile::read_into.
+  void read_into(const std::string& name, at::Tensor& dst) const;
   std::vector<int64_t> shape(const std::string& name) const;
   std::string dtype(const std::string& name) const;
   // The file that holds `name`, for messages ("model-00001-of-00002.safetensors").
@@ -60,10 +65,16 @@ struct LoadOptions {
   std::function<bool(const std::string&)> ignore_extra;
   // Parameters allowed to be absent (keep their current value), e.g. a tied lm_head.
   std::function<bool(const std::string&)> allow_missing;
+  // The dtype a floating parameter (not a buffer) gets, given its name and current dtype;
+  // default: its current dtype. Lets a model load straight into its run dtype (bf16) without an
+  // f32 copy of every weight first.
+  std::function<at::ScalarType(const std::string&, at::ScalarType)> dtype_for;
 };
 
-// Copies every named parameter (and buffer) of `module` from the checkpoint, converting dtype to
-// the parameter's dtype. Errors (mambavl::Error, naming file and tensor): missing tensor, extra
+// Loads every named parameter (and buffer) of `module` from the checkpoint, in the parameter's
+// dtype (or opt.dtype_for's). A CPU parameter whose stored dtype matches gets the memory-mapped
+// file's bytes themselves (a copy-on-write view, set_data: no copy, and its placeholder storage
+// is dropped); otherwise the file is read and converted into a new tensor of that dtype. Errors (mambavl::Error, naming file and tensor): missing tensor, extra
 // tensor, shape mismatch, non-floating stored dtype for a floating parameter.
 void load_module(torch::nn::Module& module, const CheckpointFolder& ckpt, const LoadOptions& opt = {});
 

@@ -11,9 +11,11 @@
 #include <cerrno>
 #include <cstring>
 #include <limits>
+#include <mutex>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <unordered_map>
 
 #include "common/error.h"
 #include "common/shape.h"
@@ -126,87 +128,106 @@ std::string safetensors_dtype(at::ScalarType t) {
            "(supported: float64 float32 float16 bfloat16 int64 int32 int16 int8 uint8 bool)");
 }
 
+struct SafetensorsFile::Mapping {
+  uint8_t* addr = nullptr;
+  size_t size = 0;
+  int fd = -1;  // kept open: tensor() / read_into() pread from it
+  std::mutex mu;
+  std::unordered_map<uint64_t, int64_t> views;  // file offset of a tensor -> its live views
+
+  Mapping() = default;
+  Mapping(const Mapping&) = delete;
+  Mapping& operator=(const Mapping&) = delete;
+  ~Mapping() {
+    if (addr != nullptr) ::munmap(addr, size);
+    if (fd >= 0) ::close(fd);
+  }
+
+  // The last view of the tensor at file bytes [begin, end) is gone: drop the pages that lie
+  // wholly inside it (no other tensor has bytes there; copy-on-write pages are discarded too).
+  void release(uint64_t begin, uint64_t end) {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = views.find(begin);
+    if (it == views.end() || --it->second > 0) return;
+    views.erase(it);
+    const uint64_t page = static_cast<uint64_t>(::sysconf(_SC_PAGESIZE));
+    const uint64_t lo = (begin + page - 1) / page * page, hi = end / page * page;
+    if (hi > lo) ::madvise(addr + lo, hi - lo, MADV_DONTNEED);
+  }
+};
+
 SafetensorsFile::SafetensorsFile(const std::filesystem::path& path) : path_(path) {
   const std::string where = path.string() + ": ";
   // A regular file only (checked on the descriptor; a FIFO never blocks the open).
   uint64_t size = 0;
-  int fd = open_regular_file(path, "safetensors", &size);
-  if (size < 8) {
-    ::close(fd);
-    MVL_FAIL(where, "file is ", size, " bytes, too small for the 8-byte header length");
-  }
-  void* m = ::mmap(nullptr, size, PROT_READ, MAP_PRIVATE, fd, 0);
-  int map_err = errno;
-  ::close(fd);  // the mapping keeps the file alive
-  MVL_CHECK(m != MAP_FAILED, where, "mmap failed: ", std::strerror(map_err));
-  map_ = m;
-  map_size_ = size;
+  auto map = std::make_shared<Mapping>();
+  map->fd = open_regular_file(path, "safetensors", &size);  // closed by ~Mapping on any error
+  MVL_CHECK(size >= 8, where, "file is ", size, " bytes, too small for the 8-byte header length");
+  // Private (copy-on-write) and writable: tensors viewing it may be written (training) without
+  // the file ever changing. Every span is checked against the file length below, before any
+  // view is made, so no view reaches past the end of the file.
+  void* m = ::mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE, map->fd, 0);
+  MVL_CHECK(m != MAP_FAILED, where, "mmap failed: ", std::strerror(errno));
+  map->addr = static_cast<uint8_t*>(m);
+  map->size = size;
 
-  // From here on the destructor does not run if we throw, so unmap by hand.
+  const uint8_t* bytes = map->addr;
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
+  MVL_CHECK(n <= size - 8, where, "header length ", n, " exceeds the file size (", size,
+            " bytes, so at most ", size - 8, ")");
+  MVL_CHECK(n <= kMaxHeaderBytes, where, "header length ", n, " exceeds the limit of ",
+            kMaxHeaderBytes, " bytes");
+  const uint64_t buffer_size = size - 8 - n;
+  data_offset_ = 8 + n;
+
+  nlohmann::json header;
   try {
-    const auto* bytes = static_cast<const uint8_t*>(map_);
-    uint64_t n = 0;
-    for (int i = 7; i >= 0; --i) n = (n << 8) | bytes[i];
-    MVL_CHECK(n <= size - 8, where, "header length ", n, " exceeds the file size (", size,
-              " bytes, so at most ", size - 8, ")");
-    MVL_CHECK(n <= kMaxHeaderBytes, where, "header length ", n, " exceeds the limit of ",
-              kMaxHeaderBytes, " bytes");
-    const uint64_t buffer_size = size - 8 - n;
-    data_ = bytes + 8 + n;
-
-    nlohmann::json header;
-    try {
-      // A valid header nests 3 deep ({name: {shape: [..]}}); allow some slack.
-      header = parse_json_bounded(bytes + 8, bytes + 8 + n, 16, where + "header: ");
-    } catch (const nlohmann::json::exception& e) {
-      MVL_FAIL(where, "header is not valid JSON: ", e.what());
-    }
-    MVL_CHECK(header.is_object(), where, "header must be a JSON object, got ", header.type_name());
-
-    for (const auto& [name, v] : header.items()) {
-      if (name == "__metadata__") {
-        MVL_CHECK(v.is_object(), where, "__metadata__ must be an object of strings, got ",
-                  v.type_name());
-        for (const auto& [k, s] : v.items()) {
-          MVL_CHECK(s.is_string(), where, "__metadata__ value for '", k, "' must be a string, got ",
-                    describe(s));
-          metadata_[k] = s.get<std::string>();
-        }
-        continue;
-      }
-      entries_.emplace(name, parse_entry(where, name, v, buffer_size));
-    }
-
-    std::vector<std::pair<const std::string*, const TensorEntry*>> spans;
-    spans.reserve(entries_.size());
-    for (const auto& [name, e] : entries_) spans.emplace_back(&name, &e);
-    std::sort(spans.begin(), spans.end(), [](const auto& a, const auto& b) {
-      return a.second->begin != b.second->begin ? a.second->begin < b.second->begin
-                                                : a.second->end < b.second->end;
-    });
-    // Empty spans occupy no bytes and cannot overlap anything; `last` is the non-empty span with
-    // the largest end so far (spans sorted by begin overlap iff one begins before that end).
-    const std::pair<const std::string*, const TensorEntry*>* last = nullptr;
-    for (const auto& cur : spans) {
-      const auto& [cn, c] = cur;
-      if (c->begin == c->end) continue;
-      if (last != nullptr) {
-        const auto& [pn, p] = *last;
-        MVL_CHECK(c->begin >= p->end, where, "tensor '", *cn, "': data_offsets [", c->begin, ", ",
-                  c->end, "] overlap those of tensor '", *pn, "' [", p->begin, ", ", p->end, "]");
-      }
-      if (last == nullptr || c->end > last->second->end) last = &cur;
-    }
-  } catch (...) {
-    ::munmap(map_, map_size_);
-    map_ = nullptr;
-    throw;
+    // A valid header nests 3 deep ({name: {shape: [..]}}); allow some slack.
+    header = parse_json_bounded(bytes + 8, bytes + 8 + n, 16, where + "header: ");
+  } catch (const nlohmann::json::exception& e) {
+    MVL_FAIL(where, "header is not valid JSON: ", e.what());
   }
+  MVL_CHECK(header.is_object(), where, "header must be a JSON object, got ", header.type_name());
+
+  for (const auto& [name, v] : header.items()) {
+    if (name == "__metadata__") {
+      MVL_CHECK(v.is_object(), where, "__metadata__ must be an object of strings, got ",
+                v.type_name());
+      for (const auto& [k, s] : v.items()) {
+        MVL_CHECK(s.is_string(), where, "__metadata__ value for '", k, "' must be a string, got ",
+                  describe(s));
+        metadata_[k] = s.get<std::string>();
+      }
+      continue;
+    }
+    entries_.emplace(name, parse_entry(where, name, v, buffer_size));
+  }
+
+  std::vector<std::pair<const std::string*, const TensorEntry*>> spans;
+  spans.reserve(entries_.size());
+  for (const auto& [name, e] : entries_) spans.emplace_back(&name, &e);
+  std::sort(spans.begin(), spans.end(), [](const auto& a, const auto& b) {
+    return a.second->begin != b.second->begin ? a.second->begin < b.second->begin
+                                              : a.second->end < b.second->end;
+  });
+  // Empty spans occupy no bytes and cannot overlap anything; `last` is the non-empty span with
+  // the largest end so far (spans sorted by begin overlap iff one begins before that end).
+  const std::pair<const std::string*, const TensorEntry*>* last = nullptr;
+  for (const auto& cur : spans) {
+    const auto& [cn, c] = cur;
+    if (c->begin == c->end) continue;
+    if (last != nullptr) {
+      const auto& [pn, p] = *last;
+      MVL_CHECK(c->begin >= p->end, where, "tensor '", *cn, "': data_offsets [", c->begin, ", ",
+                c->end, "] overlap those of tensor '", *pn, "' [", p->begin, ", ", p->end, "]");
+    }
+    if (last == nullptr || c->end > last->second->end) last = &cur;
+  }
+  map_ = std::move(map);
 }
 
-SafetensorsFile::~SafetensorsFile() {
-  if (map_ != nullptr) ::munmap(map_, map_size_);
-}
+SafetensorsFile::~SafetensorsFile() = default;
 
 std::vector<std::string> SafetensorsFile::names() const {
   std::vector<std::string> out;
@@ -221,22 +242,91 @@ const TensorEntry& SafetensorsFile::entry(const std::string& name) const {
   return it->second;
 }
 
+namespace {
+
+// Anything but 0/1 in an ATen bool is undefined behaviour: reject it.
+void check_bool_bytes(const uint8_t* p, uint64_t n, uint64_t first, const std::string& file,
+                      const std::string& name) {
+  for (uint64_t i = 0; i < n; ++i)
+    MVL_CHECK(p[i] <= 1, file, ": tensor '", name, "': BOOL element ", first + i,
+              " has byte value ", static_cast<int>(p[i]), " (must be 0 or 1)");
+}
+
+}  // namespace
+
 at::Tensor SafetensorsFile::tensor(const std::string& name) const {
   const TensorEntry& e = entry(name);
   at::Tensor t =
       at::empty(e.shape, at::TensorOptions().dtype(scalar_type_from_safetensors(e.dtype)));
-  const uint64_t nbytes = e.end - e.begin;
-  if (nbytes == 0) return t;
-  const uint8_t* src = data_ + e.begin;
-  if (e.dtype == "BOOL") {
-    // Anything but 0/1 in an ATen bool is undefined behaviour: reject it.
-    for (uint64_t i = 0; i < nbytes; ++i)
-      MVL_CHECK(src[i] <= 1, path_.string(), ": tensor '", name, "': BOOL element ", i,
-                " has byte value ", static_cast<int>(src[i]), " (must be 0 or 1)");
-  }
-  // memcpy: the span may be unaligned for the element type.
-  std::memcpy(t.data_ptr(), src, nbytes);
+  read_into(name, t);
   return t;
+}
+
+void SafetensorsFile::read_into(const std::string& name, at::Tensor& dst) const {
+  const TensorEntry& e = entry(name);
+  const DtypeInfo* info = find_dtype(e.dtype);
+  const uint64_t nbytes = e.end - e.begin, numel = nbytes / info->size;
+  const std::string at = path_.string() + ": tensor '" + name + "': ";
+  MVL_CHECK(dst.defined() && dst.device().is_cpu() && dst.is_contiguous() &&
+                static_cast<uint64_t>(dst.numel()) == numel,
+            at, "read_into needs a contiguous CPU tensor of ", numel, " elements");
+  if (nbytes == 0) return;
+  const bool same = dst.scalar_type() == info->type;
+  // Converting: 8 MB of stored elements at a time through a bounce buffer.
+  const uint64_t chunk = same ? nbytes : std::min<uint64_t>(nbytes, (8u << 20) / info->size * info->size);
+  std::vector<uint8_t> bounce(same ? 0 : chunk);
+  at::Tensor flat = dst.view({-1});
+  for (uint64_t off = 0; off < nbytes; off += chunk) {
+    const uint64_t len = std::min(chunk, nbytes - off);
+    uint8_t* buf = same ? static_cast<uint8_t*>(dst.data_ptr()) + off : bounce.data();
+    for (uint64_t got = 0; got < len;) {
+      const ssize_t r = ::pread(map_->fd, buf + got, len - got,
+                                static_cast<off_t>(data_offset_ + e.begin + off + got));
+      if (r < 0 && errno == EINTR) continue;
+      MVL_CHECK(r >= 0, at, "read failed: ", std::strerror(errno));
+      MVL_CHECK(r > 0, at, "the file ended at byte ", data_offset_ + e.begin + off + got,
+                " while reading (was it truncated after it was opened?)");
+      got += static_cast<uint64_t>(r);
+    }
+    if (e.dtype == "BOOL") check_bool_bytes(buf, len, off, path_.string(), name);
+    if (!same) {
+      const int64_t first = static_cast<int64_t>(off / info->size);
+      const int64_t count = static_cast<int64_t>(len / info->size);
+      flat.narrow(0, first, count).copy_(at::from_blob(buf, {count}, at::dtype(info->type)));
+    }
+  }
+}
+
+bool SafetensorsFile::viewable(const std::string& name) const {
+  const TensorEntry& e = entry(name);
+  const uint64_t off = data_offset_ + e.begin;  // the mapping starts page-aligned
+  return e.end > e.begin && off % find_dtype(e.dtype)->size == 0;
+}
+
+at::Tensor SafetensorsFile::view(const std::string& name) const {
+  if (!viewable(name)) return tensor(name);
+  const TensorEntry& e = entry(name);
+  const uint64_t begin = data_offset_ + e.begin, end = data_offset_ + e.end;
+  uint8_t* p = map_->addr + begin;
+  if (e.dtype == "BOOL") check_bool_bytes(p, end - begin, 0, path_.string(), name);
+  {
+    std::lock_guard<std::mutex> lock(map_->mu);
+    ++map_->views[begin];
+  }
+  std::shared_ptr<Mapping> keep = map_;
+  try {
+    return at::from_blob(
+        p, e.shape, [keep, begin, end](void*) { keep->release(begin, end); },
+        at::TensorOptions().dtype(scalar_type_from_safetensors(e.dtype)));
+  } catch (...) {
+    map_->release(begin, end);
+    throw;
+  }
+}
+
+bool SafetensorsFile::in_mapping(const void* p) const {
+  const auto* b = static_cast<const uint8_t*>(p);
+  return b >= map_->addr && b < map_->addr + map_->size;
 }
 
 void save_safetensors(const std::filesystem::path& path,

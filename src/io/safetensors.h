@@ -36,16 +36,32 @@ class SafetensorsFile {
   const TensorEntry& entry(const std::string& name) const;  // Error if absent
   const std::map<std::string, std::string>& metadata() const { return metadata_; }
 
-  // An owned CPU tensor (copied out of the mapping) with the stored dtype and shape.
+  // An owned CPU tensor with the stored dtype and shape, read from the file (pread, so the
+  // mapping's pages are not made resident).
   at::Tensor tensor(const std::string& name) const;
+
+  // Reads tensor `name` into `dst` (a contiguous CPU tensor with as many elements, any floating /
+  // integer dtype: converted chunk by chunk, so no stored-dtype copy of the whole tensor is made).
+  void read_into(const std::string& name, at::Tensor& dst) const;
+
+  // A CPU tensor with the stored dtype and shape that is a view of the file's mapping when the
+  // span is aligned for the dtype (copy-on-write: writing to it never changes the file; the
+  // mapping lives as long as any view does, also after this object is gone). An owned copy as
+  // tensor() gives otherwise (misaligned span, empty tensor). When the last view of a tensor is
+  // freed, its pages are given back (madvise), so a loaded-then-converted weight stops counting.
+  at::Tensor view(const std::string& name) const;
+  bool viewable(const std::string& name) const;  // view() would share the mapping
+  // Whether `p` points into this file's mapping (tests; views keep it mapped).
+  bool in_mapping(const void* p) const;
+
+  struct Mapping;  // mmap'ed file + descriptor, shared with the views
 
  private:
   std::filesystem::path path_;
   std::map<std::string, TensorEntry> entries_;
   std::map<std::string, std::string> metadata_;
-  const uint8_t* data_ = nullptr;  // start of the byte buffer inside the mapping
-  void* map_ = nullptr;
-  size_t map_size_ = 0;
+  uint64_t data_offset_ = 0;  // file offset of the byte buffer
+  std::shared_ptr<Mapping> map_;
 };
 
 // Writes tensors (any device / dtype among the supported ones; made contiguous on CPU) to `path`

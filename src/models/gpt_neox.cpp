@@ -636,7 +636,10 @@ std::unique_ptr<LMCache> GPTNeoXLM::make_cache(int64_t batch, int64_t max_len) {
   return c;
 }
 
-std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir) {
+std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir,
+                                           at::ScalarType dtype) {
+  MVL_CHECK(dtype == at::ScalarType::Undefined || dtype == at::kFloat || dtype == at::kBFloat16,
+            "GPT-NeoX models run in float32 or bfloat16, not ", c10::toString(dtype));
   const auto cfg_path = dir / "config.json";
   MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
             ": no config.json (expected a Hugging Face model folder)");
@@ -650,7 +653,10 @@ std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir) {
     return key.ends_with(".attention.bias") || key.ends_with(".attention.masked_bias") ||
            key.ends_with("rotary_emb.inv_freq");
   };
+  if (dtype != at::ScalarType::Undefined)
+    opt.dtype_for = [dtype](const std::string&, at::ScalarType) { return dtype; };
   io::load_module(*model->root_, ckpt, opt);
+  if (dtype != at::ScalarType::Undefined) model->to_dtype(dtype);  // converts nothing: records it
   model->source_dir_ = dir;
   return model;
 }

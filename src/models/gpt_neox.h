@@ -94,7 +94,9 @@ class GPTNeoXLM : public CausalLM {
   // initialize = false leaves the weights uninitialised (for load(), which overwrites them all).
   explicit GPTNeoXLM(GPTNeoXConfig cfg, bool initialize = true);
   // Reads config.json + safetensors (single file or shards) from a Hugging Face folder.
-  static std::unique_ptr<GPTNeoXLM> load(const std::filesystem::path& dir);
+  // `dtype` (kFloat / kBFloat16; Undefined: float32): as MambaLM::load.
+  static std::unique_ptr<GPTNeoXLM> load(const std::filesystem::path& dir,
+                                         at::ScalarType dtype = at::ScalarType::Undefined);
 
   std::string arch() const override { return "gpt_neox"; }
   int64_t vocab_size() const override { return cfg_.vocab_size; }

@@ -2,6 +2,7 @@
 
 #include <ATen/ATen.h>
 
+#include <algorithm>
 #include <cmath>
 
 namespace mambavl::models {
@@ -14,13 +15,25 @@ LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias)
 
 namespace {
 
-// Replaces a floating-point weight by its int8 quantisation; returns the scales.
+// Replaces a floating-point weight by its int8 quantisation; returns the scales. Per-row, so done
+// in blocks of rows of <= 8 MB: the float temporaries of quantize_int8 stay small (a whole
+// 50k x 768 head made ~0.5 GB of them), and the float weight (often a view of the mapped file)
+// is released once set_data drops it.
 at::Tensor quantize_param(at::Tensor& weight) {
   at::NoGradGuard ng;
-  kernels::Int8Matrix q = kernels::quantize_int8(weight);
+  const int64_t rows = weight.size(0), cols = std::max<int64_t>(weight.size(1), 1);
+  const int64_t block = std::max<int64_t>(1, (8 << 20) / (4 * cols));
+  at::Tensor q = at::empty({rows, weight.size(1)}, at::kChar);
+  at::Tensor scale = at::empty({rows}, at::kFloat);
+  for (int64_t r = 0; r < rows; r += block) {
+    const int64_t n = std::min(block, rows - r);
+    kernels::Int8Matrix b = kernels::quantize_int8(weight.narrow(0, r, n));
+    q.narrow(0, r, n).copy_(b.q);
+    scale.narrow(0, r, n).copy_(b.scale);
+  }
   weight.requires_grad_(false);
-  weight.set_data(q.q);
-  return q.scale;
+  weight.set_data(q);
+  return scale;
 }
 
 at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, at::ScalarType dtype) {

@@ -324,15 +324,22 @@ void MambaLM::set_backend(kernels::Backend b) {
     if (auto* lin = dynamic_cast<LinearImpl*>(mod.get())) lin->backend = b;
 }
 
-void MambaLM::to_dtype(at::ScalarType dtype) {
+namespace {
+// The dtype parameter `name` has when the model runs in `dtype`: A_log and D stay fp32, int8
+// weights stay int8 (the one rule, for to_dtype and for loading straight into a dtype).
+at::ScalarType param_dtype(const std::string& name, at::ScalarType current, at::ScalarType dtype) {
   MVL_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
             "Mamba models run in float32 or bfloat16, not ", c10::toString(dtype));
+  if (current == at::kChar) return current;
+  const bool keep_fp32 = name.ends_with(".A_log") || name.ends_with(".D");
+  return keep_fp32 ? at::kFloat : dtype;
+}
+}  // namespace
+
+void MambaLM::to_dtype(at::ScalarType dtype) {
   at::NoGradGuard ng;
   for (auto& p : root_->named_parameters()) {
-    const std::string& name = p.key();
-    const bool keep_fp32 = name.size() >= 5 && (name.ends_with(".A_log") || name.ends_with(".D"));
-    if (p.value().scalar_type() == at::kChar) continue;  // int8 weights stay int8
-    at::ScalarType target = keep_fp32 ? at::kFloat : dtype;
+    const at::ScalarType target = param_dtype(p.key(), p.value().scalar_type(), dtype);
     if (p.value().scalar_type() != target) p.value().set_data(p.value().to(target));
   }
   dtype_ = dtype;
@@ -505,7 +512,8 @@ std::string MambaLM::checkpoint_key(const std::string& name, const std::string& 
   return name;
 }
 
-std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
+std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir, at::ScalarType dtype) {
+  if (dtype != at::ScalarType::Undefined) param_dtype("", at::kFloat, dtype);  // Error if unsupported
   const auto cfg_path = dir / "config.json";
   MVL_CHECK(std::filesystem::exists(cfg_path), dir.string(),
             ": no config.json (expected a Hugging Face model folder)");
@@ -531,7 +539,12 @@ std::unique_ptr<MambaLM> MambaLM::load(const std::filesystem::path& dir) {
   };
   const bool tied = cfg.tie_embeddings;
   opt.ignore_extra = [tied](const std::string& key) { return tied && key == "lm_head.weight"; };
+  if (dtype != at::ScalarType::Undefined)
+    opt.dtype_for = [dtype](const std::string& name, at::ScalarType current) {
+      return param_dtype(name, current, dtype);
+    };
   io::load_module(*model->root_, ckpt, opt);
+  if (dtype != at::ScalarType::Undefined) model->to_dtype(dtype);  // converts nothing: records it
   model->source_dir_ = dir;
   return model;
 }

@@ -142,8 +142,12 @@ class MambaLM : public CausalLM {
  public:
   // initialize = false leaves the weights uninitialised (for load(), which overwrites them all).
   explicit MambaLM(MambaConfig cfg, bool initialize = true);
-  // Reads config.json + safetensors from a Hugging Face or state-spaces folder.
-  static std::unique_ptr<MambaLM> load(const std::filesystem::path& dir);
+  // Reads config.json + safetensors from a Hugging Face or state-spaces folder. Weights stored in
+  // the dtype they run in are the memory-mapped file (copy-on-write views, io::load_module);
+  // `dtype` (kFloat / kBFloat16; Undefined: float32) loads straight into that dtype, as
+  // to_dtype(dtype) after loading would, without a float32 copy first.
+  static std::unique_ptr<MambaLM> load(const std::filesystem::path& dir,
+                                       at::ScalarType dtype = at::ScalarType::Undefined);
 
   std::string arch() const override { return cfg_.attn_layer_idx.empty() ? "mamba" : "hybrid"; }
   int64_t vocab_size() const override { return cfg_.vocab_size; }

@@ -56,10 +56,10 @@ nlohmann::json lm_config_json(const CausalLM& lm) {
   MVL_FAIL("lm_config_json: unknown language model type '", lm.arch(), "'");
 }
 
-std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir) {
+std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir, at::ScalarType dtype) {
   const std::string arch = detect_architecture(dir);
-  if (arch == "mamba") return MambaLM::load(dir);
-  if (arch == "gpt_neox") return GPTNeoXLM::load(dir);
+  if (arch == "mamba") return MambaLM::load(dir, dtype);
+  if (arch == "gpt_neox") return GPTNeoXLM::load(dir, dtype);
   MVL_FAIL((dir / "config.json").string(), ": architecture '", arch, "' is not implemented yet");
 }
 

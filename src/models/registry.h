@@ -13,7 +13,10 @@ namespace mambavl::models {
 // "mamba" (HF MambaForCausalLM or state-spaces layout, incl. hybrids with attn_layer_idx) or
 // "gpt_neox" (GPTNeoXForCausalLM). Errors name the folder / config.json and the problem.
 std::string detect_architecture(const std::filesystem::path& dir);
-std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir);
+// `dtype` (kFloat / kBFloat16; Undefined: float32): the weights are loaded in it (no float32
+// copy first); weights stored in it are memory-mapped (MambaLM::load).
+std::unique_ptr<CausalLM> load_causal_lm(const std::filesystem::path& dir,
+                                         at::ScalarType dtype = at::ScalarType::Undefined);
 // The architecture of a config.json-style object ("mamba" or "gpt_neox"); Error naming `file`.
 std::string detect_architecture(const nlohmann::json& cfg, const std::string& file);
 // Builds a language model from a config.json-style object (as load_causal_lm reads it / as
