@@ -4,6 +4,8 @@
 
 #include <cmath>
 
+#include "models/bf16_gemm.h"
+
 namespace mambavl::models {
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias)
@@ -36,7 +38,8 @@ kernels::MatrixRef matrix_ref(const at::Tensor& weight, const at::Tensor& weight
 }
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) const {
-  return at::linear(x, is_int8() ? dense_weight(x.scalar_type()) : weight, bias);
+  if (is_int8()) return at::linear(x, dense_weight(x.scalar_type()), bias);
+  return weight_linear(x, weight, bias);  // bf16 without AMX: through the fp32 GEMM
 }
 
 void LinearImpl::quantize_int8() {
