@@ -1,7 +1,10 @@
 // `mambavl bench vision`: images/s of each connector type x scan mode on realistic patch grids
 // (random weights, forward only, inference mode), in one table with the matmul FLOPs per image and
 // the achieved GFLOP/s (compare with the fp32 GEMM rate measured in the same run). Encoders get
-// their own table: images/s of each encoder preset at each size (see encoder_bench_entries).
+// their own table: images/s of each encoder preset at each size (see encoder_bench_entries), at
+// each of --encoder-batches and --encoder-dtypes, ViTs with their matmul FLOPs per image and the
+// share of the fp32 GEMM rate (bf16 too is compared with the fp32 rate: without AMX, bf16
+// matmuls run through the fp32 GEMM, models/bf16_gemm.h).
 #include "bench_vision.h"
 
 #include <ATen/ATen.h>
@@ -15,6 +18,7 @@
 
 #include "cli_common.h"
 #include "common/error.h"
+#include "models/bf16_gemm.h"
 #include "models/connector.h"
 #include "models/mambaout.h"
 #include "models/vision.h"
@@ -45,6 +49,8 @@ struct VisionBenchOptions {
   bool plain = false;  // also time the shared mixer without hoisted projections
   std::vector<std::string> encoders = encoder_names();
   std::vector<int64_t> sizes{224, 384};
+  std::vector<int64_t> encoder_batches;     // empty: --batch
+  std::vector<std::string> encoder_dtypes;  // empty: --dtype
 };
 
 // A patch grid and the widths on both sides of the connector.
@@ -107,6 +113,10 @@ void cast_connector(models::ConnectorImpl& c, at::ScalarType dt) {
 }
 
 void bench_connectors(const VisionBenchOptions& o, double gemm_gflops) {
+  if (o.types.empty() || o.cases.empty()) {
+    std::printf("\nconnectors: none selected (--types / --cases)\n");
+    return;
+  }
   std::printf("\nconnectors: batch %lld, %lld timed iterations, forward only, dtype %s\n",
               static_cast<long long>(o.batch), static_cast<long long>(o.iters), o.rt.dtype.c_str());
   std::printf("%-22s %-8s %-4s %-8s %8s %10s %10s %12s %8s\n", "case", "type", "scan", "mixer",
@@ -169,29 +179,65 @@ std::vector<EncoderBenchEntry> encoder_bench_entries(const std::vector<std::stri
 }
 // =============================================================================================
 
-void bench_encoders(const std::vector<EncoderBenchEntry>& entries, const VisionBenchOptions& o) {
+// Matmul FLOPs of one image through all blocks of a ViT on a gh x gw grid: patch embedding (a
+// conv, counted as its GEMM), q/k/v/out projections, MLP (SwiGLU: three matrices), attention
+// scores and weighted sum. Element-wise ops, norms and softmax are not counted.
+double vit_flops(const models::ViTConfig& c, int64_t gh, int64_t gw) {
+  const double T = static_cast<double>(c.num_prefix() + gh * gw);
+  const double d = static_cast<double>(c.hidden_size), h = static_cast<double>(c.intermediate_size);
+  const double mlp = (c.layout == models::ViTLayout::EVA02 ? 3.0 : 2.0) * d * h;
+  const double per_layer = 2.0 * T * (4.0 * d * d + mlp) + 4.0 * T * T * d;
+  const double p = static_cast<double>(c.patch_size);
+  return static_cast<double>(c.num_layers) * per_layer +
+         2.0 * static_cast<double>(gh * gw) * d * 3.0 * p * p;
+}
+
+void bench_encoders(const std::vector<EncoderBenchEntry>& entries, const VisionBenchOptions& o,
+                    double gemm_gflops) {
   if (entries.empty()) {
     std::printf("\nencoders: none selected (--encoders)\n");
     return;
   }
-  std::printf("\nencoders: batch %lld, %lld timed iterations, forward only, dtype %s\n",
-              static_cast<long long>(o.batch), static_cast<long long>(o.iters), o.rt.dtype.c_str());
-  const at::ScalarType dt = runtime_dtype(o);
-  std::printf("%-22s %8s %8s %9s %10s %10s\n", "encoder", "image", "grid", "features", "ms/batch",
-              "images/s");
+  const std::vector<int64_t> batches =
+      o.encoder_batches.empty() ? std::vector<int64_t>{o.batch} : o.encoder_batches;
+  const std::vector<std::string> dtypes =
+      o.encoder_dtypes.empty() ? std::vector<std::string>{o.rt.dtype} : o.encoder_dtypes;
+  std::printf(
+      "\nencoders: %lld timed iterations, forward only; %% GEMM = matmul GFLOP/s / the fp32 GEMM "
+      "rate (ViTs; bf16 weights without AMX compute in fp32: %s)\n",
+      static_cast<long long>(o.iters),
+      models::bf16_via_f32(at::empty({1, 1}, at::kBFloat16), at::empty({1, 1}, at::kBFloat16),
+                           models::kBf16ViaF32MinRows)
+          ? "yes"
+          : "no");
+  std::printf("%-22s %5s %5s %8s %8s %10s %10s %12s %8s\n", "encoder", "dtype", "batch", "image",
+              "grid", "ms/batch", "images/s", "GFLOP/image", "% GEMM");
   for (const auto& e : entries) {
-    auto enc = e.make();
-    enc->to_dtype(dt);  // weights in the compute dtype (SSM A_log / D stay fp32)
-    c10::InferenceMode guard;
-    at::manual_seed(2);
-    const at::Tensor images = at::randn({o.batch, 3, e.image_size, e.image_size}).to(dt);
-    models::VisionFeatures f;
-    const double s = time_per_iter([&] { f = enc->encode(images); }, o.iters);
-    std::printf("%-22s %8lld %8s %9s %10.1f %10.2f\n", e.name.c_str(),
-                static_cast<long long>(e.image_size),
-                (std::to_string(f.grid_h) + "x" + std::to_string(f.grid_w)).c_str(),
-                c10::toString(f.tokens.scalar_type()), s * 1e3, static_cast<double>(o.batch) / s);
-    std::fflush(stdout);
+    for (const auto& dname : dtypes) {
+      const at::ScalarType dt = dname == "bf16" ? at::kBFloat16 : at::kFloat;
+      auto enc = e.make();
+      enc->to_dtype(dt);  // weights in the compute dtype (SSM A_log / D stay fp32)
+      const auto* vit = dynamic_cast<const models::ViTEncoder*>(enc.get());
+      for (int64_t batch : batches) {
+        c10::InferenceMode guard;
+        at::manual_seed(2);
+        const at::Tensor images = at::randn({batch, 3, e.image_size, e.image_size}).to(dt);
+        models::VisionFeatures f;
+        const double s = time_per_iter([&] { f = enc->encode(images); }, o.iters);
+        const double ips = static_cast<double>(batch) / s;
+        const std::string grid = std::to_string(f.grid_h) + "x" + std::to_string(f.grid_w);
+        std::printf("%-22s %5s %5lld %8lld %8s %10.1f %10.2f", e.name.c_str(), dname.c_str(),
+                    static_cast<long long>(batch), static_cast<long long>(e.image_size),
+                    grid.c_str(), s * 1e3, ips);
+        if (vit) {
+          const double flops = vit_flops(vit->config(), f.grid_h, f.grid_w);
+          std::printf(" %12.2f %7.0f%%\n", flops / 1e9, 100.0 * flops * ips / 1e9 / gemm_gflops);
+        } else {
+          std::printf(" %12s %8s\n", "-", "-");
+        }
+        std::fflush(stdout);
+      }
+    }
   }
 }
 
@@ -204,7 +250,7 @@ void run(const VisionBenchOptions& o) {
       "GFLOP/s / that\n",
       gemm);
   bench_connectors(o, gemm);
-  bench_encoders(encoder_bench_entries(o.encoders, o.sizes), o);
+  bench_encoders(encoder_bench_entries(o.encoders, o.sizes), o, gemm);
 }
 
 }  // namespace
@@ -221,9 +267,9 @@ void add_vision_bench(CLI::App& bench) {
   c->add_option("--batch", o->batch, "Images per forward")
       ->check(cli::Positive)
       ->capture_default_str();
-  c->add_option("--types", o->types, "Connector types: mlp, vss_mlp, vss_l2")
+  c->add_option("--types", o->types, "Connector types (empty string: none): mlp, vss_mlp, vss_l2")
       ->delimiter(',')
-      ->check(CLI::IsMember({"mlp", "vss_mlp", "vss_l2"}));
+      ->check(CLI::IsMember({"mlp", "vss_mlp", "vss_l2", ""}));
   c->add_option("--scans", o->scans, "Scan modes: bsm, csm")
       ->delimiter(',')
       ->check(CLI::IsMember({"bsm", "csm"}));
@@ -240,9 +286,18 @@ void add_vision_bench(CLI::App& bench) {
   c->add_option("--sizes", o->sizes, "Square image sizes for the encoders")
       ->delimiter(',')
       ->check(cli::Positive);
+  c->add_option("--encoder-batches", o->encoder_batches,
+                "Images per forward for the encoders, e.g. 1,8 (default: --batch)")
+      ->delimiter(',')
+      ->check(cli::Positive);
+  c->add_option("--encoder-dtypes", o->encoder_dtypes,
+                "Encoder weight / compute dtypes, e.g. f32,bf16 (default: --dtype)")
+      ->delimiter(',')
+      ->check(CLI::IsMember({"f32", "bf16"}));
   cli::add_runtime_options(*c, o->rt);
   c->callback([o]() {
     std::erase(o->encoders, std::string());
+    std::erase(o->types, std::string());
     run(*o);
   });
 }

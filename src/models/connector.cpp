@@ -17,6 +17,7 @@
 #include "kernels/causal_conv1d.h"
 #include "kernels/selective_scan.h"
 #include "io/config_util.h"
+#include "models/bf16_gemm.h"
 
 namespace mambavl::models {
 
@@ -249,7 +250,7 @@ at::Tensor VssImpl::forward_hoisted(const at::Tensor& x, int64_t gh, int64_t gw)
   at::Tensor merged =
       kernels::scan2d_scatter(ys, gh, gw, orders, merge, scan_backend);  // [B, L, Di]
   // out_proj(merge_k y_k) = merge_k out_proj(y_k), except that a bias is added once per order.
-  at::Tensor out = at::linear(merged, m.out_proj->weight);  // [B, L, d]
+  at::Tensor out = weight_linear(merged, m.out_proj->weight, {});  // [B, L, d]
   if (m.out_proj->bias.defined())
     out =
         out + (merge == kernels::ScanMerge::Sum ? static_cast<double>(K) : 1.0) * m.out_proj->bias;

@@ -5,6 +5,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "models/bf16_gemm.h"
+
 namespace mambavl::models {
 
 LinearImpl::LinearImpl(int64_t in, int64_t out, bool with_bias)
@@ -63,7 +65,8 @@ at::Tensor LinearImpl::apply(const at::Tensor& x, bool with_bias) const {
       (xdt == at::kFloat || xdt == at::kBFloat16) &&
       (wdt == at::kFloat || wdt == at::kBFloat16 || wdt == at::kChar))
     return kernels::linear_small(matrix_ref(*this), x, b, xdt);
-  return at::linear(x, is_int8() ? dense_weight(xdt) : weight, b);
+  if (is_int8()) return at::linear(x, dense_weight(xdt), b);
+  return weight_linear(x, weight, b);  // bf16 without AMX: through the fp32 GEMM
 }
 
 void LinearImpl::quantize_int8() {

@@ -18,6 +18,7 @@
 #include "kernels/mamba_step.h"
 #include "kernels/selective_scan.h"
 #include "models/attention.h"
+#include "models/bf16_gemm.h"
 
 namespace mambavl::models {
 
@@ -107,10 +108,11 @@ namespace {
 // `x_bil` is either [B, I, L] or, with tokens_major, [B, L, I] (used transposed, no copy).
 at::Tensor cf_linear(const at::Tensor& W, const at::Tensor& x, bool tokens_major) {
   auto item = [&](int64_t b) { return tokens_major ? x[b].t() : x[b]; };  // [I, L]
-  if (x.size(0) == 1) return at::mm(W, item(0)).unsqueeze(0);
+  // weight_mm: a bf16 W goes through the fp32 GEMM on CPUs without a fast bf16 one (layers.h).
+  if (x.size(0) == 1) return weight_mm(W, item(0)).unsqueeze(0);
   std::vector<at::Tensor> outs;
   outs.reserve(x.size(0));
-  for (int64_t b = 0; b < x.size(0); ++b) outs.push_back(at::mm(W, item(b)));
+  for (int64_t b = 0; b < x.size(0); ++b) outs.push_back(weight_mm(W, item(b)));
   return at::stack(outs);
 }
 }  // namespace

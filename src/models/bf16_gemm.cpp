@@ -1,0 +1,164 @@
+#include "models/bf16_gemm.h"
+
+#include <ATen/ATen.h>
+#include <ATen/core/grad_mode.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdlib>
+#include <string>
+#include <vector>
+
+#include "common/cpu.h"
+#include "common/error.h"
+
+namespace mambavl::models {
+
+namespace {
+
+// A per-thread fp32 buffer that only grows (64-byte aligned); viewed as tensors by from_blob, so
+// no tensor outlives a call and inference / normal tensor modes never mix.
+class Scratch {
+ public:
+  Scratch() = default;
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+  ~Scratch() { std::free(p_); }
+  float* get(int64_t n) {
+    if (n > cap_) {
+      std::free(p_);
+      p_ = nullptr;
+      const size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
+      p_ = static_cast<float*>(std::aligned_alloc(64, bytes));
+      MVL_CHECK(p_, "bf16 GEMM via fp32: cannot allocate ", bytes, " bytes of scratch");
+      cap_ = n;
+    }
+    return p_;
+  }
+
+ private:
+  float* p_ = nullptr;
+  int64_t cap_ = 0;
+};
+
+thread_local Scratch tl_x, tl_w, tl_y;  // activations, weight block, output block (fp32)
+
+at::Tensor scratch(Scratch& s, at::IntArrayRef sizes) {
+  int64_t n = 1;
+  for (int64_t d : sizes) n *= d;
+  return at::from_blob(s.get(std::max<int64_t>(n, 1)), sizes, at::kFloat);
+}
+
+// Rows of the weight per fp32 block: ~1 MiB (it stays in a core's L2 while the GEMM packs it), a
+// multiple of 16, at least 16.
+int64_t block_rows(int64_t K, int64_t N) {
+  constexpr int64_t kBlockBytes = 1 << 20;
+  const int64_t rows = std::max<int64_t>(16, kBlockBytes / (K * 4) / 16 * 16);
+  return std::min(rows, N);
+}
+
+Bf16Gemm mode_from_env() {
+  const char* e = std::getenv("MAMBAVL_BF16_GEMM");
+  if (!e || !*e) return Bf16Gemm::Auto;
+  const std::string v = e;
+  if (v == "auto") return Bf16Gemm::Auto;
+  if (v == "f32") return Bf16Gemm::ViaF32;
+  if (v == "native") return Bf16Gemm::Native;
+  MVL_FAIL("MAMBAVL_BF16_GEMM='", v, "' is not one of auto, f32, native");
+}
+
+std::atomic<int>& mode_slot() {
+  static std::atomic<int> m{static_cast<int>(mode_from_env())};
+  return m;
+}
+
+}  // namespace
+
+void set_bf16_gemm(Bf16Gemm mode) { mode_slot().store(static_cast<int>(mode)); }
+Bf16Gemm bf16_gemm() { return static_cast<Bf16Gemm>(mode_slot().load()); }
+
+bool bf16_via_f32(const at::Tensor& weight, const at::Tensor& x, int64_t rows) {
+  if (!weight.defined() || !x.defined() || weight.scalar_type() != at::kBFloat16 ||
+      x.scalar_type() != at::kBFloat16 || !weight.device().is_cpu() || !x.device().is_cpu() ||
+      weight.dim() != 2 || rows < kBf16ViaF32MinRows)
+    return false;
+  if (at::GradMode::is_enabled() && (weight.requires_grad() || x.requires_grad())) return false;
+  switch (bf16_gemm()) {
+    case Bf16Gemm::ViaF32: return true;
+    case Bf16Gemm::Native: return false;
+    case Bf16Gemm::Auto: break;
+  }
+  return !cpu::features().amx;
+}
+
+at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
+                               const at::Tensor& bias) {
+  MVL_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1),
+            "linear: input ", x.sizes(), " does not match weight ", weight.sizes());
+  const int64_t N = weight.size(0), K = weight.size(1);
+  const int64_t M = K > 0 ? x.numel() / K : 0;
+  std::vector<int64_t> out_shape = x.sizes().vec();
+  out_shape.back() = N;
+  at::Tensor y = at::empty(out_shape, x.options());  // [..., N] bf16
+  if (M == 0 || N == 0) return y;
+  at::Tensor xf = scratch(tl_x, x.sizes());
+  xf.copy_(x);                                            // [..., K] fp32, any input strides
+  xf = xf.view({M, K});                                   // [M, K]
+  at::Tensor y2 = y.view({M, N});                         // [M, N]
+  at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : at::Tensor();  // [N] fp32
+  const int64_t nb = block_rows(K, N);
+  float* wp = tl_w.get(nb * K);
+  float* yp = tl_y.get(M * nb);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const int64_t n = std::min(nb, N - n0);
+    at::Tensor wb = at::from_blob(wp, {n, K}, at::kFloat);  // [n, K] fp32
+    wb.copy_(weight.narrow(0, n0, n));
+    at::Tensor yb = at::from_blob(yp, {M, n}, at::kFloat);  // [M, n] fp32
+    if (bf.defined())
+      at::addmm_out(yb, bf.narrow(0, n0, n), xf, wb.t());
+    else
+      at::mm_out(yb, xf, wb.t());
+    y2.narrow(1, n0, n).copy_(yb);  // rounded to bf16
+  }
+  return y;
+}
+
+at::Tensor weight_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
+  if (x.dim() >= 1 && x.size(-1) > 0) {
+    const bool bias_grad = bias.defined() && bias.requires_grad() && at::GradMode::is_enabled();
+    if (!bias_grad && bf16_via_f32(weight, x, x.numel() / x.size(-1)))
+      return linear_bf16_via_f32(x, weight, bias);  // [..., N]
+  }
+  return at::linear(x, weight, bias);
+}
+
+at::Tensor weight_mm(const at::Tensor& W, const at::Tensor& x) {
+  const int64_t M = x.dim() == 2 ? x.size(1) : 0;
+  if (!bf16_via_f32(W, x, M) || x.size(0) != W.size(1)) return at::mm(W, x);
+  const int64_t N = W.size(0), K = W.size(1);
+  at::Tensor y = at::empty({N, M}, x.options());  // [N, M] bf16
+  if (N == 0 || K == 0) return y.zero_();
+  at::Tensor xf;  // [K, M] fp32, in x's layout (a transposed x stays transposed: no copy in mm)
+  if (x.stride(0) == 1 && x.stride(1) != 1) {
+    at::Tensor t = scratch(tl_x, {M, K});
+    t.copy_(x.t());
+    xf = t.t();
+  } else {
+    xf = scratch(tl_x, {K, M});
+    xf.copy_(x);
+  }
+  const int64_t nb = block_rows(K, N);
+  float* wp = tl_w.get(nb * K);
+  float* yp = tl_y.get(nb * M);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const int64_t n = std::min(nb, N - n0);
+    at::Tensor wb = at::from_blob(wp, {n, K}, at::kFloat);  // [n, K] fp32
+    wb.copy_(W.narrow(0, n0, n));
+    at::Tensor yb = at::from_blob(yp, {n, M}, at::kFloat);  // [n, M] fp32
+    at::mm_out(yb, wb, xf);
+    y.narrow(0, n0, n).copy_(yb);  // rounded to bf16
+  }
+  return y;
+}
+
+}  // namespace mambavl::models

@@ -1,0 +1,37 @@
+// bf16 weights on CPUs without a fast bf16 GEMM. Without AMX, oneDNN's bf16 GEMM runs at about
+// half the fp32 rate, so a matmul with a bf16 weight and more than a few rows (prefill, encoders)
+// is faster as: the weight converted to fp32 one block of output rows at a time (a cache-sized
+// block in a reused per-thread buffer, no allocation per call), the fp32 GEMM, the output rounded
+// to bf16. Same result as the bf16 GEMM up to the summation order (both accumulate in fp32).
+// Only where no gradient is recorded (inference: NoGrad / InferenceMode, or nothing requires
+// grad): training keeps the plain bf16 ops and their autograd. Used by LinearImpl::forward and the
+// Mamba mixer's channel-first prefill projections.
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <cstdint>
+
+namespace mambavl::models {
+
+enum class Bf16Gemm { Auto, ViaF32, Native };
+// Auto (the default): ViaF32 on CPUs without AMX, Native with it. MAMBAVL_BF16_GEMM=auto|f32|native
+// sets the initial mode (read once); tests and benchmarks may set it.
+void set_bf16_gemm(Bf16Gemm mode);
+Bf16Gemm bf16_gemm();
+// Matmuls with fewer rows than this stay native (decode steps, tiny batches): the conversion of
+// the weight would cost more than the GEMM saves.
+inline constexpr int64_t kBf16ViaF32MinRows = 16;
+// Whether a bf16 `weight` times `rows` activation rows of that dtype goes through fp32 here.
+bool bf16_via_f32(const at::Tensor& weight, const at::Tensor& x, int64_t rows);
+// x [..., K] bf16, weight [N, K] bf16, bias [N] or undefined -> [..., N] bf16 through the fp32
+// GEMM (as at::linear up to the summation order). No autograd.
+at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
+                               const at::Tensor& bias);
+// at::linear(x, weight, bias), through linear_bf16_via_f32 when bf16_via_f32 says so (and the
+// bias records no gradient).
+at::Tensor weight_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
+// W [N, K] times x [K, M] (any strides) -> [N, M] contiguous, in x's dtype: through fp32 by
+// blocks of W's rows when bf16_via_f32(W, x, M), else at::mm. No autograd on the fp32 path.
+at::Tensor weight_mm(const at::Tensor& W, const at::Tensor& x);
+
+}  // namespace mambavl::models

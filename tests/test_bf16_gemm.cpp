@@ -1,0 +1,174 @@
+// bf16 weights through the fp32 GEMM (models/bf16_gemm.h): equal to the plain bf16 ops up to the
+// summation order (forward), only where no gradient is recorded, only with enough rows, and the
+// paths that use it (Linear, the Mamba prefill projections) give the same model outputs.
+#include <ATen/ATen.h>
+#include <c10/core/InferenceMode.h>
+#include <gtest/gtest.h>
+
+#include "models/bf16_gemm.h"
+#include "models/layers.h"
+#include "models/mamba.h"
+#include "test_util.h"
+
+using namespace mambavl;
+using namespace mambavl::models;
+using mambavl::testing_util::close;
+
+namespace {
+
+// Restores the mode after each test.
+class ModeGuard {
+ public:
+  explicit ModeGuard(Bf16Gemm m) : saved_(bf16_gemm()) { set_bf16_gemm(m); }
+  ~ModeGuard() { set_bf16_gemm(saved_); }
+
+ private:
+  Bf16Gemm saved_;
+};
+
+// y = x W^T + b computed in fp64 from the bf16 values, rounded once to bf16: what any fp32-
+// accumulating bf16 GEMM approximates.
+at::Tensor reference(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
+  at::Tensor y = at::matmul(x.to(at::kDouble), w.to(at::kDouble).t());
+  if (b.defined()) y = y + b.to(at::kDouble);
+  return y.to(at::kBFloat16);
+}
+
+// One bf16 ulp at the output's magnitude plus the fp32 summation-order error.
+::testing::AssertionResult bf16_close(const at::Tensor& got, const at::Tensor& want) {
+  return close(got.to(at::kFloat), want.to(at::kFloat), 1.0 / 128, 1e-3);
+}
+
+}  // namespace
+
+TEST(Bf16Gemm, LinearEqualsBf16GemmUpToSummationOrder) {
+  ModeGuard g(Bf16Gemm::ViaF32);
+  at::NoGradGuard ng;
+  at::manual_seed(3);
+  // K = 2048 makes the weight blocks 128 rows: N = 300 runs three blocks, the last one partial.
+  struct Case { int64_t B, T, K, N; bool bias; };
+  for (const Case& c : {Case{1, 197, 64, 96, true}, Case{3, 17, 2048, 300, true},
+                        Case{2, 40, 2048, 300, false}, Case{1, 16, 768, 2304, true}}) {
+    SCOPED_TRACE(::testing::Message() << c.B << "x" << c.T << "x" << c.K << " -> " << c.N);
+    at::Tensor x = at::randn({c.B, c.T, c.K}).to(at::kBFloat16);
+    at::Tensor w = (at::randn({c.N, c.K}) * 0.05).to(at::kBFloat16);
+    at::Tensor b = c.bias ? at::randn({c.N}).to(at::kBFloat16) : at::Tensor();
+    ASSERT_TRUE(bf16_via_f32(w, x, c.B * c.T));
+    at::Tensor got = linear_bf16_via_f32(x, w, b);
+    EXPECT_EQ(got.scalar_type(), at::kBFloat16);
+    EXPECT_EQ(got.sizes(), (std::vector<int64_t>{c.B, c.T, c.N}));
+    EXPECT_TRUE(bf16_close(got, reference(x, w, b)));
+    EXPECT_TRUE(bf16_close(got, at::linear(x, w, b)));  // the plain bf16 path
+    // A non-contiguous input (transposed view) gives the same values.
+    at::Tensor xt = x.transpose(0, 1).contiguous().transpose(0, 1);
+    ASSERT_FALSE(xt.is_contiguous());
+    EXPECT_TRUE(at::equal(linear_bf16_via_f32(xt, w, b), got));
+  }
+}
+
+TEST(Bf16Gemm, LinearModuleDispatch) {
+  at::manual_seed(4);
+  Linear lin(96, 80, true);
+  lin->reset_parameters();
+  {
+    at::NoGradGuard ng;
+    lin->weight.set_data(lin->weight.to(at::kBFloat16));
+    lin->bias.set_data(lin->bias.to(at::kBFloat16));
+  }
+  at::Tensor x = at::randn({2, 30, 96}).to(at::kBFloat16);
+  at::Tensor plain;
+  {
+    at::NoGradGuard ng;
+    plain = at::linear(x, lin->weight, lin->bias);
+  }
+  {
+    ModeGuard g(Bf16Gemm::ViaF32);
+    at::NoGradGuard ng;
+    at::Tensor got = lin->forward(x);
+    EXPECT_TRUE(at::equal(got, linear_bf16_via_f32(x, lin->weight, lin->bias)));
+    EXPECT_TRUE(bf16_close(got, plain));
+    // In InferenceMode too (the benchmarks and generation run there).
+    c10::InferenceMode im;
+    EXPECT_TRUE(at::equal(lin->forward(x), got));
+    // Fewer rows than kBf16ViaF32MinRows: the plain op (decode steps).
+    at::Tensor few = x.narrow(1, 0, 2);  // 4 rows
+    EXPECT_FALSE(bf16_via_f32(lin->weight, few, 4));
+    EXPECT_TRUE(at::equal(lin->forward(few), at::linear(few, lin->weight, lin->bias)));
+  }
+  {
+    ModeGuard g(Bf16Gemm::Native);
+    at::NoGradGuard ng;
+    EXPECT_FALSE(bf16_via_f32(lin->weight, x, 60));
+    EXPECT_TRUE(at::equal(lin->forward(x), plain));
+  }
+  {
+    // With gradients recorded, the plain op and its autograd: the gradients reach the weights.
+    ModeGuard g(Bf16Gemm::ViaF32);
+    ASSERT_TRUE(lin->weight.requires_grad());
+    EXPECT_FALSE(bf16_via_f32(lin->weight, x, 60));
+    at::Tensor y = lin->forward(x);
+    EXPECT_TRUE(at::equal(y.detach(), plain));
+    y.to(at::kFloat).sum().backward();
+    ASSERT_TRUE(lin->weight.grad().defined());
+    EXPECT_GT(lin->weight.grad().abs().sum().item<double>(), 0.0);
+  }
+  // fp32 weights never take it.
+  Linear f32(96, 80, true);
+  at::NoGradGuard ng;
+  EXPECT_FALSE(bf16_via_f32(f32->weight, x.to(at::kFloat), 60));
+}
+
+TEST(Bf16Gemm, WeightMmMatchesMm) {
+  ModeGuard g(Bf16Gemm::ViaF32);
+  c10::InferenceMode im;
+  at::manual_seed(5);
+  at::Tensor W = (at::randn({300, 2048}) * 0.05).to(at::kBFloat16);  // [N, K], three blocks
+  at::Tensor x = at::randn({2048, 40}).to(at::kBFloat16);            // [K, M]
+  at::Tensor xt = at::randn({40, 2048}).to(at::kBFloat16).t();       // [K, M], transposed
+  for (const at::Tensor& in : {x, xt}) {
+    at::Tensor got = weight_mm(W, in);
+    EXPECT_TRUE(got.is_contiguous());
+    EXPECT_EQ(got.sizes(), (std::vector<int64_t>{300, 40}));
+    EXPECT_TRUE(bf16_close(got, at::mm(W, in)));
+    EXPECT_TRUE(bf16_close(got, reference(in.t(), W, at::Tensor()).t()));
+  }
+  // fp32 operands: at::mm itself.
+  at::Tensor Wf = W.to(at::kFloat), xf = x.to(at::kFloat);
+  EXPECT_TRUE(at::equal(weight_mm(Wf, xf), at::mm(Wf, xf)));
+}
+
+// A bf16 Mamba prefill (in_proj / x_proj / dt_proj through weight_mm, out_proj through Linear)
+// gives the same logits through fp32 as through the plain bf16 GEMM, up to bf16 rounding.
+TEST(Bf16Gemm, MambaPrefillSameLogits) {
+  MambaConfig c;
+  c.d_model = 64;
+  c.n_layer = 2;
+  c.vocab_size = 50;
+  c.d_state = 8;
+  c.d_conv = 4;
+  c.expand = 2;
+  c.d_inner = 0;
+  c.dt_rank = 0;
+  c.finalize();
+  MambaLM m(c);
+  m.init_weights(7);
+  {
+    at::NoGradGuard ng;
+    for (auto& p : m.module().parameters()) p.add_(at::randn_like(p) * 0.05);
+  }
+  m.to_dtype(at::kBFloat16);
+  c10::InferenceMode im;
+  at::manual_seed(8);
+  at::Tensor ids = at::randint(0, 50, {2, 40}, at::kLong);
+  at::Tensor native, via;
+  {
+    ModeGuard g(Bf16Gemm::Native);
+    native = m.forward(ids);
+  }
+  {
+    ModeGuard g(Bf16Gemm::ViaF32);
+    via = m.forward(ids);
+  }
+  EXPECT_FALSE(at::equal(native, via));  // it did take another path
+  EXPECT_LT((via - native).abs().max().item<double>(), 0.03 * native.abs().max().item<double>());
+}
