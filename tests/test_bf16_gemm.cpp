@@ -60,9 +60,11 @@ TEST(Bf16Gemm, LinearEqualsBf16GemmUpToSummationOrder) {
     EXPECT_TRUE(bf16_close(got, reference(x, w, b)));
     EXPECT_TRUE(bf16_close(got, at::linear(x, w, b)));  // the plain bf16 path
     // A non-contiguous input (transposed view) gives the same values.
-    at::Tensor xt = x.transpose(0, 1).contiguous().transpose(0, 1);
-    ASSERT_FALSE(xt.is_contiguous());
-    EXPECT_TRUE(at::equal(linear_bf16_via_f32(xt, w, b), got));
+    if (c.B > 1) {  // (a transposed size-1 dimension would still be contiguous)
+      at::Tensor xt = x.transpose(0, 1).contiguous().transpose(0, 1);
+      ASSERT_FALSE(xt.is_contiguous());
+      EXPECT_TRUE(at::equal(linear_bf16_via_f32(xt, w, b), got));
+    }
   }
 }
 
@@ -90,10 +92,11 @@ TEST(Bf16Gemm, LinearModuleDispatch) {
     // In InferenceMode too (the benchmarks and generation run there).
     c10::InferenceMode im;
     EXPECT_TRUE(at::equal(lin->forward(x), got));
-    // Fewer rows than kBf16ViaF32MinRows: the plain op (decode steps).
+    // Fewer rows than kBf16ViaF32MinRows: not this path (decode steps: the module sends up to
+    // kernels::kSmallBatchRows rows to the batch kernels instead, LinearImpl::apply).
     at::Tensor few = x.narrow(1, 0, 2);  // 4 rows
     EXPECT_FALSE(bf16_via_f32(lin->weight, few, 4));
-    EXPECT_TRUE(at::equal(lin->forward(few), at::linear(few, lin->weight, lin->bias)));
+    EXPECT_TRUE(bf16_close(lin->forward(few), at::linear(few, lin->weight, lin->bias)));
   }
   {
     ModeGuard g(Bf16Gemm::Native);
@@ -141,7 +144,7 @@ TEST(Bf16Gemm, WeightMmMatchesMm) {
 // gives the same logits through fp32 as through the plain bf16 GEMM, up to bf16 rounding.
 TEST(Bf16Gemm, MambaPrefillSameLogits) {
   MambaConfig c;
-  c.d_model = 64;
+  c.d_model = 512;  // long enough sums that the two summation orders round differently somewhere
   c.n_layer = 2;
   c.vocab_size = 50;
   c.d_state = 8;
