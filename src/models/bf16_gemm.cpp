@@ -91,6 +91,22 @@ bool bf16_via_f32(const at::Tensor& weight, const at::Tensor& x, int64_t rows) {
   return !cpu::features().amx;
 }
 
+namespace {
+// Calls f(n0, n, wb) for blocks of block_rows(K, N) rows of the bf16 weight W [N, K], each
+// converted to fp32 in the reused per-thread buffer: wb [n, K] = W[n0 : n0 + n].
+template <class F>
+void for_each_f32_block(const at::Tensor& W, F&& f) {
+  const int64_t N = W.size(0), K = W.size(1), nb = block_rows(K, N);
+  float* wp = tl_w.get(nb * K);
+  for (int64_t n0 = 0; n0 < N; n0 += nb) {
+    const int64_t n = std::min(nb, N - n0);
+    at::Tensor wb = at::from_blob(wp, {n, K}, at::kFloat);  // [n, K] fp32
+    wb.copy_(W.narrow(0, n0, n));
+    f(n0, n, wb);
+  }
+}
+}  // namespace
+
 at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
                                const at::Tensor& bias) {
   MVL_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1),
@@ -106,20 +122,15 @@ at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
   xf = xf.view({M, K});                                   // [M, K]
   at::Tensor y2 = y.view({M, N});                         // [M, N]
   at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : at::Tensor();  // [N] fp32
-  const int64_t nb = block_rows(K, N);
-  float* wp = tl_w.get(nb * K);
-  float* yp = tl_y.get(M * nb);
-  for (int64_t n0 = 0; n0 < N; n0 += nb) {
-    const int64_t n = std::min(nb, N - n0);
-    at::Tensor wb = at::from_blob(wp, {n, K}, at::kFloat);  // [n, K] fp32
-    wb.copy_(weight.narrow(0, n0, n));
+  float* yp = tl_y.get(M * block_rows(K, N));
+  for_each_f32_block(weight, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
     at::Tensor yb = at::from_blob(yp, {M, n}, at::kFloat);  // [M, n] fp32
     if (bf.defined())
       at::addmm_out(yb, bf.narrow(0, n0, n), xf, wb.t());
     else
       at::mm_out(yb, xf, wb.t());
     y2.narrow(1, n0, n).copy_(yb);  // rounded to bf16
-  }
+  });
   return y;
 }
 
@@ -147,17 +158,12 @@ at::Tensor weight_mm(const at::Tensor& W, const at::Tensor& x) {
     xf = scratch(tl_x, {K, M});
     xf.copy_(x);
   }
-  const int64_t nb = block_rows(K, N);
-  float* wp = tl_w.get(nb * K);
-  float* yp = tl_y.get(nb * M);
-  for (int64_t n0 = 0; n0 < N; n0 += nb) {
-    const int64_t n = std::min(nb, N - n0);
-    at::Tensor wb = at::from_blob(wp, {n, K}, at::kFloat);  // [n, K] fp32
-    wb.copy_(W.narrow(0, n0, n));
+  float* yp = tl_y.get(block_rows(K, N) * M);
+  for_each_f32_block(W, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
     at::Tensor yb = at::from_blob(yp, {n, M}, at::kFloat);  // [n, M] fp32
     at::mm_out(yb, wb, xf);
     y.narrow(0, n0, n).copy_(yb);  // rounded to bf16
-  }
+  });
   return y;
 }
 
