@@ -29,6 +29,7 @@ struct GemvBenchOptions {
   std::vector<std::string> dtypes{"f32", "bf16", "int8"};
   std::vector<std::string> levels;  // empty: every level this CPU has
   std::vector<int64_t> chunk_kb{0};  // 0: the kernels' own choice (gemv_chunk_rows)
+  std::vector<int64_t> batches{1};  // > 1: the batch kernels (gemm_small) beside at::linear
   int steps = 20, threads = 0;
 };
 
@@ -104,6 +105,36 @@ double time_pass(const Stack& s, int64_t kb, int steps) {
   return times[times.size() / 2];
 }
 
+// Batch M > 1: seconds per pass of kernels::gemm_small (the batch kernels LinearImpl uses for up to
+// kSmallBatchRows rows) or, with `aten`, of at::linear (MKL / oneDNN) on the same weights.
+double time_batch_pass(const Stack& s, int64_t M, bool aten, int steps) {
+  at::Tensor X = at::randn({M, s.max_cols}, at::kFloat);
+  std::vector<float> y(static_cast<size_t>(M * s.max_rows));
+  std::vector<at::Tensor> dense;  // at::linear: int8 dequantised once, outside the timing
+  if (aten)
+    for (size_t j = 0; j < s.refs.size(); ++j)
+      dense.push_back(s.dense.empty() ? (s.int8[j].q.to(at::kFloat) * s.int8[j].scale.unsqueeze(1))
+                                      : s.dense[j]);
+  std::vector<double> times;
+  for (int step = 0; step <= steps; ++step) {
+    const auto t0 = std::chrono::steady_clock::now();
+    for (size_t j = 0; j < s.refs.size(); ++j) {
+      const auto& W = s.refs[j];
+      at::Tensor x = X.narrow(1, 0, W.cols).contiguous();
+      if (aten) {
+        at::Tensor xin = dense[j].scalar_type() == at::kFloat ? x : x.to(dense[j].scalar_type());
+        (void)at::linear(xin, dense[j]);
+      } else {
+        kernels::gemm_small(W, x.data_ptr<float>(), M, y.data(), nullptr);
+      }
+    }
+    const auto t1 = std::chrono::steady_clock::now();
+    if (step > 0) times.push_back(std::chrono::duration<double>(t1 - t0).count());
+  }
+  std::sort(times.begin(), times.end());
+  return times[times.size() / 2];
+}
+
 void run(const GemvBenchOptions& o) {
   if (o.threads > 0) at::set_num_threads(o.threads);
   c10::InferenceMode guard;
@@ -115,8 +146,8 @@ void run(const GemvBenchOptions& o) {
       static_cast<long long>(o.d_model), static_cast<long long>(o.layers),
       static_cast<long long>(o.vocab), kernels::decode_team().team->size());
   std::printf("measured now: read bandwidth %.1f GB/s (bound: GB/s of weights read per pass)\n", bw);
-  std::printf("%-6s %-7s %9s %10s %9s %9s %8s\n", "dtype", "level", "chunk KB", "weights MB",
-              "ms/pass", "GB/s", "% bound");
+  std::printf("%-6s %-7s %5s %9s %10s %9s %9s %8s %9s %13s\n", "dtype", "level", "batch", "chunk KB",
+              "weights MB", "ms/pass", "GB/s", "% bound", "GFLOP/s", "at::linear ms");
   std::vector<cpu::Isa> levels;
   if (o.levels.empty()) {
     for (cpu::Isa isa : {cpu::Isa::Avx512, cpu::Isa::Avx2, cpu::Isa::Scalar})
@@ -131,12 +162,29 @@ void run(const GemvBenchOptions& o) {
     const Stack s = make_stack(o, dtype);
     for (cpu::Isa isa : levels) {
       cpu::set_active_isa(isa);
-      for (int64_t kb : o.chunk_kb) {
-        const double t = time_pass(s, kb, o.steps);
+      for (int64_t M : o.batches) {
+        // FLOPs per pass: 2 per weight and vector.
+        const double flops = 2.0 * static_cast<double>(M) *
+                             static_cast<double>(dtype == "int8" ? s.bytes : s.bytes / (dtype == "f32" ? 4 : 2));
+        if (M == 1) {
+          for (int64_t kb : o.chunk_kb) {
+            const double t = time_pass(s, kb, o.steps);
+            const double gbs = static_cast<double>(s.bytes) / t / 1e9;
+            std::printf("%-6s %-7s %5d %9s %10.1f %9.2f %9.1f %7.0f%% %9.1f %13s\n", dtype.c_str(),
+                        cpu::isa_name(isa), 1, kb > 0 ? std::to_string(kb).c_str() : "auto",
+                        static_cast<double>(s.bytes) / 1e6, t * 1e3, gbs, 100.0 * gbs / bw,
+                        flops / t / 1e9, "-");
+            std::fflush(stdout);
+          }
+          continue;
+        }
+        const double t = time_batch_pass(s, M, /*aten=*/false, o.steps);
+        const double ta = isa == levels.front() ? time_batch_pass(s, M, /*aten=*/true, o.steps) : 0.0;
         const double gbs = static_cast<double>(s.bytes) / t / 1e9;
-        std::printf("%-6s %-7s %9s %10.1f %9.2f %9.1f %7.0f%%\n", dtype.c_str(), cpu::isa_name(isa),
-                    kb > 0 ? std::to_string(kb).c_str() : "auto", static_cast<double>(s.bytes) / 1e6,
-                    t * 1e3, gbs, 100.0 * gbs / bw);
+        std::printf("%-6s %-7s %5lld %9s %10.1f %9.2f %9.1f %7.0f%% %9.1f %13s\n", dtype.c_str(),
+                    cpu::isa_name(isa), static_cast<long long>(M), "auto",
+                    static_cast<double>(s.bytes) / 1e6, t * 1e3, gbs, 100.0 * gbs / bw,
+                    flops / t / 1e9, ta > 0 ? std::to_string(ta * 1e3).substr(0, 6).c_str() : "-");
         std::fflush(stdout);
       }
     }
@@ -164,6 +212,11 @@ void add_gemv_bench(CLI::App& bench) {
   c->add_option("--chunk-kb", o->chunk_kb,
                 "Weight KB per chunk of rows a thread takes (0: the kernels' own choice)")
       ->capture_default_str();
+  c->add_option("--batches", o->batches,
+                "Vectors per product: 1 streams as the fused decode does; M > 1 times the batch "
+                "kernels (gemm_small) and, beside them, at::linear on the same weights")
+      ->capture_default_str()
+      ->check(CLI::Range(1, 64));
   c->add_option("--steps", o->steps, "Timed passes (median)")->capture_default_str()->check(CLI::Range(1, 100000));
   c->add_option("--threads", o->threads, "Threads (default: all cores)")->check(CLI::Range(0, 1024));
   c->callback([o] { run(*o); });
