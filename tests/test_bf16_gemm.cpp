@@ -26,6 +26,15 @@ class ModeGuard {
   Bf16Gemm saved_;
 };
 
+// Smaller converted blocks for one test (several blocks per matrix without huge tensors).
+class BlockGuard {
+ public:
+  explicit BlockGuard(int64_t bytes) { set_bf16_block_bytes(bytes); }
+  ~BlockGuard() { set_bf16_block_bytes(0); }
+  BlockGuard(const BlockGuard&) = delete;
+  BlockGuard& operator=(const BlockGuard&) = delete;
+};
+
 // y = x W^T + b computed in fp64 from the bf16 values, rounded once to bf16: what any fp32-
 // accumulating bf16 GEMM approximates.
 at::Tensor reference(const at::Tensor& x, const at::Tensor& w, const at::Tensor& b) {
@@ -45,7 +54,9 @@ TEST(Bf16Gemm, LinearEqualsBf16GemmUpToSummationOrder) {
   ModeGuard g(Bf16Gemm::ViaF32);
   at::NoGradGuard ng;
   at::manual_seed(3);
-  // K = 2048 makes the weight blocks 128 rows: N = 300 runs three blocks, the last one partial.
+  // 1 MiB blocks and K = 2048 make the weight blocks 128 rows: N = 300 runs three blocks, the last
+  // one partial.
+  BlockGuard blocks(1 << 20);
   struct Case { int64_t B, T, K, N; bool bias; };
   for (const Case& c : {Case{1, 197, 64, 96, true}, Case{3, 17, 2048, 300, true},
                         Case{2, 40, 2048, 300, false}, Case{1, 16, 768, 2304, true}}) {
@@ -125,6 +136,7 @@ TEST(Bf16Gemm, WeightMmMatchesMm) {
   ModeGuard g(Bf16Gemm::ViaF32);
   c10::InferenceMode im;
   at::manual_seed(5);
+  BlockGuard blocks(1 << 20);
   at::Tensor W = (at::randn({300, 2048}) * 0.05).to(at::kBFloat16);  // [N, K], three blocks
   at::Tensor x = at::randn({2048, 40}).to(at::kBFloat16);            // [K, M]
   at::Tensor xt = at::randn({40, 2048}).to(at::kBFloat16).t();       // [K, M], transposed

@@ -18,6 +18,10 @@ enum class Bf16Gemm { Auto, ViaF32, Native };
 // sets the initial mode (read once); tests and benchmarks may set it.
 void set_bf16_gemm(Bf16Gemm mode);
 Bf16Gemm bf16_gemm();
+// fp32 bytes of weight per converted block (rows of ~this many bytes, a multiple of 16 rows, at
+// least 16); tests set smaller blocks to run several per matrix (0: back to the default).
+inline constexpr int64_t kBf16BlockBytes = int64_t{8} << 20;
+void set_bf16_block_bytes(int64_t bytes);
 // Matmuls with fewer rows than this stay native (decode steps, tiny batches): the conversion of
 // the weight would cost more than the GEMM saves.
 inline constexpr int64_t kBf16ViaF32MinRows = 16;
