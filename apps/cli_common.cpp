@@ -58,9 +58,9 @@ void add_runtime_options(CLI::App& app, RuntimeOptions& o, bool int8) {
   add_threads_option(app, o.threads);
   if (int8)
     app.add_option("--dtype", o.dtype,
-                   "Weights: f32, bf16, or int8 (Mamba: the projections and the head in int8 with "
-                   "per-row scales, quantised at load unless the folder is already int8; SSM state "
-                   "stays f32)")
+                   "Weights: f32, bf16, or int8 (Mamba / GPT-NeoX: the projections and the head in "
+                   "int8 with per-row scales, quantised at load unless the folder is already int8; "
+                   "SSM state stays f32)")
         ->check(CLI::IsMember({"f32", "bf16", "int8"}));
   else
     app.add_option("--dtype", o.dtype,

@@ -82,7 +82,8 @@ const std::set<std::string> kNeoXKnown = {"_name_or_path",
                                           "transformers_version",
                                           "use_cache",
                                           "use_parallel_residual",
-                                          "vocab_size"};
+                                          "vocab_size",
+                                          "quantization_config"};
 
 const std::set<std::string> kRopeKnown = {"rope_theta", "partial_rotary_factor", "rope_type",
                                           "type"};
@@ -141,6 +142,7 @@ GPTNeoXConfig GPTNeoXConfig::from_json(const nlohmann::json& j, const std::strin
     if (std::string(k) == "eos_token_id") c.eos_token_id = v;
     if (std::string(k) == "pad_token_id") c.pad_token_id = v;
   }
+  c.quantization = read_quantization(j, file);
   try {
     c.finalize();
   } catch (const Error& e) {
@@ -235,6 +237,10 @@ nlohmann::json GPTNeoXConfig::to_json() const {
   j["eos_token_id"] = eos_token_id;
   j["pad_token_id"] = pad_token_id;
   j["use_cache"] = true;
+  if (quantization == "int8")
+    j["quantization_config"] = int8_quantization_config(
+        "every layer's attention.query_key_value, attention.dense, mlp.dense_h_to_4h, "
+        "mlp.dense_4h_to_h; embed_out");
   return j;
 }
 
@@ -317,6 +323,24 @@ GPTNeoXLM::GPTNeoXLM(GPTNeoXConfig cfg, bool initialize) : cfg_(std::move(cfg)) 
   if (initialize) init_weights(0);
 }
 
+namespace {
+// The modules quantize_int8 makes int8: every layer's four projections and embed_out.
+template <class F>
+void for_each_int8_module(GPTNeoXLM& m, F f) {
+  for (auto& l : m.layers)
+    for (Linear* lin : {&l->attention->query_key_value, &l->attention->dense,
+                        &l->mlp->dense_h_to_4h, &l->mlp->dense_4h_to_h})
+      f(**lin);
+  f(*m.embed_out);
+}
+}  // namespace
+
+void GPTNeoXLM::quantize_int8() {
+  for_each_int8_module(*this, [](LinearImpl& l) { l.quantize_int8(); });
+  for (auto& p : root_->parameters()) p.requires_grad_(false);  // inference only
+  cfg_.quantization = "int8";
+}
+
 void GPTNeoXLM::init_weights(uint64_t seed) {
   at::manual_seed(seed);
   at::NoGradGuard ng;
@@ -337,8 +361,8 @@ void GPTNeoXLM::to_dtype(at::ScalarType dtype) {
   MVL_CHECK(dtype == at::kFloat || dtype == at::kBFloat16,
             "GPT-NeoX models run in float32 or bfloat16, not ", c10::toString(dtype));
   at::NoGradGuard ng;
-  for (auto& p : root_->parameters())
-    if (p.scalar_type() != dtype) p.set_data(p.to(dtype));
+  for (auto& p : root_->parameters())  // int8 weights stay int8
+    if (p.scalar_type() != dtype && p.scalar_type() != at::kChar) p.set_data(p.to(dtype));
   dtype_ = dtype;
 }
 
@@ -362,7 +386,9 @@ at::Tensor GPTNeoXLM::forward_hidden(const at::Tensor& embeds, LMCache* cache) {
 }
 
 at::Tensor GPTNeoXLM::logits(const at::Tensor& hidden) {
-  const at::Tensor& w = embed_out->weight;                          // [V, h]
+  const at::Tensor& w = embed_out->weight;  // [V, h]
+  // int8: the batch kernels for a few rows, else the dequantised weight (LinearImpl::forward).
+  if (embed_out->is_int8()) return embed_out->forward(hidden.to(dtype_)).to(at::kFloat);  // [..., V]
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
 }
 
@@ -408,7 +434,9 @@ struct GPTNeoXDecodeState : LayerCache {
   // MLP hidden [I] and output, rotary cos / sin at the position, scores [H, stride].
   std::vector<float> res, ln1, ln2, qkv, ctx, attn_out, mlp_in, mlp_out, cos, sin, scores;
   int64_t score_stride = 0;
-  std::vector<kernels::QuantizedVector> xq;  // per team member (unused for fp32 / bf16 weights)
+  // int8 weights: each phase's input quantised per team member; two, as the parallel residual's
+  // dense and fc1 share a phase (unused for fp32 / bf16 weights).
+  std::vector<kernels::QuantizedVector> xq, xq2;
 };
 
 const float* keep_f32(GPTNeoXDecodeState& st, const at::Tensor& t) {
@@ -417,9 +445,11 @@ const float* keep_f32(GPTNeoXDecodeState& st, const at::Tensor& t) {
   return st.keep.back().data_ptr<float>();
 }
 
-bool usable_matrix(const at::Tensor& w, at::ScalarType dt) {
-  return w.defined() && w.device().is_cpu() && w.scalar_type() == dt && w.dim() == 2 &&
-         w.is_contiguous();
+// A weight the fused step reads in place: the model dtype, or int8 (with its scales).
+bool usable_matrix(const LinearImpl& l, at::ScalarType dt) {
+  const at::Tensor& w = l.weight;
+  return w.defined() && w.device().is_cpu() && (w.scalar_type() == dt || l.is_int8()) &&
+         w.dim() == 2 && w.is_contiguous();
 }
 
 }  // namespace
@@ -445,8 +475,8 @@ bool GPTNeoXLM::can_decode_fused(const at::Tensor& embeds, LMCache* cache) const
   for (const auto& l : layers)
     for (const Linear* lin : {&l->attention->query_key_value, &l->attention->dense,
                               &l->mlp->dense_h_to_4h, &l->mlp->dense_4h_to_h})
-      if (!usable_matrix((*lin)->weight, dtype_)) return false;
-  return usable_matrix(embed_out->weight, dtype_);
+      if (!usable_matrix(**lin, dtype_)) return false;
+  return usable_matrix(*embed_out, dtype_);
 }
 
 at::Tensor GPTNeoXLM::forward_embeds(const at::Tensor& embeds, LMCache* cache, bool last_only) {
@@ -486,10 +516,10 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
       NeoXLayerRefs r;
       const auto& a = *l->attention;
       const auto& f = *l->mlp;
-      r.qkv = kernels::MatrixRef::of(a.query_key_value->weight);
-      r.dense = kernels::MatrixRef::of(a.dense->weight);
-      r.fc1 = kernels::MatrixRef::of(f.dense_h_to_4h->weight);
-      r.fc2 = kernels::MatrixRef::of(f.dense_4h_to_h->weight);
+      r.qkv = matrix_ref(*a.query_key_value);
+      r.dense = matrix_ref(*a.dense);
+      r.fc1 = matrix_ref(*f.dense_h_to_4h);
+      r.fc2 = matrix_ref(*f.dense_4h_to_h);
       r.ln1_w = keep_f32(*st, l->input_layernorm->weight);
       r.ln1_b = keep_f32(*st, l->input_layernorm->bias);
       r.ln2_w = keep_f32(*st, l->post_attention_layernorm->weight);
@@ -500,7 +530,7 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
       r.fc2_b = keep_f32(*st, f.dense_4h_to_h->bias);
       st->layers.push_back(r);
     }
-    st->head = kernels::MatrixRef::of(embed_out->weight);
+    st->head = matrix_ref(*embed_out);
     st->lnf_w = keep_f32(*st, final_layer_norm->weight);
     st->lnf_b = keep_f32(*st, final_layer_norm->bias);
     st->attn.resize(static_cast<size_t>(nl));
@@ -514,6 +544,7 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
   }
   auto& st = static_cast<GPTNeoXDecodeState&>(*mc.decode_state);
   st.xq.resize(static_cast<size_t>(lease.team->size()));
+  st.xq2.resize(static_cast<size_t>(lease.team->size()));
 
   // Per step: rotary cos / sin at pos (the op-by-op path's own table, in the model dtype), the
   // caches' storage, the scores scratch (grown with the caches), the input.
@@ -565,6 +596,13 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
 
   lease.team->run([&](kernels::ThreadTeam::Member& m) {
     kernels::QuantizedVector& xq = st.xq[static_cast<size_t>(m.id())];
+    kernels::QuantizedVector& xq2 = st.xq2[static_cast<size_t>(m.id())];
+    // int8 weights: the phase's input x [n] quantised once per member (after the barrier that
+    // made x ready).
+    auto quant = [](kernels::QuantizedVector& q, const kernels::MatrixRef& W, const float* x,
+                    int64_t n) {
+      if (W.kind == kernels::MatrixRef::Int8) q.set(x, n);
+    };
     for (int64_t i = 0; i < nl; ++i) {
       const NeoXLayerRefs& L = st.layers[static_cast<size_t>(i)];
       const kernels::AttentionStepParams& ap = st.attn[static_cast<size_t>(i)];
@@ -572,9 +610,9 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
       const int64_t f1r = kernels::gemv_chunk_rows(L.fc1), f2r = kernels::gemv_chunk_rows(L.fc2);
       const int64_t nd = nchunks(h, dr), nf1 = nchunks(I, f1r), nf2 = nchunks(h, f2r);
       // fc1 rows of chunk c (+ GELU on them, rounded after each op for bf16).
-      auto fc1_chunk = [&](int64_t c, const float* x) {
+      auto fc1_chunk = [&](int64_t c, const float* x, kernels::QuantizedVector& q) {
         const int64_t r0 = c * f1r, r1 = std::min(I, r0 + f1r);
-        rows(L.fc1, x, xq, mlp_in, L.fc1_b, r0, r1);
+        rows(L.fc1, x, q, mlp_in, L.fc1_b, r0, r1);
         for (int64_t r = r0; r < r1; ++r) mlp_in[r] = rnd(gelu(mlp_in[r]));
       };
 
@@ -582,6 +620,7 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
         layer_norm(res, L.ln1_w, L.ln1_b, ln1, h, eps, bf16);
         if (parallel) layer_norm(res, L.ln2_w, L.ln2_b, ln2, h, eps, bf16);
       });
+      quant(xq, L.qkv, ln1, h);
       m.for_chunks(nchunks(3 * h, qr), [&](int64_t c) {
         rows(L.qkv, ln1, xq, qkv, L.qkv_b, c * qr, std::min(3 * h, (c + 1) * qr));
       });
@@ -590,12 +629,15 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
       });
       if (parallel) {
         // x + attn(LN1(x)) + mlp(LN2(x)): dense and fc1 share one phase (both read ready inputs).
+        quant(xq, L.dense, ctx, h);
+        quant(xq2, L.fc1, ln2, h);
         m.for_chunks(nd + nf1, [&](int64_t c) {
           if (c < nd)
             rows(L.dense, ctx, xq, attn, L.dense_b, c * dr, std::min(h, (c + 1) * dr));
           else
-            fc1_chunk(c - nd, ln2);
+            fc1_chunk(c - nd, ln2, xq2);
         });
+        quant(xq, L.fc2, mlp_in, I);
         m.for_chunks(nf2, [&](int64_t c) {
           const int64_t r0 = c * f2r, r1 = std::min(h, r0 + f2r);
           rows(L.fc2, mlp_in, xq, mlp_out, L.fc2_b, r0, r1);
@@ -603,13 +645,16 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
         });
       } else {
         // a = x + attn(LN1(x)); a + mlp(LN2(a)).
+        quant(xq, L.dense, ctx, h);
         m.for_chunks(nd, [&](int64_t c) {
           const int64_t r0 = c * dr, r1 = std::min(h, r0 + dr);
           rows(L.dense, ctx, xq, attn, L.dense_b, r0, r1);
           for (int64_t r = r0; r < r1; ++r) res[r] = rnd(attn[r] + res[r]);
         });
         m.single([&] { layer_norm(res, L.ln2_w, L.ln2_b, ln2, h, eps, bf16); });
-        m.for_chunks(nf1, [&](int64_t c) { fc1_chunk(c, ln2); });
+        quant(xq, L.fc1, ln2, h);
+        m.for_chunks(nf1, [&](int64_t c) { fc1_chunk(c, ln2, xq); });
+        quant(xq, L.fc2, mlp_in, I);
         m.for_chunks(nf2, [&](int64_t c) {
           const int64_t r0 = c * f2r, r1 = std::min(h, r0 + f2r);
           rows(L.fc2, mlp_in, xq, mlp_out, L.fc2_b, r0, r1);
@@ -618,6 +663,7 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
       }
     }
     m.single([&] { layer_norm(res, st.lnf_w, st.lnf_b, ln1, h, eps, bf16); });
+    quant(xq, st.head, ln1, h);
     const int64_t hr = kernels::gemv_chunk_rows(st.head);
     m.for_chunks(nchunks(V, hr), [&](int64_t c) {
       // A bf16 model's logits are a bf16 Linear's output, as in logits().
@@ -647,6 +693,10 @@ std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir,
   io::CheckpointFolder ckpt(dir);  // the header: names and shapes
   check_weights_match_config(cfg.expected_weights(), ckpt, cfg_path.string());  // before building
   auto model = std::make_unique<GPTNeoXLM>(cfg, /*initialize=*/false);  // every tensor is loaded
+  if (cfg.quantization == "int8") {  // int8 weights and their scales are what the file holds
+    for_each_int8_module(*model, [](LinearImpl& l) { l.prepare_int8(); });
+    for (auto& p : model->root_->parameters()) p.requires_grad_(false);
+  }
   io::LoadOptions opt;
   // Non-persistent buffers that older checkpoints contain.
   opt.ignore_extra = [](const std::string& key) {
@@ -654,7 +704,9 @@ std::unique_ptr<GPTNeoXLM> GPTNeoXLM::load(const std::filesystem::path& dir,
            key.ends_with("rotary_emb.inv_freq");
   };
   if (dtype != at::ScalarType::Undefined)
-    opt.dtype_for = [dtype](const std::string&, at::ScalarType) { return dtype; };
+    opt.dtype_for = [dtype](const std::string&, at::ScalarType current) {
+      return current == at::kChar ? current : dtype;  // int8 weights stay int8
+    };
   io::load_module(*model->root_, ckpt, opt);
   if (dtype != at::ScalarType::Undefined) model->to_dtype(dtype);  // converts nothing: records it
   model->source_dir_ = dir;
@@ -665,6 +717,7 @@ void GPTNeoXLM::save(const std::filesystem::path& dir) const {
   std::filesystem::create_directories(dir);
   std::vector<std::pair<std::string, at::Tensor>> tensors;
   for (const auto& p : root_->named_parameters()) tensors.emplace_back(p.key(), p.value());
+  for (const auto& b : root_->named_buffers()) tensors.emplace_back(b.key(), b.value());  // int8 scales
   io::save_safetensors(dir / "model.safetensors", tensors, {{"format", "pt"}});
   io::write_json_file(dir / "config.json", cfg_.to_json());
   copy_tokenizer_files(source_dir_, dir);

@@ -39,6 +39,9 @@ struct GPTNeoXConfig {
   bool attention_bias = true;  // bias on query_key_value and dense
   // Token ids written back on save (HF allows an int, a list or null for these).
   nlohmann::json bos_token_id = 0, eos_token_id = 0, pad_token_id = nullptr;
+  // "" (floating-point weights) or "int8" (quantization_config.quant_method "mambavl_int8": see
+  // GPTNeoXLM::quantize_int8 and docs/quantization.md).
+  std::string quantization;
 
   // Reads HF config.json (transformers 4 keys rotary_pct / rotary_emb_base, or transformers 5
   // rope_parameters). Unknown keys, wrong types and unsupported values are errors naming `file`
@@ -105,7 +108,7 @@ class GPTNeoXLM : public CausalLM {
   at::Tensor embed(const at::Tensor& ids) override;
   at::Tensor forward_hidden(const at::Tensor& embeds, LMCache* cache = nullptr) override;
   at::Tensor logits(const at::Tensor& hidden) override;
-  // A batch-1 single-token step (CPU, no autograd, fp32 / bf16 weights, a cache without left
+  // A batch-1 single-token step (CPU, no autograd, fp32 / bf16 / int8 weights, a cache without left
   // padding) runs whole in one fused pass: every layer, the final LayerNorm and embed_out in one
   // parallel region of the decode team (kernels/attention_step.h, kernels/gemv.h), appending to
   // the same KV caches. Anything else, or with the reference kernel backend, as CausalLM does.
@@ -127,6 +130,11 @@ class GPTNeoXLM : public CausalLM {
   // Training from scratch: Linear / Embedding weights N(0, 0.02), biases 0, LayerNorm 1 / 0;
   // deterministic in `seed`.
   void init_weights(uint64_t seed);
+  // int8 weights for inference: every layer's query_key_value, dense, dense_h_to_4h,
+  // dense_4h_to_h and embed_out become int8 + per-row fp32 scales (LinearImpl::quantize_int8);
+  // embed_in, LayerNorms and biases keep their dtype. Saved and loaded back (config.json's
+  // quantization_config); parameters stop requiring grad.
+  void quantize_int8() override;
 
   std::shared_ptr<torch::nn::Module> root_;  // "gpt_neox", "embed_out"
   std::shared_ptr<torch::nn::Module> gpt_neox_;

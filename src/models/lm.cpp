@@ -5,12 +5,35 @@
 
 #include <filesystem>
 
+#include <nlohmann/json.hpp>
+
 #include "common/error.h"
 
 namespace mambavl::models {
 
 void CausalLM::quantize_int8() {
   MVL_FAIL("int8 weights are not supported for ", arch(), " models yet (Mamba models have them)");
+}
+
+std::string read_quantization(const nlohmann::json& j, const std::string& file) {
+  if (!j.contains("quantization_config") || j.at("quantization_config").is_null()) return "";
+  const auto& q = j.at("quantization_config");
+  MVL_CHECK(q.is_object(), file, ": quantization_config must be a JSON object");
+  const auto m = q.find("quant_method");
+  const std::string method = m != q.end() && m->is_string() ? m->get<std::string>() : "";
+  MVL_CHECK(method == kInt8QuantMethod, file, ": quantization_config.quant_method '",
+            printable(method), "' is not supported (mambavl reads its own int8 layout, \"",
+            kInt8QuantMethod, "\"; make one with 'mambavl quantize' from floating-point weights)");
+  return "int8";
+}
+
+nlohmann::json int8_quantization_config(const std::string& modules) {
+  return {{"quant_method", kInt8QuantMethod},
+          {"bits", 8},
+          {"weights", "symmetric per output row: <name>.weight I8 [out, in] and <name>.weight_scale "
+                      "F32 [out], weight = weight_scale[o] * q[o, i]"},
+          {"modules", modules},
+          {"activations", "quantised to int8 per 64-value block at run time (decode)"}};
 }
 
 void copy_tokenizer_files(const std::filesystem::path& from, const std::filesystem::path& to) {

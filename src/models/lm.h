@@ -5,6 +5,7 @@
 
 #include <filesystem>
 #include <memory>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
@@ -15,6 +16,14 @@ class Module;
 }
 
 namespace mambavl::models {
+
+// int8 weights (docs/quantization.md): config.json's quantization_config.quant_method.
+inline constexpr const char* kInt8QuantMethod = "mambavl_int8";
+// "int8" when config.json `j` (read from `file`) has our quantization_config, "" when it has none;
+// any other quantization_config is an error naming the file and the method.
+std::string read_quantization(const nlohmann::json& j, const std::string& file);
+// The quantization_config written for int8 weights; `modules` says which matrices are int8.
+nlohmann::json int8_quantization_config(const std::string& modules);
 
 // Per-sequence decoding state (Mamba: conv + SSM states per layer, constant in the length;
 // attention: a KV cache that grows as tokens are written, up to the cache's max_len).

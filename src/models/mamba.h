@@ -37,8 +37,6 @@ struct AttnConfig {
   bool out_proj_bias = true;
 };
 
-inline constexpr const char* kInt8QuantMethod = "mambavl_int8";
-
 struct MambaConfig {
   int64_t d_model = 768;
   int64_t n_layer = 24;

@@ -161,16 +161,7 @@ MambaConfig MambaConfig::from_json(const nlohmann::json& j, const std::string& f
               ": rms_norm = false (LayerNorm blocks) is not supported");
   }
   parse_hybrid(c, j, file);
-  if (j.contains("quantization_config")) {
-    const auto& q = j["quantization_config"];
-    MVL_CHECK(q.is_object(), file, ": quantization_config must be a JSON object");
-    const auto m = q.find("quant_method");
-    const std::string method = m != q.end() && m->is_string() ? m->get<std::string>() : "";
-    MVL_CHECK(method == kInt8QuantMethod, file, ": quantization_config.quant_method '",
-              printable(method), "' is not supported (mambavl reads its own int8 layout, \"",
-              kInt8QuantMethod, "\"; make one with 'mambavl quantize' from floating-point weights)");
-    c.quantization = "int8";
-  }
+  c.quantization = read_quantization(j, file);
   try {
     c.finalize();
   } catch (const Error& e) {
@@ -375,14 +366,9 @@ nlohmann::json MambaConfig::to_json() const {
     }
   }
   if (quantization == "int8")
-    j["quantization_config"] = {
-        {"quant_method", kInt8QuantMethod},
-        {"bits", 8},
-        {"weights", "symmetric per output row: <name>.weight I8 [out, in] and <name>.weight_scale "
-                    "F32 [out], weight = weight_scale[o] * q[o, i]"},
-        {"modules", "every Mamba mixer's in_proj, x_proj, dt_proj, out_proj; lm_head, or the "
-                    "embedding table when it is tied to the head"},
-        {"activations", "quantised to int8 per 64-value block at run time (decode)"}};
+    j["quantization_config"] = int8_quantization_config(
+        "every Mamba mixer's in_proj, x_proj, dt_proj, out_proj; lm_head, or the embedding table "
+        "when it is tied to the head");
   return j;
 }
 
