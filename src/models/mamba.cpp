@@ -12,6 +12,7 @@
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "kernels/attention_step.h"
 #include "kernels/bf16.h"
 #include "kernels/causal_conv1d.h"
 #include "kernels/gemv.h"
@@ -400,13 +401,39 @@ void rms_norm(const float* x, const float* w, float* out, int64_t n, double eps,
   if (bf16) kernels::round_bf16(out, n);
 }
 
+// One attention layer of a hybrid stack as the fused step reads it: matrices in place, biases as
+// fp32 copies (undefined when absent), the step's attention parameters (refreshed every step).
+struct HybridAttentionRefs {
+  kernels::MatrixRef in_proj, out_proj;  // [(H + 2 Hkv) hd, d_model], [d_model, H hd]
+  at::Tensor in_b, out_b;                // fp32 copies, undefined when absent
+  kernels::AttentionStepParams step;
+};
+
 // What a fused decode step of a Mamba stack keeps between tokens (LayerStackCache::decode_state).
 struct MambaDecodeState : LayerCache {
-  std::vector<kernels::MambaStepParams> params;  // per layer
+  std::vector<kernels::MambaStepParams> params;  // per layer (Mamba layers)
+  std::vector<HybridAttentionRefs> attn;         // per layer (attention layers of a hybrid)
   at::Tensor norm_w;                             // [n_layer + 1, d_model] fp32: layers', norm_f
   std::vector<float> residual, normed, ws;
+  // Attention layers: in_proj output [q | k | v], per-head [H, 3, hd], context [H hd], out_proj
+  // output [d_model], rotary cos / sin at the position, scores [H, score_stride].
+  std::vector<float> qkv_raw, qkv, ctx, attn_out, cos, sin, scores;
+  int64_t score_stride = 0;
   std::vector<kernels::QuantizedVector> xq;  // per team member
 };
+
+// The attention layer of a hybrid the fused step can run: mamba_ssm's MHA without grouped KV heads
+// (the per-head kernel writes one KV head per query head), weights of the model dtype or int8.
+const HybridAttentionImpl* fused_attention(const SequenceMixer* mixer, at::ScalarType dtype) {
+  auto* a = dynamic_cast<const HybridAttentionImpl*>(mixer);
+  if (!a || a->cfg.num_heads_kv != a->cfg.num_heads) return nullptr;
+  for (const Linear* l : {&a->in_proj, &a->out_proj}) {
+    const at::Tensor& w = (*l)->weight;
+    if (!w.device().is_cpu() || !w.is_contiguous() || (w.scalar_type() != dtype && !(*l)->is_int8()))
+      return nullptr;
+  }
+  return a;
+}
 
 }  // namespace
 
@@ -414,9 +441,24 @@ bool MambaLM::can_decode_fused(const at::Tensor& embeds, LMCache* cache) const {
   if (!cache || embeds.dim() != 3 || embeds.size(0) != 1 || embeds.size(1) != 1 ||
       !embeds.device().is_cpu() || embeds.size(2) != cfg_.d_model)
     return false;
-  for (const auto& l : layers) {
-    auto* m = dynamic_cast<MambaMixerImpl*>(l->mixer.get());
-    if (!m || !m->can_use_fused_step(embeds)) return false;
+  for (size_t i = 0; i < layers.size(); ++i) {
+    const SequenceMixer* mixer = layers[i]->mixer.get();
+    if (auto* m = dynamic_cast<const MambaMixerImpl*>(mixer)) {
+      if (!m->can_use_fused_step(embeds)) return false;
+      continue;
+    }
+    // A hybrid's attention layer (the reference backend keeps it op by op): its KV cache as the
+    // per-head kernel reads it.
+    if (at::GradMode::is_enabled() || kernels::default_backend() == kernels::Backend::Reference ||
+        !fused_attention(mixer, dtype_))
+      return false;
+    auto* c = dynamic_cast<LayerStackCache*>(cache);
+    if (!c || c->layers.size() != layers.size()) return false;
+    auto* kv = dynamic_cast<KVCache*>(c->layers[i].get());
+    if (!kv || kv->left_pad.defined() || !kv->k.defined() || !kv->v.defined() ||
+        kv->k.scalar_type() != dtype_ || kv->v.scalar_type() != dtype_ || !kv->k.device().is_cpu() ||
+        !kv->k.is_contiguous() || !kv->v.is_contiguous())
+      return false;
   }
   const at::Tensor& head = lm_head ? lm_head->weight : embeddings->weight;
   const auto dt = head.scalar_type();
@@ -434,15 +476,45 @@ at::Tensor MambaLM::forward_embeds(const at::Tensor& embeds, LMCache* cache, boo
 at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) {
   const int64_t dm = cfg_.d_model, nl = static_cast<int64_t>(layers.size());
   const bool bf16 = dtype_ == at::kBFloat16;
+  const int64_t pos = mc.len;
+  // Attention layers of a hybrid: every KV cache at `pos` with room for one more token (an
+  // overflow is refused here, before anything changes).
+  std::vector<KVCache*> kvs(static_cast<size_t>(nl), nullptr);
+  for (int64_t i = 0; i < nl; ++i) {
+    if (dynamic_cast<MambaMixerImpl*>(layers[i]->mixer.get())) continue;
+    KVCache& kv = as_kv_cache(mc.layers[i].get());
+    MVL_CHECK(kv.len == pos, "KV cache holds ", kv.len, " tokens but the model is at position ",
+              pos, " (a cache must be used by one sequence from its start)");
+    MVL_CHECK(pos + 1 <= kv.max_len(), "KV cache overflow: the cache holds at most ", kv.max_len(),
+              " tokens (make_cache max_len) but ", pos, " + 1 = ", pos + 1,
+              " tokens were requested");
+    kvs[static_cast<size_t>(i)] = &kv;
+  }
+  for (KVCache* kv : kvs)
+    if (kv) kv->reserve(pos + 1);
   kernels::DecodeTeamLease lease = kernels::decode_team();
   if (!mc.decode_state) {
     auto st = std::make_unique<MambaDecodeState>();
-    int64_t ws = 0;
+    int64_t ws = 0, qkv_rows = 0, ctx_len = 0, rot = 0;
     std::vector<at::Tensor> norms;
+    st->params.resize(static_cast<size_t>(nl));
+    st->attn.resize(static_cast<size_t>(nl));
     for (int64_t i = 0; i < nl; ++i) {
-      auto* m = static_cast<MambaMixerImpl*>(layers[i]->mixer.get());
-      st->params.push_back(m->step_params(static_cast<MambaLayerCache&>(*mc.layers[i])));
-      ws = std::max(ws, kernels::mamba_step_workspace_size(st->params.back()));
+      if (auto* m = dynamic_cast<MambaMixerImpl*>(layers[i]->mixer.get())) {
+        st->params[i] = m->step_params(static_cast<MambaLayerCache&>(*mc.layers[i]));
+        ws = std::max(ws, kernels::mamba_step_workspace_size(st->params[i]));
+      } else {
+        const HybridAttentionImpl* a = fused_attention(layers[i]->mixer.get(), dtype_);
+        MVL_CHECK(a, "fused decode: layer ", i, " is neither a Mamba mixer nor a fusable attention");
+        HybridAttentionRefs& r = st->attn[i];
+        r.in_proj = matrix_ref(*a->in_proj);
+        r.out_proj = matrix_ref(*a->out_proj);
+        if (a->in_proj->bias.defined()) r.in_b = a->in_proj->bias.detach().to(at::kFloat).contiguous();
+        if (a->out_proj->bias.defined()) r.out_b = a->out_proj->bias.detach().to(at::kFloat).contiguous();
+        qkv_rows = std::max(qkv_rows, r.in_proj.rows);
+        ctx_len = std::max(ctx_len, a->cfg.num_heads * a->cfg.head_dim);
+        rot = std::max(rot, a->core.rotary.dim());
+      }
       norms.push_back(layers[i]->norm->weight.to(at::kFloat));
     }
     norms.push_back(norm_f->weight.to(at::kFloat));
@@ -450,10 +522,45 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
     st->residual.resize(dm);
     st->normed.resize(dm);
     st->ws.resize(ws);
+    st->qkv_raw.resize(static_cast<size_t>(qkv_rows));
+    st->qkv.resize(static_cast<size_t>(qkv_rows));
+    st->ctx.resize(static_cast<size_t>(ctx_len));
+    st->attn_out.resize(static_cast<size_t>(qkv_rows > 0 ? dm : 0));
+    st->cos.resize(static_cast<size_t>(std::max<int64_t>(rot, 1)));
+    st->sin.resize(static_cast<size_t>(std::max<int64_t>(rot, 1)));
     mc.decode_state = std::move(st);
   }
   auto& st = static_cast<MambaDecodeState&>(*mc.decode_state);
   st.xq.resize(static_cast<size_t>(lease.team->size()));
+  // Per step, attention layers: the caches' storage (it may have grown), rotary cos / sin at pos
+  // (the op-by-op path's own table, in the model dtype), the scores scratch.
+  for (int64_t i = 0; i < nl; ++i) {
+    KVCache* kv = kvs[static_cast<size_t>(i)];
+    if (!kv) continue;
+    const auto* a = static_cast<const HybridAttentionImpl*>(layers[i]->mixer.get());
+    kernels::AttentionStepParams& p = st.attn[i].step;
+    p.heads = a->cfg.num_heads;
+    p.head_dim = a->cfg.head_dim;
+    p.rot_dim = a->core.rotary.dim();
+    p.pos = pos;
+    p.capacity = kv->capacity();
+    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
+    p.bf16 = bf16;
+    if (p.rot_dim > 0) {  // every attention layer of a stack has the same rotary configuration
+      auto [c, s] = a->core.rotary.cos_sin(pos, 1, dtype_, at::kCPU);  // [1, rot] each
+      at::Tensor cf = c.to(at::kFloat).contiguous(), sf = s.to(at::kFloat).contiguous();
+      std::memcpy(st.cos.data(), cf.data_ptr<float>(), sizeof(float) * p.rot_dim);
+      std::memcpy(st.sin.data(), sf.data_ptr<float>(), sizeof(float) * p.rot_dim);
+    }
+    p.cos = st.cos.data();
+    p.sin = st.sin.data();
+    p.k_cache = kv->k.data_ptr();
+    p.v_cache = kv->v.data_ptr();
+    if (st.score_stride < p.capacity || st.scores.size() < static_cast<size_t>(p.heads * p.capacity)) {
+      st.score_stride = std::max(st.score_stride, p.capacity);
+      st.scores.resize(static_cast<size_t>(p.heads * st.score_stride));
+    }
+  }
   at::Tensor e = embeds.reshape({dm}).to(at::kFloat).contiguous();
   std::memcpy(st.residual.data(), e.data_ptr<float>(), sizeof(float) * dm);
   const kernels::MatrixRef head =
@@ -465,24 +572,62 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
   float* normed = st.normed.data();
   const float* nw = st.norm_w.data_ptr<float>();
   std::vector<float> mix_out(bf16 ? dm : 0);
+  float* mix = bf16 ? mix_out.data() : nullptr;  // bf16: the mixer output, rounded before the add
+  const int64_t sstride = st.score_stride;
+  // Attention layer i of a hybrid for the team: in_proj rows (rounded to bf16 for a bf16 model,
+  // as a bf16 Linear's output), each head's q / k / v gathered to [3, hd] and attended
+  // (kernels/attention_step.h), out_proj rows added to the residual (fp32) or written to `mix`.
+  auto attention = [&](kernels::ThreadTeam::Member& m, kernels::QuantizedVector& xq, int64_t i) {
+    const HybridAttentionRefs& r = st.attn[i];
+    const kernels::AttentionStepParams& ap = r.step;
+    const int64_t H = ap.heads, hd = ap.head_dim, rows_in = r.in_proj.rows;
+    const float* in_b = r.in_b.defined() ? r.in_b.data_ptr<float>() : nullptr;
+    const float* out_b = r.out_b.defined() ? r.out_b.data_ptr<float>() : nullptr;
+    float *raw = st.qkv_raw.data(), *qkv = st.qkv.data(), *ctx = st.ctx.data();
+    if (r.in_proj.kind == kernels::MatrixRef::Int8) xq.set(normed, dm);
+    const int64_t ir = kernels::gemv_chunk_rows(r.in_proj);
+    m.for_chunks((rows_in + ir - 1) / ir, [&](int64_t c) {
+      const int64_t r0 = c * ir, r1 = std::min(rows_in, r0 + ir);
+      kernels::gemv_rows(r.in_proj, normed, &xq, raw, in_b, r0, r1);
+      if (bf16) kernels::round_bf16(raw + r0, r1 - r0);
+    });
+    m.for_chunks(H, [&](int64_t hh) {
+      float* dst = qkv + hh * 3 * hd;  // [3, hd]: q, k, v of head hh
+      std::memcpy(dst, raw + hh * hd, sizeof(float) * hd);
+      std::memcpy(dst + hd, raw + (H + hh) * hd, sizeof(float) * hd);
+      std::memcpy(dst + 2 * hd, raw + (2 * H + hh) * hd, sizeof(float) * hd);
+      kernels::attention_step_head(ap, hh, qkv, st.scores.data() + hh * sstride, ctx);
+    });
+    if (r.out_proj.kind == kernels::MatrixRef::Int8) xq.set(ctx, H * hd);
+    const int64_t orow = kernels::gemv_chunk_rows(r.out_proj);
+    float* tmp = st.attn_out.data();
+    m.for_chunks((dm + orow - 1) / orow, [&](int64_t c) {
+      const int64_t o0 = c * orow, o1 = std::min(dm, o0 + orow);
+      if (mix) {
+        kernels::gemv_rows(r.out_proj, ctx, &xq, mix, out_b, o0, o1);
+        return;
+      }
+      kernels::gemv_rows(r.out_proj, ctx, &xq, tmp, out_b, o0, o1);
+      for (int64_t o = o0; o < o1; ++o) res[o] += tmp[o];
+    });
+  };
   lease.team->run([&](kernels::ThreadTeam::Member& m) {
     kernels::QuantizedVector& xq = st.xq[static_cast<size_t>(m.id())];
     for (int64_t i = 0; i < nl; ++i) {
-      auto& lc = static_cast<MambaLayerCache&>(*mc.layers[i]);
       m.single([&] { rms_norm(res, nw + i * dm, normed, dm, cfg_.norm_eps, bf16); });
-      if (!bf16) {
+      if (kvs[static_cast<size_t>(i)]) {
+        attention(m, xq, i);
+      } else {
+        auto& lc = static_cast<MambaLayerCache&>(*mc.layers[i]);
         kernels::mamba_step_team(m, st.params[i], normed, lc.conv_state.data_ptr<float>(),
-                                 lc.ssm_state.data_ptr<float>(), st.ws.data(), res,
-                                 /*accumulate=*/true, xq);
-      } else {  // the mixer's output is bf16 in the op-by-op path: round it before the residual add
-        kernels::mamba_step_team(m, st.params[i], normed, lc.conv_state.data_ptr<float>(),
-                                 lc.ssm_state.data_ptr<float>(), st.ws.data(), mix_out.data(),
-                                 /*accumulate=*/false, xq);
-        m.single([&] {
-          kernels::round_bf16(mix_out.data(), dm);
-          for (int64_t k = 0; k < dm; ++k) res[k] += mix_out[k];
-        });
+                                 lc.ssm_state.data_ptr<float>(), st.ws.data(), mix ? mix : res,
+                                 /*accumulate=*/mix == nullptr, xq);
       }
+      if (mix)  // the mixer's output is bf16 in the op-by-op path: round it before the residual add
+        m.single([&] {
+          kernels::round_bf16(mix, dm);
+          for (int64_t k = 0; k < dm; ++k) res[k] += mix[k];
+        });
     }
     m.single([&] { rms_norm(res, nw + nl * dm, normed, dm, cfg_.norm_eps, bf16); });
     if (head.kind == kernels::MatrixRef::Int8) xq.set(normed, dm);
@@ -491,6 +636,8 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
       kernels::gemv_rows(head, normed, &xq, out, nullptr, c * rows, std::min(V, (c + 1) * rows));
     });
   });
+  for (KVCache* kv : kvs)
+    if (kv) kv->len = pos + 1;
   mc.len += 1;
   return logits;
 }
