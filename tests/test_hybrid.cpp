@@ -296,13 +296,13 @@ TEST(HybridConfig, ErrorsNameFileAndKey) {
 
 // The fused batch-1 decode of a hybrid stack (Mamba layers and MHA layers in one team pass):
 // equal to the full forward in fp32 and to the op-by-op decode in bf16, at every kernel level,
-// across a KV cache's growth; grouped KV heads keep the op-by-op path.
+// across a KV cache's growth, with grouped KV heads (4 query / 2 KV) and without (4 / 4).
 namespace {
 
-nlohmann::json mha_hybrid_json() {
-  nlohmann::json j = hybrid_json();
-  j["attn_cfg"]["num_heads_kv"] = 4;  // no grouped KV heads: the fused step applies
-  return j;
+std::vector<nlohmann::json> fused_hybrid_jsons() {
+  nlohmann::json mha = hybrid_json();
+  mha["attn_cfg"]["num_heads_kv"] = 4;
+  return {hybrid_json(), mha};
 }
 
 bool used_fused(LMCache* cache) {
@@ -319,77 +319,78 @@ constexpr int64_t kFusedLen = KVCache::kInitialCapacity + 12;
 }  // namespace
 
 TEST(HybridFusedDecode, Float32StepsEqualFullForwardAtEveryKernelLevel) {
-  MambaLM m(MambaConfig::from_json(mha_hybrid_json(), "h.json"));
-  perturb(m, 31);
-  at::manual_seed(6);
-  at::Tensor ids = at::randint(0, 50, {1, kFusedLen}, at::kLong);
-  at::NoGradGuard ng;
-  at::Tensor full = m.forward(ids);  // [1, T, V]
-  const double tol = 1e-4 * std::max(1.0, max_abs(full));
-  testing_util::for_each_kernel_level([&](cpu::Isa) {
-    auto cache = m.make_cache(1, kFusedLen + 1);
-    // Prefill (op by op), fused steps, a chunk of 3 op by op on the same cache, fused steps across
-    // the KV caches' growth.
-    std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 5), cache.get())};
-    for (int64_t t = 5; t < 9; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-    EXPECT_TRUE(used_fused(cache.get())) << "the single-token steps took the fused path";
-    parts.push_back(m.forward(ids.narrow(1, 9, 3), cache.get()));
-    for (int64_t t = 12; t < kFusedLen; ++t)
-      parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-    EXPECT_EQ(cache->length(), kFusedLen);
-    EXPECT_GT(kv_capacity(cache.get(), 1), KVCache::kInitialCapacity) << "the cache grew";
-    at::Tensor got = at::cat(parts, 1);
-    ASSERT_EQ(got.sizes(), full.sizes());
-    EXPECT_LE(max_abs(got - full), tol) << "max |logit| " << max_abs(full);
-  });
+  for (const nlohmann::json& j : fused_hybrid_jsons()) {
+    SCOPED_TRACE(j["attn_cfg"].dump());
+    MambaLM m(MambaConfig::from_json(j, "h.json"));
+    perturb(m, 31);
+    at::manual_seed(6);
+    at::Tensor ids = at::randint(0, 50, {1, kFusedLen}, at::kLong);
+    at::NoGradGuard ng;
+    at::Tensor full = m.forward(ids);  // [1, T, V]
+    const double tol = 1e-4 * std::max(1.0, max_abs(full));
+    testing_util::for_each_kernel_level([&](cpu::Isa) {
+      auto cache = m.make_cache(1, kFusedLen + 1);
+      // Prefill (op by op), fused steps, a chunk of 3 op by op on the same cache, fused steps
+      // across the KV caches' growth.
+      std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 5), cache.get())};
+      for (int64_t t = 5; t < 9; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
+      EXPECT_TRUE(used_fused(cache.get())) << "the single-token steps took the fused path";
+      parts.push_back(m.forward(ids.narrow(1, 9, 3), cache.get()));
+      for (int64_t t = 12; t < kFusedLen; ++t)
+        parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
+      EXPECT_EQ(cache->length(), kFusedLen);
+      EXPECT_GT(kv_capacity(cache.get(), 1), KVCache::kInitialCapacity) << "the cache grew";
+      at::Tensor got = at::cat(parts, 1);
+      ASSERT_EQ(got.sizes(), full.sizes());
+      EXPECT_LE(max_abs(got - full), tol) << "max |logit| " << max_abs(full);
+    });
+  }
 }
 
 TEST(HybridFusedDecode, Bfloat16StepsMatchTheOpByOpPathAtEveryKernelLevel) {
-  MambaLM m(MambaConfig::from_json(mha_hybrid_json(), "h.json"));
-  perturb(m, 32);
-  m.to_dtype(at::kBFloat16);
-  at::manual_seed(7);
-  const int64_t T = 40;
-  at::Tensor ids = at::randint(0, 50, {1, T}, at::kLong);
-  std::vector<at::Tensor> want;  // the op-by-op decode (autograd on disables the fused step)
-  {
-    at::AutoGradMode grad(true);
-    auto cache = m.make_cache(1, T);
-    want.push_back(m.forward(ids.narrow(1, 0, 3), cache.get()).detach());
-    for (int64_t t = 3; t < T; ++t) want.push_back(m.forward(ids.narrow(1, t, 1), cache.get()).detach());
-    EXPECT_FALSE(used_fused(cache.get()));
-  }
-  const at::Tensor ref = at::cat(want, 1);
-  at::NoGradGuard ng;
-  testing_util::for_each_kernel_level([&](cpu::Isa) {
-    auto cache = m.make_cache(1, T);
-    std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 3), cache.get())};
-    for (int64_t t = 3; t < T; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-    EXPECT_TRUE(used_fused(cache.get()));
-    at::Tensor got = at::cat(parts, 1);
-    for (int64_t t = 0; t < got.size(1); ++t) {
-      const at::Tensor g = got.select(1, t), r = ref.select(1, t);
-      ASSERT_LE(max_abs(g - r), 0.03 * max_abs(r) + 1e-3) << "position " << t;
+  for (const nlohmann::json& j : fused_hybrid_jsons()) {
+    SCOPED_TRACE(j["attn_cfg"].dump());
+    MambaLM m(MambaConfig::from_json(j, "h.json"));
+    perturb(m, 32);
+    m.to_dtype(at::kBFloat16);
+    at::manual_seed(7);
+    const int64_t T = 40;
+    at::Tensor ids = at::randint(0, 50, {1, T}, at::kLong);
+    std::vector<at::Tensor> want;  // the op-by-op decode (autograd on disables the fused step)
+    {
+      at::AutoGradMode grad(true);
+      auto cache = m.make_cache(1, T);
+      want.push_back(m.forward(ids.narrow(1, 0, 3), cache.get()).detach());
+      for (int64_t t = 3; t < T; ++t)
+        want.push_back(m.forward(ids.narrow(1, t, 1), cache.get()).detach());
+      EXPECT_FALSE(used_fused(cache.get()));
     }
-  });
+    const at::Tensor ref = at::cat(want, 1);
+    at::NoGradGuard ng;
+    testing_util::for_each_kernel_level([&](cpu::Isa) {
+      auto cache = m.make_cache(1, T);
+      std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 3), cache.get())};
+      for (int64_t t = 3; t < T; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
+      EXPECT_TRUE(used_fused(cache.get()));
+      at::Tensor got = at::cat(parts, 1);
+      for (int64_t t = 0; t < got.size(1); ++t) {
+        const at::Tensor g = got.select(1, t), r = ref.select(1, t);
+        ASSERT_LE(max_abs(g - r), 0.03 * max_abs(r) + 1e-3) << "position " << t;
+      }
+    });
+  }
 }
 
-TEST(HybridFusedDecode, GroupedKVHeadsAndReferenceBackendKeepTheOpByOpPath) {
-  MambaLM m(hybrid_cfg());  // 4 query / 2 KV heads
+TEST(HybridFusedDecode, ReferenceBackendKeepsTheOpByOpPath) {
+  MambaLM m(hybrid_cfg());
   perturb(m, 33);
   at::Tensor ids = at::randint(0, 50, {1, 8}, at::kLong);
   at::NoGradGuard ng;
+  const kernels::Backend saved = kernels::default_backend();
+  kernels::set_default_backend(kernels::Backend::Reference);
   auto cache = m.make_cache(1, 8);
   m.forward(ids.narrow(1, 0, 4), cache.get());
   m.forward(ids.narrow(1, 4, 1), cache.get());
-  EXPECT_FALSE(used_fused(cache.get()));
-  MambaLM mha(MambaConfig::from_json(mha_hybrid_json(), "h.json"));
-  perturb(mha, 34);
-  const kernels::Backend saved = kernels::default_backend();
-  kernels::set_default_backend(kernels::Backend::Reference);
-  auto c2 = mha.make_cache(1, 8);
-  mha.forward(ids.narrow(1, 0, 4), c2.get());
-  mha.forward(ids.narrow(1, 4, 1), c2.get());
   kernels::set_default_backend(saved);
-  EXPECT_FALSE(used_fused(c2.get()));
+  EXPECT_FALSE(used_fused(cache.get()));
 }

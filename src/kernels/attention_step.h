@@ -20,4 +20,12 @@ namespace mambavl::kernels {
 void attention_step_head(const AttentionStepParams& p, int64_t h, float* qkv, float* scores,
                          float* ctx);
 
+// The same in two phases, for grouped KV heads (p.kv_heads < p.heads): first, for every KV head g,
+// k [head_dim] rotated in place and k, v [head_dim] appended to g's cache at p.pos; then, once
+// every KV head is written, for every query head h: q [head_dim] rotated in place and attended
+// over KV head h / (heads / kv_heads), ctx [heads, head_dim] row h written.
+void attention_step_kv(const AttentionStepParams& p, int64_t g, float* k, const float* v);
+void attention_step_query(const AttentionStepParams& p, int64_t h, float* q, float* scores,
+                          float* ctx);
+
 }  // namespace mambavl::kernels

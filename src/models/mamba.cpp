@@ -415,18 +415,18 @@ struct MambaDecodeState : LayerCache {
   std::vector<HybridAttentionRefs> attn;         // per layer (attention layers of a hybrid)
   at::Tensor norm_w;                             // [n_layer + 1, d_model] fp32: layers', norm_f
   std::vector<float> residual, normed, ws;
-  // Attention layers: in_proj output [q | k | v], per-head [H, 3, hd], context [H hd], out_proj
+  // Attention layers: in_proj output [q | k | v] ([H + 2 Hkv, hd]), context [H hd], out_proj
   // output [d_model], rotary cos / sin at the position, scores [H, score_stride].
-  std::vector<float> qkv_raw, qkv, ctx, attn_out, cos, sin, scores;
+  std::vector<float> qkv, ctx, attn_out, cos, sin, scores;
   int64_t score_stride = 0;
   std::vector<kernels::QuantizedVector> xq;  // per team member
 };
 
-// The attention layer of a hybrid the fused step can run: mamba_ssm's MHA without grouped KV heads
-// (the per-head kernel writes one KV head per query head), weights of the model dtype or int8.
+// The attention layer of a hybrid the fused step can run: mamba_ssm's MHA (grouped KV heads
+// included) with weights of the model dtype or int8.
 const HybridAttentionImpl* fused_attention(const SequenceMixer* mixer, at::ScalarType dtype) {
   auto* a = dynamic_cast<const HybridAttentionImpl*>(mixer);
-  if (!a || a->cfg.num_heads_kv != a->cfg.num_heads) return nullptr;
+  if (!a) return nullptr;
   for (const Linear* l : {&a->in_proj, &a->out_proj}) {
     const at::Tensor& w = (*l)->weight;
     if (!w.device().is_cpu() || !w.is_contiguous() || (w.scalar_type() != dtype && !(*l)->is_int8()))
@@ -522,7 +522,6 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
     st->residual.resize(dm);
     st->normed.resize(dm);
     st->ws.resize(ws);
-    st->qkv_raw.resize(static_cast<size_t>(qkv_rows));
     st->qkv.resize(static_cast<size_t>(qkv_rows));
     st->ctx.resize(static_cast<size_t>(ctx_len));
     st->attn_out.resize(static_cast<size_t>(qkv_rows > 0 ? dm : 0));
@@ -540,6 +539,7 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
     const auto* a = static_cast<const HybridAttentionImpl*>(layers[i]->mixer.get());
     kernels::AttentionStepParams& p = st.attn[i].step;
     p.heads = a->cfg.num_heads;
+    p.kv_heads = a->cfg.num_heads_kv;
     p.head_dim = a->cfg.head_dim;
     p.rot_dim = a->core.rotary.dim();
     p.pos = pos;
@@ -575,28 +575,28 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
   float* mix = bf16 ? mix_out.data() : nullptr;  // bf16: the mixer output, rounded before the add
   const int64_t sstride = st.score_stride;
   // Attention layer i of a hybrid for the team: in_proj rows (rounded to bf16 for a bf16 model,
-  // as a bf16 Linear's output), each head's q / k / v gathered to [3, hd] and attended
-  // (kernels/attention_step.h), out_proj rows added to the residual (fp32) or written to `mix`.
+  // as a bf16 Linear's output), each KV head's k, v appended to its cache, each query head
+  // attended (kernels/attention_step.h), out_proj rows added to the residual (fp32) or written
+  // to `mix`.
   auto attention = [&](kernels::ThreadTeam::Member& m, kernels::QuantizedVector& xq, int64_t i) {
     const HybridAttentionRefs& r = st.attn[i];
     const kernels::AttentionStepParams& ap = r.step;
-    const int64_t H = ap.heads, hd = ap.head_dim, rows_in = r.in_proj.rows;
+    const int64_t H = ap.heads, Hkv = ap.kv_heads, hd = ap.head_dim, rows_in = r.in_proj.rows;
     const float* in_b = r.in_b.defined() ? r.in_b.data_ptr<float>() : nullptr;
     const float* out_b = r.out_b.defined() ? r.out_b.data_ptr<float>() : nullptr;
-    float *raw = st.qkv_raw.data(), *qkv = st.qkv.data(), *ctx = st.ctx.data();
+    float *qkv = st.qkv.data(), *ctx = st.ctx.data();  // qkv: [H + 2 Hkv, hd] = q | k | v
     if (r.in_proj.kind == kernels::MatrixRef::Int8) xq.set(normed, dm);
     const int64_t ir = kernels::gemv_chunk_rows(r.in_proj);
     m.for_chunks((rows_in + ir - 1) / ir, [&](int64_t c) {
       const int64_t r0 = c * ir, r1 = std::min(rows_in, r0 + ir);
-      kernels::gemv_rows(r.in_proj, normed, &xq, raw, in_b, r0, r1);
-      if (bf16) kernels::round_bf16(raw + r0, r1 - r0);
+      kernels::gemv_rows(r.in_proj, normed, &xq, qkv, in_b, r0, r1);
+      if (bf16) kernels::round_bf16(qkv + r0, r1 - r0);
+    });
+    m.for_chunks(Hkv, [&](int64_t g) {
+      kernels::attention_step_kv(ap, g, qkv + (H + g) * hd, qkv + (H + Hkv + g) * hd);
     });
     m.for_chunks(H, [&](int64_t hh) {
-      float* dst = qkv + hh * 3 * hd;  // [3, hd]: q, k, v of head hh
-      std::memcpy(dst, raw + hh * hd, sizeof(float) * hd);
-      std::memcpy(dst + hd, raw + (H + hh) * hd, sizeof(float) * hd);
-      std::memcpy(dst + 2 * hd, raw + (2 * H + hh) * hd, sizeof(float) * hd);
-      kernels::attention_step_head(ap, hh, qkv, st.scores.data() + hh * sstride, ctx);
+      kernels::attention_step_query(ap, hh, qkv + hh * hd, st.scores.data() + hh * sstride, ctx);
     });
     if (r.out_proj.kind == kernels::MatrixRef::Int8) xq.set(ctx, H * hd);
     const int64_t orow = kernels::gemv_chunk_rows(r.out_proj);

@@ -156,7 +156,7 @@ class MambaLM : public CausalLM {
   at::Tensor logits(const at::Tensor& hidden) override;
   // A batch-1 decode step runs whole in one fused pass (every layer and the head in one parallel
   // region: kernels/mamba_step.h for Mamba layers, kernels/attention_step.h for a hybrid's MHA
-  // layers when they have no grouped KV heads); anything else as CausalLM does.
+  // layers); anything else as CausalLM does.
   at::Tensor forward_embeds(const at::Tensor& embeds, LMCache* cache = nullptr,
                             bool last_only = false) override;
   std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) override;

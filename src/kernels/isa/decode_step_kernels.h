@@ -10,6 +10,7 @@ namespace mambavl::kernels {
 
 struct AttentionStepParams {
   int64_t heads = 0, head_dim = 0;
+  int64_t kv_heads = 0;  // KV heads (0: heads); query head h reads KV head h / (heads / kv_heads)
   int64_t rot_dim = 0;   // rotated features at the start of each head (even, <= head_dim)
   int64_t pos = 0;       // position of the new token = positions already cached
   int64_t capacity = 0;  // positions per head in the cache storage (> pos)
@@ -57,9 +58,12 @@ struct MambaConvArgs {
   /* Channels [d0, d1). */                                                                \
   void mamba_conv_channels(const MambaConvArgs& a, int64_t d0, int64_t d1);               \
   void mamba_scan_channels(const MambaScanArgs& a, int64_t d0, int64_t d1);               \
-  /* attention_step_head (kernels/attention_step.h) at this level. */                     \
+  /* attention_step_head / _kv / _query (kernels/attention_step.h) at this level. */      \
   void attention_head(const AttentionStepParams& p, int64_t h, float* qkv, float* scores, \
                       float* ctx);                                                        \
+  void attention_kv(const AttentionStepParams& p, int64_t g, float* k, const float* v);   \
+  void attention_query(const AttentionStepParams& p, int64_t h, float* q, float* scores,  \
+                       float* ctx);                                                       \
   }
 
 MVL_DECODE_STEP_DECLARE(isa_scalar)
