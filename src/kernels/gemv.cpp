@@ -177,7 +177,11 @@ void gemm_small(const MatrixRef& W, const float* X, int64_t M, float* Y, const f
   // Row chunks of ~32 KiB of weights: they stay in L1/L2 while every group of vectors uses them.
   at::parallel_for(0, W.rows, std::max(grain_rows(W.cols * bytes) / std::max<int64_t>(M, 1), int64_t{4}),
                    [&](int64_t b, int64_t e) {
-                     const int64_t step = gemv_chunk_rows(W);
+                     // Several vector groups: ~256 KiB of rows per call (the x column blocks stay
+                     // in L1 across them; kernels/isa/gemv_impl.inc); one group: as the GEMV.
+                     const int64_t step =
+                         M > 4 ? std::max<int64_t>(4, (256 * 1024) / std::max<int64_t>(W.cols * bytes, 1) / 4 * 4)
+                               : gemv_chunk_rows(W);
                      for (int64_t r = b; r < e; r += step)
                        gemm_rows(W, X, W.cols, M, xqp, Y, W.rows, bias, r, std::min(e, r + step));
                    });
