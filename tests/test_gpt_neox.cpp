@@ -294,11 +294,6 @@ std::vector<std::pair<std::string, GPTNeoXConfig>> fused_configs() {
   return v;
 }
 
-// The fused step ran on this cache (it keeps its scratch there).
-bool used_fused(LMCache* cache) {
-  auto* c = dynamic_cast<LayerStackCache*>(cache);
-  return c && c->decode_state != nullptr;
-}
 
 int64_t kv_capacity(LMCache* cache) {
   return as_kv_cache(dynamic_cast<LayerStackCache&>(*cache).layers[0].get()).capacity();
@@ -327,15 +322,8 @@ TEST(GPTNeoXFusedDecode, Float32StepsEqualFullForwardAtEveryKernelLevel) {
       ASSERT_EQ(kv_capacity(cache.get()), KVCache::kInitialCapacity);
       // Prefill (op by op), fused steps, a chunk of 4 op by op on the same cache, fused steps
       // across the cache's growth.
-      std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 5), cache.get())};
-      for (int64_t t = 5; t < 9; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-      EXPECT_TRUE(used_fused(cache.get())) << "the single-token steps took the fused path";
-      parts.push_back(m.forward(ids.narrow(1, 9, 4), cache.get()));
-      for (int64_t t = 13; t < kFusedLen; ++t)
-        parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-      EXPECT_EQ(cache->length(), kFusedLen);
+      at::Tensor got = testing_util::decode_mixed(m, cache.get(), ids, 4);
       EXPECT_GT(kv_capacity(cache.get()), KVCache::kInitialCapacity) << "the cache grew";
-      at::Tensor got = at::cat(parts, 1);
       ASSERT_EQ(got.sizes(), full.sizes());
       EXPECT_LE(max_abs(got - full), tol) << "max |logit| " << max_abs(full);
       std::printf("[fp32 fused vs full forward, %s, %s] max|diff| %.3g, max|logit| %.3g\n",
@@ -364,7 +352,7 @@ TEST(GPTNeoXFusedDecode, Bfloat16StepsMatchTheOpByOpPathAtEveryKernelLevel) {
       want.push_back(m.forward(ids.narrow(1, 0, 3), cache.get()).detach());
       for (int64_t t = 3; t < kFusedLen; ++t)
         want.push_back(m.forward(ids.narrow(1, t, 1), cache.get()).detach());
-      EXPECT_FALSE(used_fused(cache.get()));
+      EXPECT_FALSE(testing_util::used_fused_decode(cache.get()));
     }
     const at::Tensor ref = at::cat(want, 1);  // [1, T, 60]
     at::NoGradGuard ng;
@@ -373,7 +361,7 @@ TEST(GPTNeoXFusedDecode, Bfloat16StepsMatchTheOpByOpPathAtEveryKernelLevel) {
       std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 3), cache.get())};
       for (int64_t t = 3; t < kFusedLen; ++t)
         parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-      EXPECT_TRUE(used_fused(cache.get()));
+      EXPECT_TRUE(testing_util::used_fused_decode(cache.get()));
       EXPECT_GT(kv_capacity(cache.get()), KVCache::kInitialCapacity);
       at::Tensor got = at::cat(parts, 1);
       ASSERT_EQ(got.scalar_type(), at::kFloat);
@@ -401,7 +389,7 @@ TEST(GPTNeoXFusedDecode, FallsBackWhereItDoesNotApply) {
   dynamic_cast<LayerStackCache&>(*padded).left_pad = {0};
   std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 2), padded.get())};
   for (int64_t t = 2; t < 6; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), padded.get()));
-  EXPECT_FALSE(used_fused(padded.get()));
+  EXPECT_FALSE(testing_util::used_fused_decode(padded.get()));
   EXPECT_LT(max_abs(at::cat(parts, 1) - full), 1e-4);
   // The reference kernel backend keeps the op-by-op path.
   const kernels::Backend saved = kernels::default_backend();
@@ -410,13 +398,13 @@ TEST(GPTNeoXFusedDecode, FallsBackWhereItDoesNotApply) {
   m.forward(ids.narrow(1, 0, 2), ref_cache.get());
   at::Tensor step = m.forward(ids.narrow(1, 2, 1), ref_cache.get());
   kernels::set_default_backend(saved);
-  EXPECT_FALSE(used_fused(ref_cache.get()));
+  EXPECT_FALSE(testing_util::used_fused_decode(ref_cache.get()));
   EXPECT_LT(max_abs(step.squeeze(1) - full.select(1, 2)), 1e-4);
   // A refused (overflowing) fused step leaves the cache as it was.
   auto cache = m.make_cache(1, 6);
   m.forward(ids.narrow(1, 0, 5), cache.get());
   m.forward(ids.narrow(1, 5, 1), cache.get());
-  EXPECT_TRUE(used_fused(cache.get()));
+  EXPECT_TRUE(testing_util::used_fused_decode(cache.get()));
   const std::string msg = error_of([&] { m.forward(ids.narrow(1, 0, 1), cache.get()); });
   EXPECT_NE(msg.find("overflow"), std::string::npos) << msg;
   EXPECT_EQ(cache->length(), 6);

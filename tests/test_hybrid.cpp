@@ -305,11 +305,6 @@ std::vector<nlohmann::json> fused_hybrid_jsons() {
   return {hybrid_json(), mha};
 }
 
-bool used_fused(LMCache* cache) {
-  auto* c = dynamic_cast<LayerStackCache*>(cache);
-  return c && c->decode_state != nullptr;
-}
-
 int64_t kv_capacity(LMCache* cache, int64_t layer) {
   return as_kv_cache(dynamic_cast<LayerStackCache&>(*cache).layers[layer].get()).capacity();
 }
@@ -332,15 +327,8 @@ TEST(HybridFusedDecode, Float32StepsEqualFullForwardAtEveryKernelLevel) {
       auto cache = m.make_cache(1, kFusedLen + 1);
       // Prefill (op by op), fused steps, a chunk of 3 op by op on the same cache, fused steps
       // across the KV caches' growth.
-      std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 5), cache.get())};
-      for (int64_t t = 5; t < 9; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-      EXPECT_TRUE(used_fused(cache.get())) << "the single-token steps took the fused path";
-      parts.push_back(m.forward(ids.narrow(1, 9, 3), cache.get()));
-      for (int64_t t = 12; t < kFusedLen; ++t)
-        parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-      EXPECT_EQ(cache->length(), kFusedLen);
+      at::Tensor got = testing_util::decode_mixed(m, cache.get(), ids, 3);
       EXPECT_GT(kv_capacity(cache.get(), 1), KVCache::kInitialCapacity) << "the cache grew";
-      at::Tensor got = at::cat(parts, 1);
       ASSERT_EQ(got.sizes(), full.sizes());
       EXPECT_LE(max_abs(got - full), tol) << "max |logit| " << max_abs(full);
     });
@@ -363,7 +351,7 @@ TEST(HybridFusedDecode, Bfloat16StepsMatchTheOpByOpPathAtEveryKernelLevel) {
       want.push_back(m.forward(ids.narrow(1, 0, 3), cache.get()).detach());
       for (int64_t t = 3; t < T; ++t)
         want.push_back(m.forward(ids.narrow(1, t, 1), cache.get()).detach());
-      EXPECT_FALSE(used_fused(cache.get()));
+      EXPECT_FALSE(testing_util::used_fused_decode(cache.get()));
     }
     const at::Tensor ref = at::cat(want, 1);
     at::NoGradGuard ng;
@@ -371,7 +359,7 @@ TEST(HybridFusedDecode, Bfloat16StepsMatchTheOpByOpPathAtEveryKernelLevel) {
       auto cache = m.make_cache(1, T);
       std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 3), cache.get())};
       for (int64_t t = 3; t < T; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache.get()));
-      EXPECT_TRUE(used_fused(cache.get()));
+      EXPECT_TRUE(testing_util::used_fused_decode(cache.get()));
       at::Tensor got = at::cat(parts, 1);
       for (int64_t t = 0; t < got.size(1); ++t) {
         const at::Tensor g = got.select(1, t), r = ref.select(1, t);
@@ -392,5 +380,5 @@ TEST(HybridFusedDecode, ReferenceBackendKeepsTheOpByOpPath) {
   m.forward(ids.narrow(1, 0, 4), cache.get());
   m.forward(ids.narrow(1, 4, 1), cache.get());
   kernels::set_default_backend(saved);
-  EXPECT_FALSE(used_fused(cache.get()));
+  EXPECT_FALSE(testing_util::used_fused_decode(cache.get()));
 }

@@ -7,9 +7,11 @@
 #include <functional>
 #include <initializer_list>
 #include <string>
+#include <vector>
 
 #include "common/cpu.h"
 #include "common/error.h"
+#include "models/lm.h"
 
 namespace mambavl::testing_util {
 
@@ -59,6 +61,27 @@ void for_each_kernel_level(F body) {
     body(isa);
   }
   cpu::set_active_isa(saved);
+}
+
+// Whether a fused decode step ran on `cache` (the fused steps keep their scratch there).
+inline bool used_fused_decode(models::LMCache* cache) {
+  auto* c = dynamic_cast<models::LayerStackCache*>(cache);
+  return c && c->decode_state != nullptr;
+}
+
+// Logits [1, T, V] of ids [1, T] decoded on `cache`: a prefill of 5 tokens, single-token steps to
+// position 9 (expected to take the fused path), a chunk of `chunk` tokens op by op on the same
+// cache, single-token steps to T.
+inline at::Tensor decode_mixed(models::CausalLM& m, models::LMCache* cache, const at::Tensor& ids,
+                               int64_t chunk) {
+  const int64_t T = ids.size(1);
+  std::vector<at::Tensor> parts{m.forward(ids.narrow(1, 0, 5), cache)};
+  for (int64_t t = 5; t < 9; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache));
+  EXPECT_TRUE(used_fused_decode(cache)) << "the single-token steps took the fused path";
+  parts.push_back(m.forward(ids.narrow(1, 9, chunk), cache));
+  for (int64_t t = 9 + chunk; t < T; ++t) parts.push_back(m.forward(ids.narrow(1, t, 1), cache));
+  EXPECT_EQ(cache->length(), T);
+  return at::cat(parts, 1);
 }
 
 }  // namespace mambavl::testing_util
