@@ -4,6 +4,8 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
+#include <cstring>
+#include <cmath>
 #include <tuple>
 
 #include "common/error.h"
@@ -185,6 +187,50 @@ KVCache& as_kv_cache(LayerCache* cache) {
   auto* kv = dynamic_cast<KVCache*>(cache);
   MVL_CHECK(kv, "attention layer was given a cache of another layer type");
   return *kv;
+}
+
+bool kv_cache_fusable(const LayerCache* cache, at::ScalarType dtype) {
+  auto* kv = dynamic_cast<const KVCache*>(cache);
+  return kv && !kv->left_pad.defined() && kv->k.defined() && kv->v.defined() &&
+         kv->k.scalar_type() == dtype && kv->v.scalar_type() == dtype && kv->k.device().is_cpu() &&
+         kv->k.is_contiguous() && kv->v.is_contiguous();
+}
+
+KVCache& kv_cache_for_step(LayerCache* cache, int64_t pos) {
+  KVCache& kv = as_kv_cache(cache);
+  MVL_CHECK(kv.len == pos, "KV cache holds ", kv.len, " tokens but the model is at position ", pos,
+            " (a cache must be used by one sequence from its start)");
+  MVL_CHECK(pos + 1 <= kv.max_len(), "KV cache overflow: the cache holds at most ", kv.max_len(),
+            " tokens (make_cache max_len) but ", pos, " + 1 = ", pos + 1, " tokens were requested");
+  return kv;
+}
+
+kernels::AttentionStepParams attention_step_params(const AttentionCore& core, const KVCache& kv,
+                                                   int64_t pos, bool bf16, const float* cos,
+                                                   const float* sin) {
+  kernels::AttentionStepParams p;
+  p.heads = core.num_heads;
+  p.kv_heads = core.num_heads_kv;
+  p.head_dim = core.head_dim;
+  p.rot_dim = core.rotary.dim();
+  p.pos = pos;
+  p.capacity = kv.capacity();
+  p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(core.head_dim)));
+  p.bf16 = bf16;
+  p.cos = cos;
+  p.sin = sin;
+  p.k_cache = kv.k.data_ptr();
+  p.v_cache = kv.v.data_ptr();
+  return p;
+}
+
+void rotary_row(const Rotary& rotary, int64_t pos, at::ScalarType dtype, float* cos, float* sin) {
+  const int64_t rot = rotary.dim();
+  if (rot == 0) return;
+  auto [c, s] = rotary.cos_sin(pos, 1, dtype, at::kCPU);  // [1, rot] each
+  at::Tensor cf = c.to(at::kFloat).contiguous(), sf = s.to(at::kFloat).contiguous();
+  std::memcpy(cos, cf.data_ptr<float>(), sizeof(float) * rot);
+  std::memcpy(sin, sf.data_ptr<float>(), sizeof(float) * rot);
 }
 
 void KVCache::set_left_pad(const std::vector<int64_t>& pad) {

@@ -10,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "kernels/attention_step.h"
 #include "models/layers.h"
 #include "models/lm.h"
 #include "models/mamba.h"
@@ -104,6 +105,20 @@ std::shared_ptr<SequenceMixer> make_hybrid_attention(const MambaConfig& cfg, int
 
 // The KV cache of a layer's LayerCache (error when it belongs to another layer type).
 KVCache& as_kv_cache(LayerCache* cache);
+
+// The fused batch-1 decode steps (GPT-NeoX, hybrid Mamba stacks) and one layer's KV cache:
+// whether the per-head kernel (kernels/attention_step.h) can read it in place (a KV cache in
+// `dtype`, allocated, contiguous, on the CPU, without left padding);
+bool kv_cache_fusable(const LayerCache* cache, at::ScalarType dtype);
+// the cache checked to be at `pos` with room for one more token (errors name the mismatch or the
+// overflow; the caller reserves pos + 1 once every layer has passed, so nothing changes on error);
+KVCache& kv_cache_for_step(LayerCache* cache, int64_t pos);
+// the step's parameters for `core` over `kv` at `pos` (cos / sin: fp32 rows of rotary_dim);
+kernels::AttentionStepParams attention_step_params(const AttentionCore& core, const KVCache& kv,
+                                                   int64_t pos, bool bf16, const float* cos,
+                                                   const float* sin);
+// the rotary cos / sin at `pos` in `dtype` (the op-by-op path's own table) as fp32 [rotary dim].
+void rotary_row(const Rotary& rotary, int64_t pos, at::ScalarType dtype, float* cos, float* sin);
 
 // Called by the backbones' forward_hidden before a cached forward of L positions: when the cache
 // is empty and has left padding, validates it (one entry per row, each in [0, L): every row keeps

@@ -465,13 +465,8 @@ bool GPTNeoXLM::can_decode_fused(const at::Tensor& embeds, LMCache* cache) const
   if (!c || c->owner != this || c->bsz != 1 || !c->left_pad.empty() ||
       c->layers.size() != layers.size())
     return false;
-  for (const auto& l : c->layers) {
-    auto* kv = dynamic_cast<KVCache*>(l.get());
-    if (!kv || kv->left_pad.defined() || !kv->k.defined() || !kv->v.defined() ||
-        kv->k.scalar_type() != dtype_ || kv->v.scalar_type() != dtype_ ||
-        !kv->k.device().is_cpu() || !kv->k.is_contiguous() || !kv->v.is_contiguous())
-      return false;
-  }
+  for (const auto& l : c->layers)
+    if (!kv_cache_fusable(l.get(), dtype_)) return false;
   for (const auto& l : layers)
     for (const Linear* lin : {&l->attention->query_key_value, &l->attention->dense,
                               &l->mlp->dense_h_to_4h, &l->mlp->dense_4h_to_h})
@@ -487,7 +482,7 @@ at::Tensor GPTNeoXLM::forward_embeds(const at::Tensor& embeds, LMCache* cache, b
 
 at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) {
   const int64_t h = cfg_.hidden_size, nl = cfg_.num_hidden_layers, I = cfg_.intermediate_size;
-  const int64_t H = cfg_.num_attention_heads, hd = cfg_.head_dim();
+  const int64_t H = cfg_.num_attention_heads;
   const bool bf16 = dtype_ == at::kBFloat16, parallel = cfg_.use_parallel_residual;
   const double eps = cfg_.layer_norm_eps;
   const Rotary& rotary = layers[0]->attention->core.rotary;
@@ -497,15 +492,7 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
   // Before the parallel region: every layer's KV cache at `pos` with room for one more token (an
   // overflow is refused here, before anything changes).
   std::vector<KVCache*> kvs;
-  for (auto& l : mc.layers) {
-    KVCache& kv = as_kv_cache(l.get());
-    MVL_CHECK(kv.len == pos, "KV cache holds ", kv.len, " tokens but the model is at position ",
-              pos, " (a cache must be used by one sequence from its start)");
-    MVL_CHECK(pos + 1 <= kv.max_len(), "KV cache overflow: the cache holds at most ", kv.max_len(),
-              " tokens (make_cache max_len) but ", pos, " + 1 = ", pos + 1,
-              " tokens were requested");
-    kvs.push_back(&kv);
-  }
+  for (auto& l : mc.layers) kvs.push_back(&kv_cache_for_step(l.get(), pos));
   for (KVCache* kv : kvs) kv->reserve(pos + 1);
 
   kernels::DecodeTeamLease lease = kernels::decode_team();
@@ -548,27 +535,12 @@ at::Tensor GPTNeoXLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc
 
   // Per step: rotary cos / sin at pos (the op-by-op path's own table, in the model dtype), the
   // caches' storage, the scores scratch (grown with the caches), the input.
-  if (rot > 0) {
-    auto [c, s] = rotary.cos_sin(pos, 1, dtype_, at::kCPU);  // [1, rot] each
-    at::Tensor cf = c.to(at::kFloat).contiguous(), sf = s.to(at::kFloat).contiguous();
-    std::memcpy(st.cos.data(), cf.data_ptr<float>(), sizeof(float) * rot);
-    std::memcpy(st.sin.data(), sf.data_ptr<float>(), sizeof(float) * rot);
-  }
+  rotary_row(rotary, pos, dtype_, st.cos.data(), st.sin.data());
   int64_t stride = 0;
   for (int64_t i = 0; i < nl; ++i) {
     KVCache& kv = *kvs[static_cast<size_t>(i)];
     kernels::AttentionStepParams& p = st.attn[static_cast<size_t>(i)];
-    p.heads = H;
-    p.head_dim = hd;
-    p.rot_dim = rot;
-    p.pos = pos;
-    p.capacity = kv.capacity();
-    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(hd)));
-    p.bf16 = bf16;
-    p.cos = st.cos.data();
-    p.sin = st.sin.data();
-    p.k_cache = kv.k.data_ptr();
-    p.v_cache = kv.v.data_ptr();
+    p = attention_step_params(layers[i]->attention->core, kv, pos, bf16, st.cos.data(), st.sin.data());
     stride = std::max(stride, p.capacity);
   }
   if (st.score_stride < stride) {

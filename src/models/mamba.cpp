@@ -453,11 +453,7 @@ bool MambaLM::can_decode_fused(const at::Tensor& embeds, LMCache* cache) const {
         !fused_attention(mixer, dtype_))
       return false;
     auto* c = dynamic_cast<LayerStackCache*>(cache);
-    if (!c || c->layers.size() != layers.size()) return false;
-    auto* kv = dynamic_cast<KVCache*>(c->layers[i].get());
-    if (!kv || kv->left_pad.defined() || !kv->k.defined() || !kv->v.defined() ||
-        kv->k.scalar_type() != dtype_ || kv->v.scalar_type() != dtype_ || !kv->k.device().is_cpu() ||
-        !kv->k.is_contiguous() || !kv->v.is_contiguous())
+    if (!c || c->layers.size() != layers.size() || !kv_cache_fusable(c->layers[i].get(), dtype_))
       return false;
   }
   const at::Tensor& head = lm_head ? lm_head->weight : embeddings->weight;
@@ -482,13 +478,7 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
   std::vector<KVCache*> kvs(static_cast<size_t>(nl), nullptr);
   for (int64_t i = 0; i < nl; ++i) {
     if (dynamic_cast<MambaMixerImpl*>(layers[i]->mixer.get())) continue;
-    KVCache& kv = as_kv_cache(mc.layers[i].get());
-    MVL_CHECK(kv.len == pos, "KV cache holds ", kv.len, " tokens but the model is at position ",
-              pos, " (a cache must be used by one sequence from its start)");
-    MVL_CHECK(pos + 1 <= kv.max_len(), "KV cache overflow: the cache holds at most ", kv.max_len(),
-              " tokens (make_cache max_len) but ", pos, " + 1 = ", pos + 1,
-              " tokens were requested");
-    kvs[static_cast<size_t>(i)] = &kv;
+    kvs[static_cast<size_t>(i)] = &kv_cache_for_step(mc.layers[i].get(), pos);
   }
   for (KVCache* kv : kvs)
     if (kv) kv->reserve(pos + 1);
@@ -531,31 +521,17 @@ at::Tensor MambaLM::decode_fused(const at::Tensor& embeds, LayerStackCache& mc) 
   }
   auto& st = static_cast<MambaDecodeState&>(*mc.decode_state);
   st.xq.resize(static_cast<size_t>(lease.team->size()));
-  // Per step, attention layers: the caches' storage (it may have grown), rotary cos / sin at pos
-  // (the op-by-op path's own table, in the model dtype), the scores scratch.
+  // Per step, attention layers: rotary cos / sin at pos (one configuration for every attention
+  // layer of a stack), the caches' storage (it may have grown), the scores scratch.
+  bool rotary_done = false;
   for (int64_t i = 0; i < nl; ++i) {
     KVCache* kv = kvs[static_cast<size_t>(i)];
     if (!kv) continue;
-    const auto* a = static_cast<const HybridAttentionImpl*>(layers[i]->mixer.get());
+    const AttentionCore& core = static_cast<const HybridAttentionImpl*>(layers[i]->mixer.get())->core;
+    if (!rotary_done) rotary_row(core.rotary, pos, dtype_, st.cos.data(), st.sin.data());
+    rotary_done = true;
     kernels::AttentionStepParams& p = st.attn[i].step;
-    p.heads = a->cfg.num_heads;
-    p.kv_heads = a->cfg.num_heads_kv;
-    p.head_dim = a->cfg.head_dim;
-    p.rot_dim = a->core.rotary.dim();
-    p.pos = pos;
-    p.capacity = kv->capacity();
-    p.scale = static_cast<float>(1.0 / std::sqrt(static_cast<double>(p.head_dim)));
-    p.bf16 = bf16;
-    if (p.rot_dim > 0) {  // every attention layer of a stack has the same rotary configuration
-      auto [c, s] = a->core.rotary.cos_sin(pos, 1, dtype_, at::kCPU);  // [1, rot] each
-      at::Tensor cf = c.to(at::kFloat).contiguous(), sf = s.to(at::kFloat).contiguous();
-      std::memcpy(st.cos.data(), cf.data_ptr<float>(), sizeof(float) * p.rot_dim);
-      std::memcpy(st.sin.data(), sf.data_ptr<float>(), sizeof(float) * p.rot_dim);
-    }
-    p.cos = st.cos.data();
-    p.sin = st.sin.data();
-    p.k_cache = kv->k.data_ptr();
-    p.v_cache = kv->v.data_ptr();
+    p = attention_step_params(core, *kv, pos, bf16, st.cos.data(), st.sin.data());
     if (st.score_stride < p.capacity || st.scores.size() < static_cast<size_t>(p.heads * p.capacity)) {
       st.score_stride = std::max(st.score_stride, p.capacity);
       st.scores.resize(static_cast<size_t>(p.heads * st.score_stride));
