@@ -132,6 +132,44 @@ TEST(Bf16Gemm, LinearModuleDispatch) {
   EXPECT_FALSE(bf16_via_f32(f32->weight, x.to(at::kFloat), 60));
 }
 
+// fp32 activations on bf16 weights (inference_compute_dtype): an fp32 GEMM on the converted
+// weight, fp32 out, at any row count; at::linear would refuse the mix.
+TEST(Bf16Gemm, Fp32ActivationsOnBf16Weights) {
+  ModeGuard g(Bf16Gemm::ViaF32);
+  at::manual_seed(5);
+  BlockGuard blocks(1 << 20);  // K = 2048: 128-row blocks, N = 300 runs three
+  Linear lin(2048, 300, true);
+  lin->reset_parameters();
+  {
+    at::NoGradGuard ng;
+    lin->weight.set_data(lin->weight.to(at::kBFloat16));
+    lin->bias.set_data(lin->bias.to(at::kBFloat16));
+  }
+  const at::Tensor wf = lin->weight.detach().to(at::kFloat), bfl = lin->bias.detach().to(at::kFloat);
+  EXPECT_EQ(inference_compute_dtype(lin->weight), at::kBFloat16);  // it records a gradient
+  at::NoGradGuard ng;
+  EXPECT_EQ(inference_compute_dtype(lin->weight), at::kFloat);
+  EXPECT_EQ(inference_compute_dtype(wf), at::kFloat);
+  for (int64_t rows : {1, 3, 16, 40}) {  // the batch kernels (<= kSmallBatchRows) and the GEMM
+    SCOPED_TRACE(rows);
+    at::Tensor x = at::randn({rows, 2048});
+    at::Tensor want = at::linear(x, wf, bfl);
+    at::Tensor got = lin->forward(x);
+    EXPECT_EQ(got.scalar_type(), at::kFloat);
+    EXPECT_TRUE(close(got, want, 1e-5, 1e-4));
+    EXPECT_TRUE(close(weight_linear(x, lin->weight, lin->bias), want, 1e-5, 1e-4));
+    EXPECT_TRUE(close(linear_bf16_via_f32(x, lin->weight, at::Tensor()), at::linear(x, wf), 1e-5,
+                      1e-4));
+  }
+  // One block holding all rows of the weight: the GEMM writes the output directly.
+  set_bf16_block_bytes(0);
+  at::Tensor x = at::randn({2, 20, 2048});
+  EXPECT_TRUE(close(linear_bf16_via_f32(x, lin->weight, lin->bias), at::linear(x, wf, bfl), 1e-5,
+                    1e-4));
+  ModeGuard native(Bf16Gemm::Native);
+  EXPECT_EQ(inference_compute_dtype(lin->weight), at::kBFloat16);
+}
+
 TEST(Bf16Gemm, WeightMmMatchesMm) {
   ModeGuard g(Bf16Gemm::ViaF32);
   c10::InferenceMode im;

@@ -14,6 +14,7 @@
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/safetensors.h"
+#include "models/bf16_gemm.h"
 #include "models/vision.h"
 #include "models/vit.h"
 
@@ -333,6 +334,52 @@ TEST(VitEncoder, Bfloat16ThroughVisionEncoder) {
     const std::string e = error_of([&] { enc->to_dtype(at::kHalf); });
     EXPECT_NE(e.find("bfloat16"), std::string::npos) << e;
     EXPECT_NE(e.find("Half"), std::string::npos) << e;
+  }
+}
+
+// bf16 weights on a CPU whose bf16 GEMM goes through fp32 (Bf16Gemm::ViaF32, the default without
+// AMX): the encoder computes its activations in fp32 (norms, attention, GELU) with only the weights
+// bf16, so its hidden states equal an fp32 run on the bf16-rounded weights up to the summation
+// order, far closer than the all-bf16 (Native) run; encode() still returns the weights' dtype.
+TEST(VitEncoder, Bfloat16WeightsComputeInFp32WithoutAFastBf16Gemm) {
+  struct ModeGuard {
+    Bf16Gemm saved = bf16_gemm();
+    ~ModeGuard() { set_bf16_gemm(saved); }
+  } guard;
+  at::NoGradGuard ng;
+  for (const std::string name : {"clip-tiny", "siglip-tiny", "eva02-clip-tiny"}) {
+    SCOPED_TRACE(name);
+    Golden g(name);
+    auto bf = ViTEncoder::load(kFixtures / name);
+    bf->to_dtype(at::kBFloat16);
+    auto rounded = ViTEncoder::load(kFixtures / name);  // fp32 holding the bf16 values
+    for (auto& p : rounded->module().parameters()) p.set_data(p.to(at::kBFloat16).to(at::kFloat));
+    ViTModel& m = bf->model();
+    const int64_t L = m.config().num_layers;
+    const at::Tensor want = rounded->model().hidden_state(g["pixels"], L);  // [B, T, C] fp32
+    const double scale = want.abs().max().item<double>();
+
+    set_bf16_gemm(Bf16Gemm::ViaF32);
+    EXPECT_EQ(inference_compute_dtype(m.patch_embed->weight), at::kFloat);
+    const at::Tensor mixed = m.hidden_state(g["pixels"], L);
+    EXPECT_EQ(mixed.scalar_type(), at::kFloat);
+    const double mixed_rel = max_diff(mixed, want) / scale;
+    EXPECT_LE(mixed_rel, 1e-4);
+    // The final norm on fp32 activations with bf16 parameters, and encode()'s dtype.
+    EXPECT_LE(max_diff(m.apply_final_norm(mixed), rounded->model().apply_final_norm(want)), 1e-3);
+    FeatureSelect sel = FeatureSelect::parse(-1, "cls_patch");
+    sel.final_norm = true;
+    VisionFeatures f = bf->encode(g["pixels"], sel);
+    EXPECT_EQ(f.tokens.scalar_type(), at::kBFloat16);
+    EXPECT_LE(max_diff(f.tokens, g["final_norm"]) / g["final_norm"].abs().max().item<double>(),
+              0.05);
+
+    set_bf16_gemm(Bf16Gemm::Native);
+    EXPECT_EQ(inference_compute_dtype(m.patch_embed->weight), at::kBFloat16);
+    const at::Tensor native = m.hidden_state(g["pixels"], L);
+    EXPECT_EQ(native.scalar_type(), at::kBFloat16);
+    const double native_rel = max_diff(native, want) / scale;
+    EXPECT_GT(native_rel, 10 * mixed_rel) << "bf16 activations round at every op";
   }
 }
 

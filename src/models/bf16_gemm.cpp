@@ -118,29 +118,51 @@ void for_each_f32_block(const at::Tensor& W, F&& f) {
 }
 }  // namespace
 
+at::ScalarType inference_compute_dtype(const at::Tensor& weight) {
+  if (!weight.defined() || weight.scalar_type() != at::kBFloat16 || !weight.device().is_cpu())
+    return weight.defined() ? weight.scalar_type() : at::kFloat;
+  if (at::GradMode::is_enabled() && weight.requires_grad()) return at::kBFloat16;
+  switch (bf16_gemm()) {
+    case Bf16Gemm::ViaF32: return at::kFloat;
+    case Bf16Gemm::Native: return at::kBFloat16;
+    case Bf16Gemm::Auto: break;
+  }
+  return cpu::features().amx ? at::kBFloat16 : at::kFloat;
+}
+
 at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
                                const at::Tensor& bias) {
   MVL_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1),
             "linear: input ", x.sizes(), " does not match weight ", weight.sizes());
+  MVL_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat,
+            "linear via fp32: the input must be bf16 or fp32, not ", c10::toString(x.scalar_type()));
   const int64_t N = weight.size(0), K = weight.size(1);
   const int64_t M = K > 0 ? x.numel() / K : 0;
   std::vector<int64_t> out_shape = x.sizes().vec();
   out_shape.back() = N;
-  at::Tensor y = at::empty(out_shape, x.options());  // [..., N] bf16
+  at::Tensor y = at::empty(out_shape, x.options());  // [..., N] in x's dtype
   if (M == 0 || N == 0) return y;
-  at::Tensor xf = scratch(tl_x, x.sizes());
-  xf.copy_(x);                                            // [..., K] fp32, any input strides
-  xf = xf.view({M, K});                                   // [M, K]
-  at::Tensor y2 = y.view({M, N});                         // [M, N]
+  const bool f32_in = x.scalar_type() == at::kFloat;
+  at::Tensor xf;  // [M, K] fp32
+  if (f32_in) {
+    xf = x.reshape({M, K});  // a view when x is contiguous
+  } else {
+    xf = scratch(tl_x, x.sizes());
+    xf.copy_(x);  // [..., K] fp32, any input strides
+    xf = xf.view({M, K});
+  }
+  at::Tensor y2 = y.view({M, N});                                       // [M, N]
   at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : at::Tensor();  // [N] fp32
-  float* yp = tl_y.get(M * block_rows(K, N));
+  const int64_t nb = block_rows(K, N);
+  float* yp = f32_in && nb >= N ? nullptr : tl_y.get(M * nb);
   for_each_f32_block(weight, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
-    at::Tensor yb = at::from_blob(yp, {M, n}, at::kFloat);  // [M, n] fp32
+    // One block covering all rows of an fp32 output: the GEMM writes y itself.
+    at::Tensor yb = yp ? at::from_blob(yp, {M, n}, at::kFloat) : y2;  // [M, n] fp32
     if (bf.defined())
       at::addmm_out(yb, bf.narrow(0, n0, n), xf, wb.t());
     else
       at::mm_out(yb, xf, wb.t());
-    y2.narrow(1, n0, n).copy_(yb);  // rounded to bf16
+    if (yp) y2.narrow(1, n0, n).copy_(yb);  // bf16: rounded
   });
   return y;
 }
@@ -148,7 +170,12 @@ at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
 at::Tensor weight_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
   if (x.dim() >= 1 && x.size(-1) > 0) {
     const bool bias_grad = bias.defined() && bias.requires_grad() && at::GradMode::is_enabled();
-    if (!bias_grad && bf16_via_f32(weight, x, x.numel() / x.size(-1)))
+    const bool grad = at::GradMode::is_enabled() && (weight.requires_grad() || x.requires_grad());
+    // fp32 activations on a bf16 weight (inference_compute_dtype): at::linear would refuse the mix.
+    const bool mixed = x.scalar_type() == at::kFloat && weight.scalar_type() == at::kBFloat16 &&
+                       weight.dim() == 2 && x.device().is_cpu() && weight.device().is_cpu() &&
+                       !grad;
+    if (!bias_grad && (mixed || bf16_via_f32(weight, x, x.numel() / x.size(-1))))
       return linear_bf16_via_f32(x, weight, bias);  // [..., N]
   }
   return at::linear(x, weight, bias);

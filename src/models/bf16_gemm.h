@@ -27,12 +27,20 @@ void set_bf16_block_bytes(int64_t bytes);
 inline constexpr int64_t kBf16ViaF32MinRows = 16;
 // Whether a bf16 `weight` times `rows` activation rows of that dtype goes through fp32 here.
 bool bf16_via_f32(const at::Tensor& weight, const at::Tensor& x, int64_t rows);
-// x [..., K] bf16, weight [N, K] bf16, bias [N] or undefined -> [..., N] bf16 through the fp32
-// GEMM (as at::linear up to the summation order). No autograd.
+// The dtype a model with bf16-stored weights computes its activations in at inference: fp32 where
+// bf16 GEMMs go through fp32 anyway (Auto without AMX, or ViaF32) and `weight` records no gradient,
+// so norms, attention and activations run in fp32 (bf16 elementwise ops and attention are slower
+// on such CPUs) and only the weights stay bf16 (converted per block in the GEMMs); otherwise the
+// weight's own dtype. Used by the ViT encoders.
+at::ScalarType inference_compute_dtype(const at::Tensor& weight);
+// x [..., K] bf16 or fp32, weight [N, K] bf16, bias [N] or undefined -> [..., N] in x's dtype
+// through the fp32 GEMM (as at::linear in fp32 on the bf16 weight, up to the summation order).
+// No autograd.
 at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
                                const at::Tensor& bias);
 // at::linear(x, weight, bias), through linear_bf16_via_f32 when bf16_via_f32 says so (and the
-// bias records no gradient).
+// bias records no gradient), or when x is fp32 and the weight bf16 with no gradient recorded (the
+// fp32 activations of inference_compute_dtype).
 at::Tensor weight_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias);
 // W [N, K] times x [K, M] (any strides) -> [N, M] contiguous, in x's dtype: through fp32 by
 // blocks of W's rows when bf16_via_f32(W, x, M), else at::mm. No autograd on the fp32 path.

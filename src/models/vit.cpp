@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "io/checkpoint.h"
+#include "models/bf16_gemm.h"
 #include "models/vision_factories.h"
 
 namespace mambavl::models {
@@ -25,6 +26,15 @@ bool starts_with(const std::string& s, const std::string& p) { return s.rfind(p,
 
 torch::nn::LayerNorm make_ln(int64_t dim, double eps) {
   return torch::nn::LayerNorm(torch::nn::LayerNormOptions({dim}).eps(eps));
+}
+
+// ln(x) in x's dtype: bf16 parameters are converted for fp32 activations (inference_compute_dtype;
+// at::layer_norm refuses fp32 input with bf16 parameters).
+at::Tensor norm(torch::nn::LayerNorm ln, const at::Tensor& x) {  // (a holder: shared)
+  if (!ln->weight.defined() || ln->weight.scalar_type() == x.scalar_type()) return ln->forward(x);
+  const auto& o = ln->options;
+  return at::layer_norm(x, o.normalized_shape(), ln->weight.to(x.scalar_type()),
+                        ln->bias.defined() ? ln->bias.to(x.scalar_type()) : at::Tensor(), o.eps());
 }
 
 at::Tensor apply_drop_path(const at::Tensor& y, double p, bool training) {
@@ -58,7 +68,11 @@ PatchEmbedImpl::PatchEmbedImpl(int64_t channels, int64_t dim, int64_t patch_, bo
 }
 
 at::Tensor PatchEmbedImpl::forward(const at::Tensor& images) const {
-  at::Tensor y = at::conv2d(images, weight, bias, {patch, patch});  // [B, C, gh, gw]
+  // fp32 images on bf16 weights (inference_compute_dtype): the small kernel converted.
+  const auto dt = images.scalar_type();
+  at::Tensor w = weight.scalar_type() == dt ? weight : weight.to(dt);
+  at::Tensor b = !bias.defined() || bias.scalar_type() == dt ? bias : bias.to(dt);
+  at::Tensor y = at::conv2d(images, w, b, {patch, patch});  // [B, C, gh, gw]
   return y.flatten(2).transpose(1, 2);                              // [B, gh*gw, C]
 }
 
@@ -118,7 +132,7 @@ at::Tensor ViTAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
   }
   at::Tensor ctx = at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);  // [B, H, T, hd]
   ctx = ctx.transpose(1, 2).reshape({B, T, num_heads * head_dim});              // [B, T, C]
-  if (!norm.is_empty()) ctx = norm->forward(ctx);
+  if (!norm.is_empty()) ctx = models::norm(norm, ctx);
   return out_proj->forward(ctx);  // [B, T, C]
 }
 
@@ -138,7 +152,7 @@ ViTMLPImpl::ViTMLPImpl(const ViTConfig& c)
 at::Tensor ViTMLPImpl::forward(const at::Tensor& x) {
   if (swiglu) {
     at::Tensor y = at::silu(fc1_g->forward(x)) * fc1_x->forward(x);  // [B, T, h]
-    return fc2->forward(norm->forward(y));                           // [B, T, C]
+    return fc2->forward(models::norm(norm, y));                      // [B, T, C]
   }
   at::Tensor y = fc1->forward(x);  // [B, T, h]
   if (act == "quick_gelu" && !at::GradMode::is_enabled())
@@ -162,9 +176,9 @@ ViTBlockImpl::ViTBlockImpl(const ViTConfig& c) {
 
 at::Tensor ViTBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                  int64_t num_prefix, bool causal) {
-  at::Tensor a = attn->forward(norm1->forward(x), cos, sin, num_prefix, causal);  // [B, T, C]
+  at::Tensor a = attn->forward(norm(norm1, x), cos, sin, num_prefix, causal);  // [B, T, C]
   at::Tensor h = x + apply_drop_path(a, drop_path_rate, is_training());           // [B, T, C]
-  at::Tensor m = mlp->forward(norm2->forward(h));                                 // [B, T, C]
+  at::Tensor m = mlp->forward(norm(norm2, h));                                 // [B, T, C]
   return h + apply_drop_path(m, drop_path_rate, is_training());
 }
 
@@ -251,14 +265,18 @@ at::Tensor ViTModel::hidden_state(const at::Tensor& images, int64_t layer, int64
   const int64_t gh = H / p, gw = W / p, P = c.num_prefix(), d = c.hidden_size;
   if (gh_out) *gh_out = gh;
   if (gw_out) *gw_out = gw;
-  at::Tensor x = images.to(patch_embed->weight.options());  // [B, 3, H, W] in the weight dtype
-  at::Tensor h = patch_embed->forward(x);                   // [B, gh*gw, C]
+  // [B, 3, H, W] in the compute dtype: the weights' own, or fp32 for bf16 weights on CPUs whose
+  // bf16 GEMM goes through fp32 (inference_compute_dtype).
+  at::Tensor x =
+      images.to(patch_embed->weight.options().dtype(inference_compute_dtype(patch_embed->weight)));
+  at::Tensor h = patch_embed->forward(x);  // [B, gh*gw, C]
   if (P > 0) {
-    at::Tensor cls = class_embedding.view({1, 1, d}).expand({B, 1, d});  // [B, 1, C]
+    at::Tensor cls =
+        class_embedding.view({1, 1, d}).expand({B, 1, d}).to(h.scalar_type());  // [B, 1, C]
     h = at::cat({cls, h}, 1);                                            // [B, 1 + gh*gw, C]
   }
-  h = h + position_embedding(gh, gw);  // [B, T, C]
-  if (!pre_norm.is_empty()) h = pre_norm->forward(h);
+  h = h + position_embedding(gh, gw).to(h.scalar_type());  // [B, T, C]
+  if (!pre_norm.is_empty()) h = norm(pre_norm, h);
   at::Tensor cos, sin;  // [gh*gw, hd] fp32
   if (c.layout == ViTLayout::EVA02)
     std::tie(cos, sin) =
@@ -327,6 +345,8 @@ void ViTModel::load(const fs::path& dir) {
       ckpt.contains((cfg_.global_pool == "avg" ? "fc_norm" : "norm") + std::string(".weight"));
 }
 
+at::Tensor ViTModel::apply_final_norm(const at::Tensor& h) const { return norm(final_norm, h); }
+
 std::string ViTModel::feature_norm_missing() const {
   if (cfg_.layout != ViTLayout::EVA02) return "";
   if (cfg_.global_pool == "avg")
@@ -375,7 +395,8 @@ VisionFeatures ViTEncoder::encode(const at::Tensor& images, const FeatureSelect&
   }
   VisionFeatures f;
   at::Tensor h = model_.hidden_state(images, layer, &f.grid_h, &f.grid_w);  // [B, T, C]
-  if (sel.final_norm) h = model_.final_norm->forward(h);                    // [B, T, C]
+  if (sel.final_norm) h = model_.apply_final_norm(h);                       // [B, T, C]
+  h = h.to(model_.patch_embed->weight.scalar_type());  // in the weights' dtype (fp32 compute)
   const int64_t P = c.num_prefix();
   if (sel.keep_prefix) {
     f.tokens = h;

@@ -223,6 +223,8 @@ class ViTModel {
                                            // EVA-02 pos_embed [1, P + g*g, C]
   torch::nn::LayerNorm pre_norm{nullptr};  // CLIP pre_layrnorm
   torch::nn::LayerNorm final_norm{nullptr};  // post_layernorm / fc_norm / norm
+  // final_norm(h) in h's dtype (bf16 parameters converted for fp32 activations).
+  at::Tensor apply_final_norm(const at::Tensor& h) const;
   std::vector<std::shared_ptr<ViTBlockImpl>> blocks;
   // "" when FeatureSelect::final_norm can apply final_norm to the tokens; otherwise why not (an
   // EVA-02 with global_pool "avg", or a checkpoint without the norm's tensors).

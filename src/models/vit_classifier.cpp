@@ -96,7 +96,7 @@ at::Tensor ViTClassifier::forward(const at::Tensor& images) {
     pooled = h.select(1, 0);
   else
     pooled = h.select(1, h.size(1) - 1);
-  return head->forward(trunk_.final_norm->forward(pooled)).to(at::kFloat);  // [B, K]
+  return head->forward(trunk_.apply_final_norm(pooled)).to(at::kFloat);  // [B, K]
 }
 
 nlohmann::json ViTClassifier::config_json() const {
