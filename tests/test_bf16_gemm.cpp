@@ -161,7 +161,7 @@ TEST(Bf16Gemm, Fp32ActivationsOnBf16Weights) {
     EXPECT_TRUE(close(linear_bf16_via_f32(x, lin->weight, at::Tensor()), at::linear(x, wf), 1e-5,
                       1e-4));
   }
-  // One block holding all rows of the weight: the GEMM writes the output directly.
+  // One block holding all rows of the weight.
   set_bf16_block_bytes(0);
   at::Tensor x = at::randn({2, 20, 2048});
   EXPECT_TRUE(close(linear_bf16_via_f32(x, lin->weight, lin->bias), at::linear(x, wf, bfl), 1e-5,

@@ -153,11 +153,11 @@ at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
   }
   at::Tensor y2 = y.view({M, N});                                       // [M, N]
   at::Tensor bf = bias.defined() ? bias.to(at::kFloat) : at::Tensor();  // [N] fp32
-  const int64_t nb = block_rows(K, N);
-  float* yp = f32_in && nb >= N ? nullptr : tl_y.get(M * nb);
+  // fp32 out: the GEMM writes its columns of y itself (a strided [M, n] view, row stride N, which
+  // the BLAS takes as its ldc); bf16 out: an fp32 block, then rounded into y.
+  float* yp = f32_in ? nullptr : tl_y.get(M * block_rows(K, N));
   for_each_f32_block(weight, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
-    // One block covering all rows of an fp32 output: the GEMM writes y itself.
-    at::Tensor yb = yp ? at::from_blob(yp, {M, n}, at::kFloat) : y2;  // [M, n] fp32
+    at::Tensor yb = yp ? at::from_blob(yp, {M, n}, at::kFloat) : y2.narrow(1, n0, n);  // [M, n]
     if (bf.defined())
       at::addmm_out(yb, bf.narrow(0, n0, n), xf, wb.t());
     else

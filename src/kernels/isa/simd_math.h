@@ -8,6 +8,9 @@
 #pragma once
 #include <stdint.h>
 #include <string.h>
+#if defined(__AVX512F__) || defined(__AVX2__)
+#include <immintrin.h>
+#endif
 
 #ifndef MVL_ISA_NS
 #error "simd_math.h belongs to the per-level kernels: define MVL_ISA_NS (kernels/isa/*_<level>.cpp)"
@@ -39,8 +42,18 @@ MVL_SIMD vf load(const float* p) {
   return v;
 }
 MVL_SIMD void store(float* p, vf v) { memcpy(p, &v, sizeof v); }
+// a < b ? a : b and a > b ? a : b (b when either is NaN): exactly vminps / vmaxps, which GCC does
+// not pick for the selects by itself (it emits a compare and a blend).
+#if defined(__AVX512F__)
+MVL_SIMD vf vmin(vf a, vf b) { return _mm512_min_ps(a, b); }
+MVL_SIMD vf vmax(vf a, vf b) { return _mm512_max_ps(a, b); }
+#elif defined(__AVX2__)
+MVL_SIMD vf vmin(vf a, vf b) { return _mm256_min_ps(a, b); }
+MVL_SIMD vf vmax(vf a, vf b) { return _mm256_max_ps(a, b); }
+#else
 MVL_SIMD vf vmin(vf a, vf b) { return a < b ? a : b; }
 MVL_SIMD vf vmax(vf a, vf b) { return a > b ? a : b; }
+#endif
 
 MVL_SIMD float hsum(vf v) {
   // Tree reduction: kW -> kW/2 -> ... -> 1.
@@ -62,6 +75,27 @@ MVL_SIMD float hsum(vf v) {
 
 // exp(x): Cephes expf. Below -87.3 returns 0; above 88.7 saturates at ~3.4e38 (no inf, so that
 // 1 / (1 + exp(-x)) stays finite for very negative x).
+#if defined(__AVX512F__)
+// AVX-512: the rounding of k (vrndscaleps) and the scaling by 2^k (vscalefps) take one
+// instruction each, and the underflow select is a mask: about a third fewer instructions than the
+// generic version below, the same values (k and the polynomial are the same; p * 2^k is exact).
+MVL_SIMD vf exp(vf x) {
+  const __mmask16 under = _mm512_cmp_ps_mask(x, splat(-87.3365f), _CMP_LT_OQ);
+  x = vmin(vmax(x, splat(-87.3365f)), splat(88.7f));
+  const vf k = _mm512_roundscale_ps(x * 1.44269504088896341f,
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  vf r = x - k * 0.693359375f;
+  r = r - k * -2.12194440e-4f;
+  vf p = splat(1.9875691500E-4f);
+  p = p * r + 1.3981999507E-3f;
+  p = p * r + 8.3334519073E-3f;
+  p = p * r + 4.1665795894E-2f;
+  p = p * r + 1.6666665459E-1f;
+  p = p * r + 5.0000001201E-1f;
+  p = p * (r * r) + r + 1.0f;
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), _mm512_scalef_ps(p, k));
+}
+#else
 MVL_SIMD vf exp(vf x) {
   const vf lo = splat(-87.3365f);
   const vi under = x < lo;
@@ -82,6 +116,7 @@ MVL_SIMD vf exp(vf x) {
   const vf res = p * scale;
   return under ? vf{} : res;
 }
+#endif
 
 // log(x) for x > 0 normal (Cephes logf).
 MVL_SIMD vf log(vf x) {
