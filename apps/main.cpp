@@ -22,6 +22,7 @@
 #include "cmd_vlm.h"
 #include "common/cpu.h"
 #include "common/error.h"
+#include "common/sysinfo.h"
 #include "eval/perplexity.h"
 #include "generate/generate.h"
 #include "io/file.h"
@@ -379,6 +380,13 @@ int main(int argc, char** argv) {
   // ATEN_CPU_CAPABILITY wins.
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw"))
     setenv("ATEN_CPU_CAPABILITY", "avx512", /*overwrite=*/0);
+  // `bench lm --load-peak` runs this binary as a child and reads its peak resident memory from
+  // here: a forked child's ru_maxrss also counts the parent's pages it was forked with (Linux
+  // records the old address space's high-water mark at exec), VmHWM is this image's own.
+  if (const char* f = std::getenv("MAMBAVL_PEAK_RSS_FILE"); f && *f) {
+    static const std::string peak_file = f;
+    std::atexit([] { std::ofstream(peak_file) << sys::peak_rss_bytes() << "\n"; });
+  }
   CLI::App app{"mambavl: state-space (Mamba) and Transformer language and vision-language models"};
   app.require_subcommand(1);
   add_generate(app);
