@@ -75,15 +75,9 @@ MVL_SIMD float hsum(vf v) {
 
 // exp(x): Cephes expf. Below -87.3 returns 0; above 88.7 saturates at ~3.4e38 (no inf, so that
 // 1 / (1 + exp(-x)) stays finite for very negative x).
-#if defined(__AVX512F__)
-// AVX-512: the rounding of k (vrndscaleps) and the scaling by 2^k (vscalefps) take one
-// instruction each, and the underflow select is a mask: about a third fewer instructions than the
-// generic version below, the same values (k and the polynomial are the same; p * 2^k is exact).
-MVL_SIMD vf exp(vf x) {
-  const __mmask16 under = _mm512_cmp_ps_mask(x, splat(-87.3365f), _CMP_LT_OQ);
-  x = vmin(vmax(x, splat(-87.3365f)), splat(88.7f));
-  const vf k = _mm512_roundscale_ps(x * 1.44269504088896341f,
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+// exp(x) / 2^k for x in [-87.3, 88.7] and k = round(x / ln 2): Cody-Waite reduction, then the
+// Cephes polynomial of exp(r), |r| <= ln(2) / 2.
+MVL_SIMD vf exp_reduced(vf x, vf k) {
   vf r = x - k * 0.693359375f;
   r = r - k * -2.12194440e-4f;
   vf p = splat(1.9875691500E-4f);
@@ -92,8 +86,19 @@ MVL_SIMD vf exp(vf x) {
   p = p * r + 4.1665795894E-2f;
   p = p * r + 1.6666665459E-1f;
   p = p * r + 5.0000001201E-1f;
-  p = p * (r * r) + r + 1.0f;
-  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under), _mm512_scalef_ps(p, k));
+  return p * (r * r) + r + 1.0f;
+}
+#if defined(__AVX512F__)
+// AVX-512: the rounding of k (vrndscaleps) and the scaling by 2^k (vscalefps) take one
+// instruction each, and the underflow select is a mask: fewer instructions than the generic
+// version below, the same values (the same k and polynomial; p * 2^k is exact).
+MVL_SIMD vf exp(vf x) {
+  const __mmask16 under = _mm512_cmp_ps_mask(x, splat(-87.3365f), _CMP_LT_OQ);
+  x = vmin(vmax(x, splat(-87.3365f)), splat(88.7f));
+  const vf k = _mm512_roundscale_ps(x * 1.44269504088896341f,
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  return _mm512_maskz_mov_ps(static_cast<__mmask16>(~under),
+                             _mm512_scalef_ps(exp_reduced(x, k), k));
 }
 #else
 MVL_SIMD vf exp(vf x) {
@@ -101,19 +106,10 @@ MVL_SIMD vf exp(vf x) {
   const vi under = x < lo;
   x = vmin(vmax(x, lo), splat(88.7f));
   const vf magic = splat(12582912.0f);  // 1.5 * 2^23: adding it rounds to the nearest integer
-  vf k = (x * 1.44269504088896341f + magic) - magic;
-  vf r = x - k * 0.693359375f;
-  r = r - k * -2.12194440e-4f;
-  vf p = splat(1.9875691500E-4f);
-  p = p * r + 1.3981999507E-3f;
-  p = p * r + 8.3334519073E-3f;
-  p = p * r + 4.1665795894E-2f;
-  p = p * r + 1.6666665459E-1f;
-  p = p * r + 5.0000001201E-1f;
-  p = p * (r * r) + r + 1.0f;
+  const vf k = (x * 1.44269504088896341f + magic) - magic;
   const vi ki = __builtin_convertvector(k, vi);
   const vf scale = __builtin_bit_cast(vf, (ki + 127) << 23);
-  const vf res = p * scale;
+  const vf res = exp_reduced(x, k) * scale;
   return under ? vf{} : res;
 }
 #endif
