@@ -5,6 +5,8 @@
 #include <c10/core/InferenceMode.h>
 #include <gtest/gtest.h>
 
+#include "common/cpu.h"
+#include "kernels/gemv.h"
 #include "models/bf16_gemm.h"
 #include "models/layers.h"
 #include "models/mamba.h"
@@ -168,6 +170,32 @@ TEST(Bf16Gemm, Fp32ActivationsOnBf16Weights) {
                     1e-4));
   ModeGuard native(Bf16Gemm::Native);
   EXPECT_EQ(inference_compute_dtype(lin->weight), at::kBFloat16);
+}
+
+// bf16 batches above kAmxBatchRows rows go to the native bf16 GEMM on CPUs with AMX (faster there
+// than the batch kernels), to the batch kernels otherwise; up to kAmxBatchRows always the kernels.
+TEST(Bf16Gemm, AmxTakesBf16BatchesAboveEightRows) {
+  at::manual_seed(6);
+  Linear lin(96, 80, true);
+  lin->reset_parameters();
+  at::NoGradGuard ng;
+  lin->weight.set_data(lin->weight.to(at::kBFloat16));
+  lin->bias.set_data(lin->bias.to(at::kBFloat16));
+  const bool amx = cpu::features().amx;
+  std::printf("this CPU %s AMX\n", amx ? "has" : "has no");
+  auto kernels = [&](const at::Tensor& x) {
+    return kernels::linear_small(matrix_ref(*lin), x, lin->bias, at::kBFloat16);
+  };
+  const at::Tensor x8 = at::randn({8, 96}).to(at::kBFloat16);
+  const at::Tensor x9 = at::randn({3, 3, 96}).to(at::kBFloat16);
+  for (Bf16Gemm mode : {Bf16Gemm::Auto, Bf16Gemm::Native, Bf16Gemm::ViaF32}) {
+    ModeGuard g(mode);
+    EXPECT_TRUE(at::equal(lin->forward(x8), kernels(x8)));
+    const bool native = amx && mode != Bf16Gemm::ViaF32;
+    EXPECT_TRUE(at::equal(lin->forward(x9), native ? at::linear(x9, lin->weight, lin->bias)
+                                                   : kernels(x9)))
+        << "mode " << static_cast<int>(mode);
+  }
 }
 
 TEST(Bf16Gemm, WeightMmMatchesMm) {

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/cpu.h"
 #include "models/bf16_gemm.h"
 
 namespace mambavl::models {
@@ -56,7 +57,13 @@ at::Tensor LinearImpl::apply(const at::Tensor& x, bool with_bias) const {
   const at::Tensor& b = with_bias ? bias : at::Tensor();
   const auto wdt = weight.scalar_type(), xdt = x.scalar_type();
   const int64_t rows = x.dim() >= 1 && in_features > 0 ? x.numel() / in_features : 0;
-  if (rows >= 1 && rows <= kernels::kSmallBatchRows && !at::GradMode::is_enabled() &&
+  // bf16 on both sides with AMX (the bf16 GEMM native, bf16_gemm.h): above kAmxBatchRows rows
+  // oneDNN's AMX GEMM is faster than the batch kernels (`bench gemv --batches`, Xeon with AMX, 2
+  // threads, the mamba-130m matrices: AMX 19.2-20.2 ms per pass at 2-16 rows; batch kernels 14.5
+  // at 2, 17.4 at 8, 27.5 at 16).
+  const bool amx_gemm = rows > kAmxBatchRows && wdt == at::kBFloat16 && xdt == at::kBFloat16 &&
+                        cpu::features().amx && inference_compute_dtype(weight) == at::kBFloat16;
+  if (rows >= 1 && rows <= kernels::kSmallBatchRows && !amx_gemm && !at::GradMode::is_enabled() &&
       backend != kernels::Backend::Reference &&
       !(backend == kernels::Backend::Auto &&
         kernels::default_backend() == kernels::Backend::Reference) &&

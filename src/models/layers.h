@@ -13,6 +13,10 @@
 
 namespace mambavl::models {
 
+// Rows above which bf16 activations on bf16 weights go to the native bf16 GEMM instead of the
+// batch kernels on CPUs with AMX (LinearImpl::apply).
+inline constexpr int64_t kAmxBatchRows = 8;
+
 class LinearImpl : public torch::nn::Module {
  public:
   LinearImpl(int64_t in_features, int64_t out_features, bool bias = true);
