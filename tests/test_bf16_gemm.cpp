@@ -190,8 +190,11 @@ TEST(Bf16Gemm, AmxTakesBf16BatchesAboveEightRows) {
   const at::Tensor x9 = at::randn({3, 3, 96}).to(at::kBFloat16);
   for (Bf16Gemm mode : {Bf16Gemm::Auto, Bf16Gemm::Native, Bf16Gemm::ViaF32}) {
     ModeGuard g(mode);
+    EXPECT_TRUE(lin->uses_batch_kernels(x8));
     EXPECT_TRUE(at::equal(lin->forward(x8), kernels(x8)));
     const bool native = amx && mode != Bf16Gemm::ViaF32;
+    EXPECT_EQ(lin->uses_batch_kernels(x9), !native) << "mode " << static_cast<int>(mode);
+    EXPECT_TRUE(lin->uses_batch_kernels(x9.to(at::kFloat)));  // fp32 activations: the kernels
     EXPECT_TRUE(at::equal(lin->forward(x9), native ? at::linear(x9, lin->weight, lin->bias)
                                                    : kernels(x9)))
         << "mode " << static_cast<int>(mode);

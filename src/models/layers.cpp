@@ -53,8 +53,7 @@ kernels::MatrixRef matrix_ref(const at::Tensor& weight, const at::Tensor& weight
 
 at::Tensor LinearImpl::forward(const at::Tensor& x) const { return apply(x, /*with_bias=*/true); }
 
-at::Tensor LinearImpl::apply(const at::Tensor& x, bool with_bias) const {
-  const at::Tensor& b = with_bias ? bias : at::Tensor();
+bool LinearImpl::uses_batch_kernels(const at::Tensor& x) const {
   const auto wdt = weight.scalar_type(), xdt = x.scalar_type();
   const int64_t rows = x.dim() >= 1 && in_features > 0 ? x.numel() / in_features : 0;
   // bf16 on both sides with AMX (the bf16 GEMM native, bf16_gemm.h): above kAmxBatchRows rows
@@ -63,16 +62,19 @@ at::Tensor LinearImpl::apply(const at::Tensor& x, bool with_bias) const {
   // at 2, 17.4 at 8, 27.5 at 16).
   const bool amx_gemm = rows > kAmxBatchRows && wdt == at::kBFloat16 && xdt == at::kBFloat16 &&
                         cpu::features().amx && inference_compute_dtype(weight) == at::kBFloat16;
-  if (rows >= 1 && rows <= kernels::kSmallBatchRows && !amx_gemm && !at::GradMode::is_enabled() &&
-      backend != kernels::Backend::Reference &&
-      !(backend == kernels::Backend::Auto &&
-        kernels::default_backend() == kernels::Backend::Reference) &&
-      x.device().is_cpu() &&
-      weight.device().is_cpu() && weight.is_contiguous() && x.size(-1) == in_features &&
-      (xdt == at::kFloat || xdt == at::kBFloat16) &&
-      (wdt == at::kFloat || wdt == at::kBFloat16 || wdt == at::kChar))
-    return kernels::linear_small(matrix_ref(*this), x, b, xdt);
-  if (is_int8()) return at::linear(x, dense_weight(xdt), b);
+  return rows >= 1 && rows <= kernels::kSmallBatchRows && !amx_gemm &&
+         !at::GradMode::is_enabled() && backend != kernels::Backend::Reference &&
+         !(backend == kernels::Backend::Auto &&
+           kernels::default_backend() == kernels::Backend::Reference) &&
+         x.device().is_cpu() && weight.device().is_cpu() && weight.is_contiguous() &&
+         x.size(-1) == in_features && (xdt == at::kFloat || xdt == at::kBFloat16) &&
+         (wdt == at::kFloat || wdt == at::kBFloat16 || wdt == at::kChar);
+}
+
+at::Tensor LinearImpl::apply(const at::Tensor& x, bool with_bias) const {
+  const at::Tensor& b = with_bias ? bias : at::Tensor();
+  if (uses_batch_kernels(x)) return kernels::linear_small(matrix_ref(*this), x, b, x.scalar_type());
+  if (is_int8()) return at::linear(x, dense_weight(x.scalar_type()), b);
   return weight_linear(x, weight, b);  // bf16 without AMX: through the fp32 GEMM
 }
 

@@ -27,6 +27,9 @@ class LinearImpl : public torch::nn::Module {
   // (kernels/gemv.h: each weight read once for all rows; int8 weights used as stored), else
   // at::linear (int8 dequantised first).
   at::Tensor apply(const at::Tensor& x, bool with_bias) const;
+  // Whether apply(x) runs the batch kernels (kernels::linear_small: up to kSmallBatchRows rows at
+  // inference, except bf16 batches above kAmxBatchRows on CPUs with AMX) rather than a GEMM.
+  bool uses_batch_kernels(const at::Tensor& x) const;
   // Reference: always at::linear (the LibTorch-ops ground truth of the tests); Auto also follows
   // kernels::default_backend(). Models set it with their set_backend.
   kernels::Backend backend = kernels::Backend::Auto;
