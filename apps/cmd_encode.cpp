@@ -14,7 +14,7 @@
 #include <string>
 #include <vector>
 
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "io/checkpoint.h"
 #include "io/image.h"

@@ -9,7 +9,7 @@
 #include <iostream>
 #include <memory>
 
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "common/progress.h"
 #include "experiments/claims.h"

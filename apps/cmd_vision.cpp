@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "common/parse.h"
 #include "data/image_dataset.h"

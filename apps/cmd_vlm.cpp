@@ -7,7 +7,7 @@
 #include <iostream>
 #include <memory>
 
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "data/image_dataset.h"
 #include "data/lm_samples.h"

@@ -14,7 +14,7 @@
 #include "bench/bench_train.h"
 #include "bench/bench_vision.h"
 #include "bench/bench_vlm.h"
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "cmd_data.h"
 #include "cmd_encode.h"
 #include "cmd_experiment.h"

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "bench_load_peak.h"
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "models/presets.h"
 #include "common/sysinfo.h"

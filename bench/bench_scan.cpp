@@ -15,7 +15,7 @@
 #include <vector>
 
 #include "bench.h"
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "kernels/selective_scan.h"
 

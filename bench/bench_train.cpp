@@ -24,7 +24,7 @@
 #include <string>
 #include <vector>
 
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "common/mix64.h"
 #include "data/lm_samples.h"

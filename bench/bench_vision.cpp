@@ -16,7 +16,7 @@
 #include <string>
 #include <vector>
 
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "models/bf16_gemm.h"
 #include "models/connector.h"

@@ -26,7 +26,7 @@
 #include <string>
 #include <vector>
 
-#include "cli_common.h"
+#include "cli/cli_common.h"
 #include "common/error.h"
 #include "data/vl_sequence.h"
 #include "models/vlm.h"
