@@ -30,6 +30,8 @@ using models::ConnectorConfig;
 using models::ConnectorImpl;
 namespace fs = std::filesystem;
 
+using mambavl::testing_util::error_of;
+
 namespace {
 
 constexpr int64_t kDv = 12, kDlm = 20;
@@ -55,16 +57,6 @@ at::Tensor randn(at::IntArrayRef sizes, uint64_t seed) {
 }
 
 using testing_util::close;
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no mambavl::Error thrown>";
-}
 
 // [B, L, C] row-major grid -> column-major sequence, and back.
 at::Tensor to_col(const at::Tensor& x, int64_t gh, int64_t gw) {

@@ -19,6 +19,8 @@ using namespace mambavl;
 using namespace mambavl::models;
 namespace fs = std::filesystem;
 
+using mambavl::testing_util::error_of;
+
 namespace {
 
 GPTNeoXConfig tiny(bool parallel = true, int64_t layers = 2) {
@@ -57,15 +59,6 @@ nlohmann::json tiny_hf_json() {
     "layer_norm_eps": 1e-5, "use_parallel_residual": false, "tie_word_embeddings": false,
     "bos_token_id": 0, "eos_token_id": 0, "use_cache": true, "torch_dtype": "float16",
     "transformers_version": "4.24.0", "initializer_range": 0.02})");
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 double max_abs(const at::Tensor& a) { return a.abs().max().item<double>(); }

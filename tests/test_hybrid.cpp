@@ -20,6 +20,8 @@ using namespace mambavl;
 using namespace mambavl::models;
 namespace fs = std::filesystem;
 
+using mambavl::testing_util::error_of;
+
 namespace {
 
 // mamba_ssm config of a 4-layer hybrid: layers 1 and 3 are attention (GQA 4 query / 2 KV heads,
@@ -44,15 +46,6 @@ void perturb(MambaLM& m, uint64_t seed) {
 }
 
 double max_abs(const at::Tensor& a) { return a.abs().max().item<double>(); }
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
-}
 
 fs::path temp_dir(const std::string& name) {
   fs::path d =

@@ -20,12 +20,15 @@
 #include "io/file.h"
 #include "io/safetensors.h"
 #include "io/tokenizer.h"
+#include "test_util.h"
 
 using namespace mambavl;
 namespace fs = std::filesystem;
 using testing_util::CliRun;
 using testing_util::expect_one_error_line;
 using testing_util::run_cli_limited;
+
+using mambavl::testing_util::error_of;
 
 namespace {
 
@@ -48,15 +51,6 @@ class RobustIo : public testing_util::TempDirTest {
   std::string q(const fs::path& p) { return "'" + p.string() + "'"; }
 };
 
-std::string msg_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 }  // namespace
 
 // ---- the library entry points -----------------------------------------------------------------
@@ -65,18 +59,18 @@ TEST_F(RobustIo, ReadFileRefusesSpecialFilesAndOversizedFiles) {
   const fs::path fifo = dir / "fifo";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
   // A FIFO with no writer: the open must not block (it would hang the test forever).
-  std::string m = msg_of([&] { io::read_file(fifo, 1 << 20, "config"); });
+  std::string m = error_of([&] { io::read_file(fifo, 1 << 20, "config"); });
   EXPECT_NE(m.find(fifo.string()), std::string::npos) << m;
   EXPECT_NE(m.find("FIFO"), std::string::npos) << m;
-  m = msg_of([&] { io::read_file("/dev/zero", 1 << 20, "config"); });
+  m = error_of([&] { io::read_file("/dev/zero", 1 << 20, "config"); });
   EXPECT_NE(m.find("/dev/zero: is a character device"), std::string::npos) << m;
-  m = msg_of([&] { io::read_file(dir, 1 << 20, "config"); });
+  m = error_of([&] { io::read_file(dir, 1 << 20, "config"); });
   EXPECT_NE(m.find("is a directory, expected a config file"), std::string::npos) << m;
-  m = msg_of([&] { io::read_file(dir / "missing.json", 1 << 20, "config"); });
+  m = error_of([&] { io::read_file(dir / "missing.json", 1 << 20, "config"); });
   EXPECT_NE(m.find("missing.json: config file not found"), std::string::npos) << m;
 
   write(dir / "big.json", std::string(5000, ' '));
-  m = msg_of([&] { io::read_file(dir / "big.json", 4096, "config"); });
+  m = error_of([&] { io::read_file(dir / "big.json", 4096, "config"); });
   EXPECT_NE(m.find("big.json: config file is 5000 bytes, over the limit of 4096"),
             std::string::npos)
       << m;
@@ -84,28 +78,28 @@ TEST_F(RobustIo, ReadFileRefusesSpecialFilesAndOversizedFiles) {
 
   EXPECT_FALSE(io::regular_file_exists(dir / "missing.json"));
   EXPECT_TRUE(io::regular_file_exists(dir / "big.json"));
-  m = msg_of([&] { io::regular_file_exists(dir, "tokenizer"); });
+  m = error_of([&] { io::regular_file_exists(dir, "tokenizer"); });
   EXPECT_NE(m.find("is a directory, expected a tokenizer file"), std::string::npos) << m;
 }
 
 TEST_F(RobustIo, ParsersOpenOnlyRegularFiles) {
   const fs::path fifo = dir / "model.safetensors";
   ASSERT_EQ(::mkfifo(fifo.c_str(), 0600), 0);
-  std::string m = msg_of([&] { io::SafetensorsFile f(fifo); });
+  std::string m = error_of([&] { io::SafetensorsFile f(fifo); });
   EXPECT_NE(m.find("model.safetensors: is a FIFO"), std::string::npos) << m;
-  m = msg_of([&] { io::read_json_file("/dev/zero"); });
+  m = error_of([&] { io::read_json_file("/dev/zero"); });
   EXPECT_NE(m.find("/dev/zero: is a character device"), std::string::npos) << m;
-  m = msg_of([&] { io::Tokenizer::from_file(dir); });
+  m = error_of([&] { io::Tokenizer::from_file(dir); });
   EXPECT_NE(m.find("is a directory"), std::string::npos) << m;
   fs::create_directories(dir / "tok" / "tokenizer.json");
   // A folder named tokenizer.json is not "no tokenizer": say what is there.
-  m = msg_of([&] { io::Tokenizer::find_in(dir / "tok"); });
+  m = error_of([&] { io::Tokenizer::find_in(dir / "tok"); });
   EXPECT_NE(m.find("tokenizer.json: is a directory, expected a tokenizer file"),
             std::string::npos)
       << m;
   // A JSON file over the cap is refused before it is read.
   write(dir / "config.json", "{\"a\": \"" + std::string(3000, 'x') + "\"}");
-  m = msg_of([&] { io::read_json_file(dir / "config.json", 1024); });
+  m = error_of([&] { io::read_json_file(dir / "config.json", 1024); });
   EXPECT_NE(m.find("over the limit of 1024"), std::string::npos) << m;
 }
 
@@ -114,15 +108,15 @@ TEST(RobustParse, Int64WithRangeNamesTheField) {
   EXPECT_EQ(parse_int64("+7", "--x"), 7);
   EXPECT_EQ(parse_int64("-9223372036854775808", "--x"), std::numeric_limits<int64_t>::min());
   EXPECT_EQ(parse_int64("9223372036854775807", "--x"), std::numeric_limits<int64_t>::max());
-  EXPECT_EQ(msg_of([] { parse_int64("-", "--ids"); }), "--ids: '-' is not an integer");
-  EXPECT_EQ(msg_of([] { parse_int64("", "--ids"); }), "--ids: '' is not an integer");
-  EXPECT_EQ(msg_of([] { parse_int64("12a", "--ids"); }), "--ids: '12a' is not an integer");
-  EXPECT_EQ(msg_of([] { parse_int64("9223372036854775808", "--ids"); }),
+  EXPECT_EQ(error_of([] { parse_int64("-", "--ids"); }), "--ids: '-' is not an integer");
+  EXPECT_EQ(error_of([] { parse_int64("", "--ids"); }), "--ids: '' is not an integer");
+  EXPECT_EQ(error_of([] { parse_int64("12a", "--ids"); }), "--ids: '12a' is not an integer");
+  EXPECT_EQ(error_of([] { parse_int64("9223372036854775808", "--ids"); }),
             "--ids: '9223372036854775808' is out of range (-9223372036854775808 to "
             "9223372036854775807)");
-  EXPECT_EQ(msg_of([] { parse_int64("-1", "--ids", 0); }),
+  EXPECT_EQ(error_of([] { parse_int64("-1", "--ids", 0); }),
             "--ids: '-1' is out of range (0 to 9223372036854775807)");
-  EXPECT_EQ(msg_of([] { parse_int64("5", "--n", 1, 4); }), "--n: '5' is out of range (1 to 4)");
+  EXPECT_EQ(error_of([] { parse_int64("5", "--n", 1, 4); }), "--n: '5' is out of range (1 to 4)");
 }
 
 TEST(RobustParse, PrintableKeepsUtf8AndEscapesTheRest) {

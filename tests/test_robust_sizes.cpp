@@ -28,6 +28,7 @@
 #include "models/vit.h"
 #include "models/vlm.h"
 #include "models/weights_check.h"
+#include "test_util.h"
 
 using namespace mambavl;
 namespace fs = std::filesystem;
@@ -35,22 +36,15 @@ using json = nlohmann::json;
 using testing_util::expect_one_error_line;
 using testing_util::run_cli_limited;
 
+using mambavl::testing_util::error_of;
+
 namespace {
 
 const fs::path kFixtures = MAMBAVL_FIXTURES_DIR;
 
-std::string msg_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "(no error)";
-}
-
 void expect_msg(const std::function<void()>& f, const std::vector<std::string>& parts) {
-  const std::string m = msg_of(f);
-  EXPECT_NE(m, "(no error)");
+  const std::string m = error_of(f);
+  EXPECT_FALSE(m.empty()) << "no mambavl::Error thrown";
   for (const auto& p : parts)
     EXPECT_NE(m.find(p), std::string::npos) << "no '" << p << "' in: " << m;
 }

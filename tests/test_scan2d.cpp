@@ -22,6 +22,8 @@ using kernels::Backend;
 using kernels::ScanMerge;
 using kernels::ScanOrder;
 
+using mambavl::testing_util::error_of;
+
 namespace {
 
 at::Generator gen(uint64_t seed) { return at::make_generator<at::CPUGeneratorImpl>(seed); }
@@ -35,16 +37,6 @@ using testing_util::close;
 std::vector<int64_t> to_vec(const at::Tensor& t) {
   const at::Tensor c = t.contiguous();
   return std::vector<int64_t>(c.data_ptr<int64_t>(), c.data_ptr<int64_t>() + c.numel());
-}
-
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "<no mambavl::Error thrown>";
 }
 
 const std::vector<std::pair<int64_t, int64_t>> kGrids = {{1, 1}, {3, 5}, {4, 4}, {5, 2},

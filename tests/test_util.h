@@ -33,6 +33,16 @@ inline ::testing::AssertionResult close(const at::Tensor& a, const at::Tensor& b
          << (ad - bd).abs().max().item<double>() << ", rtol " << rtol << ", atol " << atol << ")";
 }
 
+// The message of the mambavl::Error that f throws; "" when it throws none.
+inline std::string error_of(const std::function<void()>& f) {
+  try {
+    f();
+  } catch (const Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
 // Runs f, which must throw mambavl::Error whose message contains every one of `parts`.
 inline void expect_error(const std::function<void()>& f, std::initializer_list<std::string> parts) {
   try {

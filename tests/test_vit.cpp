@@ -17,10 +17,13 @@
 #include "models/bf16_gemm.h"
 #include "models/vision.h"
 #include "models/vit.h"
+#include "test_util.h"
 
 using namespace mambavl;
 using namespace mambavl::models;
 namespace fs = std::filesystem;
+
+using mambavl::testing_util::error_of;
 
 namespace {
 
@@ -33,15 +36,6 @@ fs::path temp_dir(const std::string& name) {
   fs::remove_all(d);
   fs::create_directories(d);
   return d;
-}
-
-std::string error_of(const std::function<void()>& f) {
-  try {
-    f();
-  } catch (const Error& e) {
-    return e.what();
-  }
-  return "";
 }
 
 double max_diff(const at::Tensor& a, const at::Tensor& b) {
