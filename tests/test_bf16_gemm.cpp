@@ -45,6 +45,18 @@ at::Tensor reference(const at::Tensor& x, const at::Tensor& w, const at::Tensor&
   return y.to(at::kBFloat16);
 }
 
+// A Linear with bias, its parameters initialised from `seed` and stored in bf16 (still requiring
+// gradients).
+Linear bf16_linear(int64_t in, int64_t out, uint64_t seed) {
+  at::manual_seed(seed);
+  Linear lin(in, out, true);
+  lin->reset_parameters();
+  at::NoGradGuard ng;
+  lin->weight.set_data(lin->weight.to(at::kBFloat16));
+  lin->bias.set_data(lin->bias.to(at::kBFloat16));
+  return lin;
+}
+
 // One bf16 ulp at the output's magnitude plus the fp32 summation-order error.
 ::testing::AssertionResult bf16_close(const at::Tensor& got, const at::Tensor& want) {
   return close(got.to(at::kFloat), want.to(at::kFloat), 1.0 / 128, 1e-3);
@@ -82,14 +94,7 @@ TEST(Bf16Gemm, LinearEqualsBf16GemmUpToSummationOrder) {
 }
 
 TEST(Bf16Gemm, LinearModuleDispatch) {
-  at::manual_seed(4);
-  Linear lin(96, 80, true);
-  lin->reset_parameters();
-  {
-    at::NoGradGuard ng;
-    lin->weight.set_data(lin->weight.to(at::kBFloat16));
-    lin->bias.set_data(lin->bias.to(at::kBFloat16));
-  }
+  Linear lin = bf16_linear(96, 80, 4);
   at::Tensor x = at::randn({2, 30, 96}).to(at::kBFloat16);
   at::Tensor plain;
   {
@@ -138,15 +143,8 @@ TEST(Bf16Gemm, LinearModuleDispatch) {
 // weight, fp32 out, at any row count; at::linear would refuse the mix.
 TEST(Bf16Gemm, Fp32ActivationsOnBf16Weights) {
   ModeGuard g(Bf16Gemm::ViaF32);
-  at::manual_seed(5);
   BlockGuard blocks(1 << 20);  // K = 2048: 128-row blocks, N = 300 runs three
-  Linear lin(2048, 300, true);
-  lin->reset_parameters();
-  {
-    at::NoGradGuard ng;
-    lin->weight.set_data(lin->weight.to(at::kBFloat16));
-    lin->bias.set_data(lin->bias.to(at::kBFloat16));
-  }
+  Linear lin = bf16_linear(2048, 300, 5);
   const at::Tensor wf = lin->weight.detach().to(at::kFloat), bfl = lin->bias.detach().to(at::kFloat);
   EXPECT_EQ(inference_compute_dtype(lin->weight), at::kBFloat16);  // it records a gradient
   at::NoGradGuard ng;
@@ -175,12 +173,8 @@ TEST(Bf16Gemm, Fp32ActivationsOnBf16Weights) {
 // bf16 batches above kAmxBatchRows rows go to the native bf16 GEMM on CPUs with AMX (faster there
 // than the batch kernels), to the batch kernels otherwise; up to kAmxBatchRows always the kernels.
 TEST(Bf16Gemm, AmxTakesBf16BatchesAboveEightRows) {
-  at::manual_seed(6);
-  Linear lin(96, 80, true);
-  lin->reset_parameters();
+  Linear lin = bf16_linear(96, 80, 6);
   at::NoGradGuard ng;
-  lin->weight.set_data(lin->weight.to(at::kBFloat16));
-  lin->bias.set_data(lin->bias.to(at::kBFloat16));
   const bool amx = cpu::features().amx;
   std::printf("this CPU %s AMX\n", amx ? "has" : "has no");
   auto kernels = [&](const at::Tensor& x) {
