@@ -386,6 +386,11 @@ TEST(VLMFolder, SaveLoadRoundTripWithPrefixedKeys) {
     auto c = data::collate(ds, {0, 1}, *m, f, true);
     EXPECT_TRUE(close(back->logits(c.batch), m->logits(c.batch), 0, 0));
     EXPECT_EQ(back->config().to_json(), m->config().to_json());
+    if (back->lm().max_context() > 0) {  // GPT-NeoX: the context bound names this folder's key
+      const std::string src = back->lm().max_context_source();
+      EXPECT_NE(src.find("text_config.max_position_embeddings"), std::string::npos) << src;
+      EXPECT_NE(src.find((dir / "config.json").string()), std::string::npos) << src;
+    }
     fs::remove_all(dir);
   }
 }

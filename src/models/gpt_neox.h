@@ -116,10 +116,6 @@ class GPTNeoXLM : public CausalLM {
                             bool last_only = false) override;
   std::unique_ptr<LMCache> make_cache(int64_t batch, int64_t max_len) override;
   int64_t max_context() const override { return cfg_.max_position_embeddings; }
-  std::string max_context_source() const override {
-    if (source_dir_.empty()) return "max_position_embeddings in the model's config";
-    return "max_position_embeddings in " + (source_dir_ / "config.json").string();
-  }
   torch::nn::Module& module() override { return *root_; }
   void save(const std::filesystem::path& dir) const override;
 
@@ -142,6 +138,13 @@ class GPTNeoXLM : public CausalLM {
   std::vector<std::shared_ptr<GPTNeoXLayerImpl>> layers;
   torch::nn::LayerNorm final_layer_norm{nullptr};
   Linear embed_out{nullptr};
+
+ protected:
+  std::string own_context_source() const override {
+    if (source_dir_.empty()) return "max_position_embeddings in the model's config";
+    return "max_position_embeddings in " + (source_dir_ / "config.json").string();
+  }
+
 
  private:
   bool can_decode_fused(const at::Tensor& embeds, LMCache* cache) const;

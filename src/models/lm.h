@@ -94,8 +94,14 @@ class CausalLM {
   // configured for (GPT-NeoX: max_position_embeddings); 0 = no limit (Mamba, hybrid stacks).
   // Generation refuses prompt + max_new_tokens beyond it.
   virtual int64_t max_context() const { return 0; }
-  // Where max_context() comes from, for messages, e.g. "max_position_embeddings in D/config.json".
-  virtual std::string max_context_source() const { return "the model's config"; }
+  // Where max_context() comes from, for messages, e.g. "max_position_embeddings in D/config.json":
+  // what set_context_source named, else the model's own description.
+  std::string max_context_source() const {
+    return context_source_.empty() ? own_context_source() : context_source_;
+  }
+  // Names the config entry of max_context() for messages when the model is part of a larger
+  // folder (a VLM's language model: "text_config.max_position_embeddings in D/config.json").
+  void set_context_source(std::string s) { context_source_ = std::move(s); }
 
   virtual torch::nn::Module& module() = 0;
   // Casts the weights to the compute dtype (kFloat or kBFloat16; SSM parameters A_log / D and
@@ -108,6 +114,13 @@ class CausalLM {
   // Weights + config.json (+ the tokenizer files when the model was loaded from a folder with
   // them) to `dir`, in the same Hugging Face format it loads. Atomic per file.
   virtual void save(const std::filesystem::path& dir) const = 0;
+
+ protected:
+  // The model's own description of where max_context() comes from.
+  virtual std::string own_context_source() const { return "the model's config"; }
+
+ private:
+  std::string context_source_;
 };
 
 // Copies the tokenizer files (tokenizer.json, tokenizer_config.json, special_tokens_map.json) that

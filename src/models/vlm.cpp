@@ -215,6 +215,7 @@ std::unique_ptr<VLM> VLM::load(const fs::path& dir) {
     check_weights_match_config(w, ckpt, f);
   }
   auto m = std::make_unique<VLM>(cfg, 0, /*initialize=*/false);
+  m->lm_->set_context_source("text_config.max_position_embeddings in " + file.string());
   io::load_module(*m->root_, ckpt);
   if (fs::exists(dir / "tokenizer.json")) m->set_tokenizer(dir / "tokenizer.json");
   return m;
