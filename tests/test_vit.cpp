@@ -368,6 +368,21 @@ TEST(VitEncoder, Bfloat16WeightsComputeInFp32WithoutAFastBf16Gemm) {
     EXPECT_LE(max_diff(f.tokens, g["final_norm"]) / g["final_norm"].abs().max().item<double>(),
               0.05);
 
+    // Training a partly frozen bf16 encoder (the embeddings frozen, the blocks not): bf16
+    // activations and autograd, the gradients reach the blocks.
+    {
+      at::AutoGradMode grad(true);
+      for (auto& p : bf->module().parameters()) p.requires_grad_(true);
+      m.patch_embed->weight.requires_grad_(false);
+      const at::Tensor h = m.hidden_state(g["pixels"], L);
+      EXPECT_EQ(h.scalar_type(), at::kBFloat16);
+      h.to(at::kFloat).sum().backward();
+      const at::Tensor gw = m.blocks[0]->mlp->fc2->weight.grad();
+      ASSERT_TRUE(gw.defined());
+      EXPECT_GT(gw.abs().sum().item<double>(), 0.0);
+      for (auto& p : bf->module().parameters()) p.requires_grad_(false);
+    }
+
     set_bf16_gemm(Bf16Gemm::Native);
     EXPECT_EQ(inference_compute_dtype(m.patch_embed->weight), at::kBFloat16);
     const at::Tensor native = m.hidden_state(g["pixels"], L);

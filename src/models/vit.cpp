@@ -266,9 +266,16 @@ at::Tensor ViTModel::hidden_state(const at::Tensor& images, int64_t layer, int64
   if (gh_out) *gh_out = gh;
   if (gw_out) *gw_out = gw;
   // [B, 3, H, W] in the compute dtype: the weights' own, or fp32 for bf16 weights on CPUs whose
-  // bf16 GEMM goes through fp32 (inference_compute_dtype).
-  at::Tensor x =
-      images.to(patch_embed->weight.options().dtype(inference_compute_dtype(patch_embed->weight)));
+  // bf16 GEMM goes through fp32 (inference_compute_dtype) when no parameter records a gradient
+  // (a partly frozen bf16 encoder in training keeps bf16 activations and their autograd).
+  at::ScalarType dt = inference_compute_dtype(patch_embed->weight);
+  if (dt != patch_embed->weight.scalar_type() && at::GradMode::is_enabled())
+    for (const auto& prm : root_->parameters())
+      if (prm.requires_grad()) {
+        dt = patch_embed->weight.scalar_type();
+        break;
+      }
+  at::Tensor x = images.to(patch_embed->weight.options().dtype(dt));
   at::Tensor h = patch_embed->forward(x);  // [B, gh*gw, C]
   if (P > 0) {
     at::Tensor cls =
