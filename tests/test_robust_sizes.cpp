@@ -380,6 +380,14 @@ TEST(RobustSizesUnit, TokenizerIdsAndNestingAreBounded) {
              {"t/tokenizer.json", "post_processor.special_tokens.<s>.ids", "over the limit"});
   j["post_processor"]["special_tokens"]["<s>"]["ids"] = {"x"};
   expect_msg([&] { parse(j); }, {"t/tokenizer.json", "post_processor.special_tokens.<s>.ids"});
+  // Within the limit but no token (found by fuzz_tokenizer: encode emitted an id past the
+  // vocabulary): refused at load.
+  const int64_t n = io::Tokenizer::from_json_string(base.dump(), "t/tokenizer.json").vocab_size();
+  j["post_processor"]["special_tokens"]["<s>"]["ids"] = {n + 2};
+  expect_msg([&] { parse(j); }, {"t/tokenizer.json", "post_processor.special_tokens.<s>.ids",
+                                 std::to_string(n + 2) + " is not a token id"});
+  j["post_processor"]["special_tokens"]["<s>"]["ids"] = {n - 1};  // the last token: fine
+  EXPECT_NO_THROW(parse(j));
 }
 
 TEST(RobustSizesUnit, PreprocessSizeAndBatchBytesAreBounded) {

@@ -843,8 +843,16 @@ void Tokenizer::Impl::load_post(const json& p) {
       for (const json& i : ids) {
         if (!i.is_number_integer() || (i.is_number_unsigned() && i.get<uint64_t>() > INT64_MAX))
           fail(field, "expected non-negative integer token ids");
-        check_id(i.get<int64_t>(), field);
-        dst.push_back(i.get<int64_t>());
+        const int64_t id = i.get<int64_t>();
+        check_id(id, field);
+        // Encode emits these ids: each must be a token (of the model's vocabulary or the added
+        // tokens), or the ids would index past the embedding.
+        if (static_cast<size_t>(id) >= has_tok.size() || !has_tok[static_cast<size_t>(id)])
+          fail(field, std::to_string(id) +
+                          " is not a token id of this tokenizer (its vocabulary and added tokens "
+                          "have ids below " +
+                          std::to_string(has_tok.size()) + ")");
+        dst.push_back(id);
       }
     } else {
       fail("post_processor.single", "unknown item " + item.dump());
