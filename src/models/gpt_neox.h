@@ -145,7 +145,6 @@ class GPTNeoXLM : public CausalLM {
     return "max_position_embeddings in " + (source_dir_ / "config.json").string();
   }
 
-
  private:
   bool can_decode_fused(const at::Tensor& embeds, LMCache* cache) const;
   at::Tensor decode_fused(const at::Tensor& embeds, LayerStackCache& cache);
