@@ -15,8 +15,10 @@
 #include "bench_load_peak.h"
 #include "cli/cli_common.h"
 #include "common/error.h"
-#include "models/presets.h"
 #include "common/sysinfo.h"
+#include "models/attention.h"
+#include "models/mamba.h"
+#include "models/presets.h"
 
 namespace mambavl::bench {
 using namespace ::mambavl::sys;
@@ -28,6 +30,25 @@ constexpr int64_t kWarmupSteps = 4;
 using clock = std::chrono::steady_clock;
 double secs(clock::time_point a, clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
+}
+
+// Bytes a decode step reads from the per-sequence caches of all B rows as they stand: an attention
+// layer's K and V over the positions written so far, a Mamba layer's conv and SSM states.
+double cache_bytes_read(const models::LMCache& cache) {
+  const auto* stack = dynamic_cast<const models::LayerStackCache*>(&cache);
+  if (stack == nullptr) return 0;
+  double bytes = 0;
+  for (const auto& layer : stack->layers) {
+    if (const auto* kv = dynamic_cast<const models::KVCache*>(layer.get())) {
+      if (kv->k.defined() && kv->capacity() > 0)
+        bytes += 2.0 * static_cast<double>(kv->k.numel() / kv->capacity() * kv->len) *
+                 static_cast<double>(kv->k.element_size());
+    } else if (const auto* m = dynamic_cast<const models::MambaLayerCache*>(layer.get())) {
+      for (const at::Tensor* t : {&m->conv_state, &m->ssm_state})
+        if (t->defined()) bytes += static_cast<double>(t->numel() * t->element_size());
+    }
+  }
+  return bytes;
 }
 
 struct LmBenchOptions {
@@ -74,10 +95,10 @@ void run(const LmBenchOptions& o) {
   std::printf("measured now: read bandwidth %.1f GB/s, fp32 GEMM %.1f GFLOP/s (1024x768x3072)\n",
               bw, gflops);
   std::printf(
-      "bounds: decode <= bandwidth / weight bytes per token; prefill <= GEMM rate / matmul FLOPs "
-      "per token\n");
-  std::printf("%-12s %8s %6s %12s %9s %12s %9s %12s %10s\n", "model", "context", "batch",
-              "prefill t/s", "% bound", "decode t/s", "% bound", "ms/step", "peak MB");
+      "bounds: decode step <= bandwidth / (weight bytes + cache bytes read per step: K/V at the "
+      "context, SSM states); prefill <= GEMM rate / matmul FLOPs per token\n");
+  std::printf("%-12s %8s %6s %12s %9s %12s %9s %12s %9s %10s\n", "model", "context", "batch",
+              "prefill t/s", "% bound", "decode t/s", "% bound", "ms/step", "cache MB", "peak MB");
   for (const auto& name : o.models) {
     auto model = models::make_preset(name, 0);
     if (o.rt.dtype == "bf16") model->to_dtype(at::kBFloat16);
@@ -121,32 +142,35 @@ void run(const LmBenchOptions& o) {
         auto cache = model->make_cache(B, ctx + kWarmupSteps + o.steps + 1);
         auto t0 = clock::now();
         at::Tensor logits = model->forward(ids, cache.get(), /*last_only=*/true);  // [B, 1, V]
-        auto t1 = clock::now();
+        const auto t_prefill = clock::now();
         // Untimed first steps: the decode path's one-time set-up (step buffers, first touch).
         for (int64_t s = 0; s < kWarmupSteps; ++s)
           logits = model->forward(logits.argmax(-1).view({B, 1}), cache.get(), true);
-        t1 = clock::now();
+        const double cache_first = cache_bytes_read(*cache);
+        const auto t1 = clock::now();
         for (int64_t s = 0; s < o.steps; ++s) {
           at::Tensor step = logits.argmax(-1).view({B, 1});
           logits = model->forward(step, cache.get(), true);
         }
         auto t2 = clock::now();
         const double dec = secs(t1, t2) / static_cast<double>(o.steps);  // seconds per step
-        const double pre = static_cast<double>(B * ctx) / secs(t0, t1);
-        // A step of B sequences reads the weights once: the bound is B times batch 1's, up to the
-        // GEMM rate.
-        const double dec_bound = std::min(static_cast<double>(B) * bound, prefill_bound);
+        const double pre = static_cast<double>(B * ctx) / secs(t0, t_prefill);
+        // A step of B sequences reads the weights once and each row's cache: the mean over the
+        // timed steps (the K/V read grows by one position a step).
+        const double cache_bytes = 0.5 * (cache_first + cache_bytes_read(*cache));
+        const double step_bound = bw * 1e9 / (static_cast<double>(weight_bytes) + cache_bytes);
+        const double dec_bound = std::min(static_cast<double>(B) * step_bound, prefill_bound);
         const double dec_tps = static_cast<double>(B) / dec;
-        std::printf("%-12s %8lld %6lld %12.1f %8.0f%% %12.1f %8.0f%% %12.2f %10.0f\n",
+        std::printf("%-12s %8lld %6lld %12.1f %8.0f%% %12.1f %8.0f%% %12.2f %9.1f %10.0f\n",
                     name.c_str(), static_cast<long long>(ctx), static_cast<long long>(B), pre,
                     100 * pre / prefill_bound, dec_tps, 100 * dec_tps / dec_bound, dec * 1e3,
-                    peak_rss_bytes() / 1e6);
+                    cache_bytes / 1e6, peak_rss_bytes() / 1e6);
         std::fflush(stdout);
       }
     }
     std::printf(
-        "%-12s weights %.1f MB (%.1f MB read per decoded token): decode bound %.1f tok/s, prefill "
-        "bound %.0f tok/s\n",
+        "%-12s weights %.1f MB (%.1f MB read per decoded token, plus the cache): decode bound "
+        "without the cache %.1f tok/s, prefill bound %.0f tok/s\n",
         name.c_str(), weights_total / 1e6, weight_bytes / 1e6, bound, prefill_bound);
     if (o.load_peak) print_load_peak(name, *model, o.rt.dtype, o.rt.threads);
   }
