@@ -1,16 +1,18 @@
-// `mambavl bench vlm` and `mambavl bench train` end to end on tiny shapes: each prints one table
+// `mambavl bench vlm`, `bench train` and `bench lm` end to end on tiny shapes: each prints one table
 // row per model with the sequence / token counts the run is defined by; bad options give one
 // `error:` line naming the problem and exit code 1. No timing value is asserted (only that the
 // timed columns are finite numbers).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <map>
 #include <sstream>
 #include <string>
 #include <vector>
 
 #include "cli_run.h"
 #include "data/vl_sequence.h"
+#include "models/presets.h"
 #include "models/vlm.h"
 
 using namespace mambavl;
@@ -119,3 +121,43 @@ TEST(CliBenchTrain, UnknownModelIsAnError) {
 }
 
 }  // namespace
+
+// `bench lm`: the decode bound counts the cache a step reads beside the weights. The "cache MB"
+// column is the mean over the timed steps of the K/V written so far (attention) or the conv and
+// SSM states (Mamba), for all rows of the batch.
+TEST(CliBenchLm, DecodeBoundCountsTheCacheRead) {
+  const CliRun r = run(
+      "bench lm --models pythia-tiny,mamba-tiny --contexts 512 --batches 1,2 --steps 4 "
+      "--prefill-repeats 1 --bandwidth 10 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  // The rows of `name` at context 512: batch -> cells.
+  auto rows = [&](const std::string& name) {
+    std::map<int, std::vector<std::string>> found;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream f(line);
+      std::vector<std::string> cells;
+      for (std::string w; f >> w;) cells.push_back(w);
+      if (cells.size() == 11 && cells[0] == name && cells[1] == "512")
+        found[static_cast<int>(num(cells[2]))] = cells;
+    }
+    return found;
+  };
+  auto pythia = models::make_preset("pythia-tiny", 0);
+  // K and V of every layer, fp32, over positions 516 .. 520 (4 untimed steps after the prefill of
+  // 512, then the 4 timed ones): the mean is 518 positions.
+  const double kv_mb = 2.0 * pythia->num_layers() * pythia->hidden_size() * 4 * 518 / 1e6;
+  // Mamba: conv state [d_inner, d_conv] and SSM state [d_inner, d_state] per layer, fp32.
+  auto mamba = models::make_preset("mamba-tiny", 0);
+  const int64_t d_inner = 2 * mamba->hidden_size();
+  const double state_mb = mamba->num_layers() * d_inner * (4 + 16) * 4.0 / 1e6;
+  for (auto [name, mb] : {std::pair{"pythia-tiny", kv_mb}, {"mamba-tiny", state_mb}}) {
+    const auto found = rows(name);
+    ASSERT_EQ(found.size(), 2u) << name << ":\n" << r.out;
+    for (const auto& [batch, cells] : found) {
+      EXPECT_NEAR(num(cells[9]), batch * mb, 0.006) << name << " batch " << batch << ":\n" << r.out;
+      EXPECT_GT(num(cells[5]), 0) << "GEMM GF/s of " << name << ":\n" << r.out;
+      EXPECT_TRUE(std::isfinite(num(cells[4])) && std::isfinite(num(cells[7]))) << r.out;
+    }
+  }
+}
