@@ -250,3 +250,82 @@ TEST(Bf16Gemm, MambaPrefillSameLogits) {
   EXPECT_FALSE(at::equal(native, via));  // it did take another path
   EXPECT_LT((via - native).abs().max().item<double>(), 0.03 * native.abs().max().item<double>());
 }
+
+// int8 weights (int8 rows with fp32 row scales) times fp32 activations: the fp32 GEMM per
+// dequantised block gives at::linear / at::mm on the whole dequantised matrix, up to the
+// summation order; bf16 activations keep the dequantised bf16 GEMM.
+TEST(Int8Gemm, PerBlockEqualsDequantisedGemm) {
+  c10::InferenceMode im;
+  at::manual_seed(9);
+  BlockGuard blocks(1 << 20);  // K = 2048: 128-row blocks, N = 300 runs three
+  const kernels::Int8Matrix q = kernels::quantize_int8(at::randn({300, 2048}) * 0.05);
+  const at::Tensor wf = kernels::dequantize_int8(q);  // [N, K] fp32
+  const at::Tensor b = at::randn({300});
+  for (int64_t rows : {16, 40}) {
+    SCOPED_TRACE(rows);
+    at::Tensor x = at::randn({rows, 2048});
+    EXPECT_TRUE(close(int8_linear(x, q.q, q.scale, b), at::linear(x, wf, b), 1e-5, 1e-4));
+    EXPECT_TRUE(close(int8_linear(x, q.q, q.scale, at::Tensor()), at::linear(x, wf), 1e-5, 1e-4));
+  }
+  at::Tensor x3 = at::randn({2, 20, 2048});
+  at::Tensor y3 = int8_linear(x3, q.q, q.scale, b);
+  EXPECT_EQ(y3.sizes(), (std::vector<int64_t>{2, 20, 300}));
+  EXPECT_TRUE(close(y3, at::linear(x3, wf, b), 1e-5, 1e-4));
+  // [K, M] contiguous and transposed.
+  at::Tensor x = at::randn({2048, 40}), xt = at::randn({40, 2048}).t();
+  for (const at::Tensor& in : {x, xt}) {
+    at::Tensor got = int8_mm(q.q, q.scale, in);
+    EXPECT_TRUE(got.is_contiguous());
+    EXPECT_EQ(got.sizes(), (std::vector<int64_t>{300, 40}));
+    EXPECT_TRUE(close(got, at::mm(wf, in), 1e-5, 1e-4));
+  }
+  // bf16 activations: the bf16 GEMM on the weight dequantised to bf16, as before.
+  at::Tensor xb = at::randn({40, 2048}).to(at::kBFloat16);
+  const at::Tensor wb = kernels::dequantize_int8(q).to(at::kBFloat16);
+  EXPECT_TRUE(at::equal(int8_linear(xb, q.q, q.scale, at::Tensor()), at::linear(xb, wb)));
+  EXPECT_TRUE(at::equal(int8_mm(q.q, q.scale, xb.t()), at::mm(wb, xb.t())));
+}
+
+// An int8 Mamba prefill (the projections per dequantised block) gives the logits of the same
+// model run op by op on the dequantised weights.
+TEST(Int8Gemm, MambaPrefillSameLogits) {
+  MambaConfig c;
+  c.d_model = 512;
+  c.n_layer = 2;
+  c.vocab_size = 50;
+  c.d_state = 8;
+  c.d_conv = 4;
+  c.expand = 2;
+  c.d_inner = 0;
+  c.dt_rank = 0;
+  c.finalize();
+  MambaLM m(c);
+  m.init_weights(7);
+  m.quantize_int8();
+  c10::InferenceMode im;
+  at::manual_seed(8);
+  at::Tensor ids = at::randint(0, 50, {2, 40}, at::kLong);
+  BlockGuard blocks(1 << 18);  // several blocks per projection
+  const at::Tensor via = m.forward(ids);
+  // The same weights as dense fp32 matrices.
+  MambaLM d(c);
+  d.init_weights(7);
+  {
+    at::NoGradGuard ng;
+    auto dense = d.module().named_parameters();
+    for (auto& p : m.module().named_parameters()) {
+      if (p.value().scalar_type() != at::kChar) {
+        dense[p.key()].copy_(p.value());
+        continue;
+      }
+      const std::string scale_name = p.key().substr(0, p.key().size() - 6) + "weight_scale";
+      at::Tensor scale;
+      for (auto& bu : m.module().named_buffers())
+        if (bu.key() == scale_name) scale = bu.value();
+      ASSERT_TRUE(scale.defined()) << scale_name;
+      dense[p.key()].copy_(kernels::dequantize_int8({p.value(), scale}));
+    }
+  }
+  const at::Tensor want = d.forward(ids);
+  EXPECT_TRUE(close(via, want, 1e-4, 1e-4));
+}

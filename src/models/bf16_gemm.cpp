@@ -11,6 +11,7 @@
 
 #include "common/cpu.h"
 #include "common/error.h"
+#include "kernels/gemv.h"
 
 namespace mambavl::models {
 
@@ -30,7 +31,7 @@ class Scratch {
       p_ = nullptr;
       const size_t bytes = (static_cast<size_t>(n) * sizeof(float) + 63) / 64 * 64;
       p_ = static_cast<float*>(std::aligned_alloc(64, bytes));
-      MVL_CHECK(p_, "bf16 GEMM via fp32: cannot allocate ", bytes, " bytes of scratch");
+      MVL_CHECK(p_, "GEMM via fp32: cannot allocate ", bytes, " bytes of scratch");
       cap_ = n;
     }
     return p_;
@@ -103,35 +104,26 @@ bool bf16_via_f32(const at::Tensor& weight, const at::Tensor& x, int64_t rows) {
 }
 
 namespace {
-// Calls f(n0, n, wb) for blocks of block_rows(K, N) rows of the bf16 weight W [N, K], each
-// converted to fp32 in the reused per-thread buffer: wb [n, K] = W[n0 : n0 + n].
+// Calls f(n0, n, wb) for blocks of block_rows(K, N) rows of the bf16 or int8 weight W [N, K], each
+// converted to fp32 in the reused per-thread buffer: wb [n, K] = W[n0 : n0 + n], times the int8
+// rows' scales when `scale` [N] is defined (the values of kernels::dequantize_int8).
 template <class F>
-void for_each_f32_block(const at::Tensor& W, F&& f) {
+void for_each_f32_block(const at::Tensor& W, const at::Tensor& scale, F&& f) {
   const int64_t N = W.size(0), K = W.size(1), nb = block_rows(K, N);
   float* wp = tl_w.get(nb * K);
   for (int64_t n0 = 0; n0 < N; n0 += nb) {
     const int64_t n = std::min(nb, N - n0);
     at::Tensor wb = at::from_blob(wp, {n, K}, at::kFloat);  // [n, K] fp32
     wb.copy_(W.narrow(0, n0, n));
+    if (scale.defined()) wb.mul_(scale.narrow(0, n0, n).unsqueeze(1));
     f(n0, n, wb);
   }
 }
-}  // namespace
 
-at::ScalarType inference_compute_dtype(const at::Tensor& weight) {
-  if (!weight.defined() || weight.scalar_type() != at::kBFloat16 || !weight.device().is_cpu())
-    return weight.defined() ? weight.scalar_type() : at::kFloat;
-  if (at::GradMode::is_enabled() && weight.requires_grad()) return at::kBFloat16;
-  switch (bf16_gemm()) {
-    case Bf16Gemm::ViaF32: return at::kFloat;
-    case Bf16Gemm::Native: return at::kBFloat16;
-    case Bf16Gemm::Auto: break;
-  }
-  return cpu::features().amx ? at::kBFloat16 : at::kFloat;
-}
-
-at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
-                               const at::Tensor& bias) {
+// x [..., K] bf16 or fp32 times the bf16 weight, or the int8 weight with its row scales, [N, K]:
+// the fp32 GEMM per converted block -> [..., N] in x's dtype.
+at::Tensor linear_via_f32(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                          const at::Tensor& bias) {
   MVL_CHECK(weight.dim() == 2 && x.dim() >= 1 && x.size(-1) == weight.size(1),
             "linear: input ", x.sizes(), " does not match weight ", weight.sizes());
   MVL_CHECK(x.scalar_type() == at::kBFloat16 || x.scalar_type() == at::kFloat,
@@ -156,7 +148,7 @@ at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
   // fp32 out: the GEMM writes its columns of y itself (a strided [M, n] view, row stride N, which
   // the BLAS takes as its ldc); bf16 out: an fp32 block, then rounded into y.
   float* yp = f32_in ? nullptr : tl_y.get(M * block_rows(K, N));
-  for_each_f32_block(weight, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
+  for_each_f32_block(weight, scale, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
     at::Tensor yb = yp ? at::from_blob(yp, {M, n}, at::kFloat) : y2.narrow(1, n0, n);  // [M, n]
     if (bf.defined())
       at::addmm_out(yb, bf.narrow(0, n0, n), xf, wb.t());
@@ -165,6 +157,70 @@ at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
     if (yp) y2.narrow(1, n0, n).copy_(yb);  // bf16: rounded
   });
   return y;
+}
+
+// W [N, K] (bf16, or int8 with `scale`) times x [K, M] -> [N, M] in x's dtype, per converted block.
+at::Tensor mm_via_f32(const at::Tensor& W, const at::Tensor& scale, const at::Tensor& x) {
+  const int64_t N = W.size(0), K = W.size(1), M = x.size(1);
+  at::Tensor y = at::empty({N, M}, x.options());  // [N, M]
+  if (N == 0 || K == 0 || M == 0) return y.zero_();
+  if (x.scalar_type() == at::kFloat) {  // the blocks write their rows of y directly
+    for_each_f32_block(W, scale, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
+      at::Tensor yb = y.narrow(0, n0, n);  // [n, M], contiguous
+      at::mm_out(yb, wb, x);
+    });
+    return y;
+  }
+  at::Tensor xf;  // [K, M] fp32, in x's layout (a transposed x stays transposed: no copy in mm)
+  if (x.stride(0) == 1 && x.stride(1) != 1) {
+    at::Tensor t = scratch(tl_x, {M, K});
+    t.copy_(x.t());
+    xf = t.t();
+  } else {
+    xf = scratch(tl_x, {K, M});
+    xf.copy_(x);
+  }
+  float* yp = tl_y.get(block_rows(K, N) * M);
+  for_each_f32_block(W, scale, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
+    at::Tensor yb = at::from_blob(yp, {n, M}, at::kFloat);  // [n, M] fp32
+    at::mm_out(yb, wb, xf);
+    y.narrow(0, n0, n).copy_(yb);  // rounded to x's dtype
+  });
+  return y;
+}
+
+// An int8 weight times fp32 activations, no gradient recorded, on the CPU: per converted block.
+bool int8_via_f32(const at::Tensor& W, const at::Tensor& scale, const at::Tensor& x) {
+  return W.defined() && scale.defined() && W.scalar_type() == at::kChar && W.dim() == 2 &&
+         scale.dim() == 1 && scale.size(0) == W.size(0) && scale.scalar_type() == at::kFloat &&
+         x.defined() && x.scalar_type() == at::kFloat && W.device().is_cpu() &&
+         x.device().is_cpu() && !(at::GradMode::is_enabled() && x.requires_grad());
+}
+}  // namespace
+
+at::ScalarType inference_compute_dtype(const at::Tensor& weight) {
+  if (!weight.defined() || weight.scalar_type() != at::kBFloat16 || !weight.device().is_cpu())
+    return weight.defined() ? weight.scalar_type() : at::kFloat;
+  if (at::GradMode::is_enabled() && weight.requires_grad()) return at::kBFloat16;
+  switch (bf16_gemm()) {
+    case Bf16Gemm::ViaF32: return at::kFloat;
+    case Bf16Gemm::Native: return at::kBFloat16;
+    case Bf16Gemm::Auto: break;
+  }
+  return cpu::features().amx ? at::kBFloat16 : at::kFloat;
+}
+
+at::Tensor linear_bf16_via_f32(const at::Tensor& x, const at::Tensor& weight,
+                               const at::Tensor& bias) {
+  return linear_via_f32(x, weight, at::Tensor(), bias);
+}
+
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                       const at::Tensor& bias) {
+  if (int8_via_f32(weight, scale, x) && x.dim() >= 1 && x.size(-1) == weight.size(1) &&
+      !(bias.defined() && bias.requires_grad() && at::GradMode::is_enabled()))
+    return linear_via_f32(x, weight, scale, bias);  // [..., N] fp32
+  return at::linear(x, kernels::dequantize_int8({weight, scale}).to(x.scalar_type()), bias);
 }
 
 at::Tensor weight_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& bias) {
@@ -184,25 +240,13 @@ at::Tensor weight_linear(const at::Tensor& x, const at::Tensor& weight, const at
 at::Tensor weight_mm(const at::Tensor& W, const at::Tensor& x) {
   const int64_t M = x.dim() == 2 ? x.size(1) : 0;
   if (!bf16_via_f32(W, x, M) || x.size(0) != W.size(1)) return at::mm(W, x);
-  const int64_t N = W.size(0), K = W.size(1);
-  at::Tensor y = at::empty({N, M}, x.options());  // [N, M] bf16
-  if (N == 0 || K == 0) return y.zero_();
-  at::Tensor xf;  // [K, M] fp32, in x's layout (a transposed x stays transposed: no copy in mm)
-  if (x.stride(0) == 1 && x.stride(1) != 1) {
-    at::Tensor t = scratch(tl_x, {M, K});
-    t.copy_(x.t());
-    xf = t.t();
-  } else {
-    xf = scratch(tl_x, {K, M});
-    xf.copy_(x);
-  }
-  float* yp = tl_y.get(block_rows(K, N) * M);
-  for_each_f32_block(W, [&](int64_t n0, int64_t n, const at::Tensor& wb) {
-    at::Tensor yb = at::from_blob(yp, {n, M}, at::kFloat);  // [n, M] fp32
-    at::mm_out(yb, wb, xf);
-    y.narrow(0, n0, n).copy_(yb);  // rounded to bf16
-  });
-  return y;
+  return mm_via_f32(W, at::Tensor(), x);  // [N, M] bf16
+}
+
+at::Tensor int8_mm(const at::Tensor& W, const at::Tensor& scale, const at::Tensor& x) {
+  if (int8_via_f32(W, scale, x) && x.dim() == 2 && x.size(0) == W.size(1))
+    return mm_via_f32(W, scale, x);  // [N, M] fp32
+  return at::mm(kernels::dequantize_int8({W, scale}).to(x.scalar_type()), x);
 }
 
 }  // namespace mambavl::models

@@ -5,7 +5,9 @@
 // to bf16. Same result as the bf16 GEMM up to the summation order (both accumulate in fp32).
 // Only where no gradient is recorded (inference: NoGrad / InferenceMode, or nothing requires
 // grad): training keeps the plain bf16 ops and their autograd. Used by LinearImpl::forward and the
-// Mamba mixer's channel-first prefill projections.
+// Mamba mixer's channel-first prefill projections. int8 weights (LinearImpl's layout: int8 rows
+// with fp32 row scales) times fp32 activations go the same way, dequantised block by block
+// (int8_linear, int8_mm): no full fp32 copy of the matrix per call.
 #pragma once
 #include <ATen/core/Tensor.h>
 
@@ -45,5 +47,15 @@ at::Tensor weight_linear(const at::Tensor& x, const at::Tensor& weight, const at
 // W [N, K] times x [K, M] (any strides) -> [N, M] contiguous, in x's dtype: through fp32 by
 // blocks of W's rows when bf16_via_f32(W, x, M), else at::mm. No autograd on the fp32 path.
 at::Tensor weight_mm(const at::Tensor& W, const at::Tensor& x);
+
+// x [..., K] times the int8 weight [N, K] with its scales [N] (+ bias [N]) -> [..., N]: fp32 x
+// without a gradient recorded through the fp32 GEMM per dequantised block (the values of
+// at::linear on kernels::dequantize_int8, up to the summation order); otherwise at::linear on the
+// dequantised weight in x's dtype.
+at::Tensor int8_linear(const at::Tensor& x, const at::Tensor& weight, const at::Tensor& scale,
+                       const at::Tensor& bias);
+// The int8 weight W [N, K] with scales [N] times x [K, M] (any strides) -> [N, M]: per dequantised
+// block for fp32 x without a gradient recorded, else at::mm on the dequantised weight.
+at::Tensor int8_mm(const at::Tensor& W, const at::Tensor& scale, const at::Tensor& x);
 
 }  // namespace mambavl::models

@@ -39,10 +39,6 @@ at::Tensor quantize_param(at::Tensor& weight) {
   return scale;
 }
 
-at::Tensor dequantize(const at::Tensor& q, const at::Tensor& scale, at::ScalarType dtype) {
-  return (q.to(at::kFloat) * scale.unsqueeze(1)).to(dtype);
-}
-
 }  // namespace
 
 kernels::MatrixRef matrix_ref(const at::Tensor& weight, const at::Tensor& weight_scale) {
@@ -74,7 +70,7 @@ bool LinearImpl::uses_batch_kernels(const at::Tensor& x) const {
 at::Tensor LinearImpl::apply(const at::Tensor& x, bool with_bias) const {
   const at::Tensor& b = with_bias ? bias : at::Tensor();
   if (uses_batch_kernels(x)) return kernels::linear_small(matrix_ref(*this), x, b, x.scalar_type());
-  if (is_int8()) return at::linear(x, dense_weight(x.scalar_type()), b);
+  if (is_int8()) return int8_linear(x, weight, weight_scale, b);  // per dequantised block
   return weight_linear(x, weight, b);  // bf16 without AMX: through the fp32 GEMM
 }
 
@@ -91,7 +87,7 @@ void LinearImpl::prepare_int8() {
 }
 
 at::Tensor LinearImpl::dense_weight(at::ScalarType dtype) const {
-  return is_int8() ? dequantize(weight, weight_scale, dtype) : weight.to(dtype);
+  return is_int8() ? kernels::dequantize_int8({weight, weight_scale}).to(dtype) : weight.to(dtype);
 }
 
 void EmbeddingImpl::quantize_int8() {
@@ -107,7 +103,7 @@ void EmbeddingImpl::prepare_int8() {
 }
 
 at::Tensor EmbeddingImpl::dense_weight(at::ScalarType dtype) const {
-  return is_int8() ? dequantize(weight, weight_scale, dtype) : weight.to(dtype);
+  return is_int8() ? kernels::dequantize_int8({weight, weight_scale}).to(dtype) : weight.to(dtype);
 }
 
 void LinearImpl::reset_parameters() {

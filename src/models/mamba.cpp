@@ -105,15 +105,21 @@ at::Tensor MambaMixerImpl::mix(const at::Tensor& x, LayerCache* cache, int64_t p
 }
 
 namespace {
-// Channel-first projection: W [O, I] applied to each batch item's [I, L] -> [B, O, L] contiguous.
-// `x_bil` is either [B, I, L] or, with tokens_major, [B, L, I] (used transposed, no copy).
-at::Tensor cf_linear(const at::Tensor& W, const at::Tensor& x, bool tokens_major) {
+// Channel-first projection: lin's W [O, I] applied to each batch item's [I, L] -> [B, O, L]
+// contiguous, in x's dtype. `x` is either [B, I, L] or, with tokens_major, [B, L, I] (used
+// transposed, no copy).
+at::Tensor cf_linear(const LinearImpl& lin, const at::Tensor& x, bool tokens_major) {
   auto item = [&](int64_t b) { return tokens_major ? x[b].t() : x[b]; };  // [I, L]
-  // weight_mm: a bf16 W goes through the fp32 GEMM on CPUs without a fast bf16 one (layers.h).
-  if (x.size(0) == 1) return weight_mm(W, item(0)).unsqueeze(0);
+  // weight_mm: a bf16 W goes through the fp32 GEMM on CPUs without a fast bf16 one; int8_mm: an
+  // int8 W dequantised block by block (bf16_gemm.h).
+  auto mm = [&](const at::Tensor& xi) {
+    return lin.is_int8() ? int8_mm(lin.weight, lin.weight_scale, xi)
+                         : weight_mm(lin.dense_weight(xi.scalar_type()), xi);
+  };
+  if (x.size(0) == 1) return mm(item(0)).unsqueeze(0);
   std::vector<at::Tensor> outs;
   outs.reserve(x.size(0));
-  for (int64_t b = 0; b < x.size(0); ++b) outs.push_back(weight_mm(W, item(b)));
+  for (int64_t b = 0; b < x.size(0); ++b) outs.push_back(mm(item(b)));
   return at::stack(outs);
 }
 }  // namespace
@@ -122,8 +128,7 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   // Channel-first layout throughout ([B, channels, L], L contiguous), as the kernels want it, so
   // no transposing copies are made: projections are W @ x per batch item.
   const int64_t Di = cfg.d_inner, N = cfg.d_state, R = cfg.dt_rank, W = cfg.d_conv;
-  const at::ScalarType wdt = x.scalar_type();  // int8 weights are dequantised to it here
-  at::Tensor xz = cf_linear(in_proj->dense_weight(wdt), x, /*tokens_major=*/true);  // [B, 2*Di, L]
+  at::Tensor xz = cf_linear(*in_proj, x, /*tokens_major=*/true);  // [B, 2*Di, L]
   if (in_proj->bias.defined()) xz = xz + in_proj->bias.view({1, -1, 1});
   at::Tensor xin = xz.narrow(1, 0, Di);  // [B, Di, L]
   at::Tensor z = xz.narrow(1, Di, Di);   // [B, Di, L]
@@ -144,9 +149,8 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   at::Tensor xc = kernels::causal_conv1d(xin, conv_weight.view({Di, W}), cb, /*silu=*/true,
                                          backend);                             // [B, Di, L]
   if (keep.defined()) xc = xc * keep;
-  at::Tensor xdbl = cf_linear(x_proj->dense_weight(wdt), xc, false);  // [B, R + 2N, L]
-  at::Tensor delta =
-      cf_linear(dt_proj->dense_weight(wdt), xdbl.narrow(1, 0, R), false);  // [B, Di, L]
+  at::Tensor xdbl = cf_linear(*x_proj, xc, false);                   // [B, R + 2N, L]
+  at::Tensor delta = cf_linear(*dt_proj, xdbl.narrow(1, 0, R), false);  // [B, Di, L]
   kernels::SelectiveScanArgs a;
   a.u = xc;
   a.delta = delta;
@@ -381,9 +385,9 @@ at::Tensor MambaLM::logits(const at::Tensor& hidden) {
     const kernels::MatrixRef head = lm_head ? matrix_ref(*lm_head) : matrix_ref(*embeddings);
     return kernels::linear_small(head, hidden, at::Tensor(), at::kFloat);  // [..., V]
   }
-  if (w.scalar_type() == at::kChar) {  // int8 head, many rows: dequantised GEMM
-    at::Tensor deq = lm_head ? lm_head->dense_weight(at::kFloat) : embeddings->dense_weight(at::kFloat);
-    return at::linear(hidden.to(at::kFloat), deq);  // [..., V]
+  if (w.scalar_type() == at::kChar) {  // int8 head, many rows: the GEMM per dequantised block
+    const at::Tensor& scale = lm_head ? lm_head->weight_scale : embeddings->weight_scale;
+    return int8_linear(hidden.to(at::kFloat), w, scale, at::Tensor());  // [..., V]
   }
   return at::linear(hidden.to(w.scalar_type()), w).to(at::kFloat);  // [..., V]
 }
