@@ -10,6 +10,7 @@
 #include "models/bf16_gemm.h"
 #include "models/layers.h"
 #include "models/mamba.h"
+#include "mamba_configs.h"
 #include "test_util.h"
 
 using namespace mambavl;
@@ -61,6 +62,10 @@ Linear bf16_linear(int64_t in, int64_t out, uint64_t seed) {
 ::testing::AssertionResult bf16_close(const at::Tensor& got, const at::Tensor& want) {
   return close(got.to(at::kFloat), want.to(at::kFloat), 1.0 / 128, 1e-3);
 }
+
+// A 2-layer Mamba of width 512 (long enough sums that two summation orders round differently
+// somewhere) for the prefill tests.
+MambaConfig prefill_config() { return testing_util::small_mamba_config(512, 2, 8); }
 
 }  // namespace
 
@@ -218,16 +223,7 @@ TEST(Bf16Gemm, WeightMmMatchesMm) {
 // A bf16 Mamba prefill (in_proj / x_proj / dt_proj through weight_mm, out_proj through Linear)
 // gives the same logits through fp32 as through the plain bf16 GEMM, up to bf16 rounding.
 TEST(Bf16Gemm, MambaPrefillSameLogits) {
-  MambaConfig c;
-  c.d_model = 512;  // long enough sums that the two summation orders round differently somewhere
-  c.n_layer = 2;
-  c.vocab_size = 50;
-  c.d_state = 8;
-  c.d_conv = 4;
-  c.expand = 2;
-  c.d_inner = 0;
-  c.dt_rank = 0;
-  c.finalize();
+  const MambaConfig c = prefill_config();
   MambaLM m(c);
   m.init_weights(7);
   {
@@ -289,16 +285,7 @@ TEST(Int8Gemm, PerBlockEqualsDequantisedGemm) {
 // An int8 Mamba prefill (the projections per dequantised block) gives the logits of the same
 // model run op by op on the dequantised weights.
 TEST(Int8Gemm, MambaPrefillSameLogits) {
-  MambaConfig c;
-  c.d_model = 512;
-  c.n_layer = 2;
-  c.vocab_size = 50;
-  c.d_state = 8;
-  c.d_conv = 4;
-  c.expand = 2;
-  c.d_inner = 0;
-  c.dt_rank = 0;
-  c.finalize();
+  const MambaConfig c = prefill_config();
   MambaLM m(c);
   m.init_weights(7);
   m.quantize_int8();

@@ -3,25 +3,14 @@
 #include <gtest/gtest.h>
 
 #include "common/error.h"
+#include "mamba_configs.h"
 #include "models/mamba.h"
 
 using namespace mambavl;
 using namespace mambavl::models;
 
 namespace {
-MambaConfig tiny(int64_t layers = 2) {
-  MambaConfig c;
-  c.d_model = 24;
-  c.n_layer = layers;
-  c.vocab_size = 50;
-  c.d_state = 5;
-  c.d_conv = 4;
-  c.expand = 2;
-  c.d_inner = 0;
-  c.dt_rank = 0;
-  c.finalize();
-  return c;
-}
+MambaConfig tiny(int64_t layers = 2) { return testing_util::small_mamba_config(24, layers, 5); }
 
 // Random non-trivial weights (so D, norms, biases are not at identity values).
 void perturb(MambaLM& m, uint64_t seed) {
