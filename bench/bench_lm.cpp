@@ -27,6 +27,7 @@ namespace {
 
 // Decode steps run untimed after the prefill, before the timed ones.
 constexpr int64_t kWarmupSteps = 4;
+constexpr int kGemmRepeats = 5;
 using clock = std::chrono::steady_clock;
 double secs(clock::time_point a, clock::time_point b) {
   return std::chrono::duration<double>(b - a).count();
@@ -88,7 +89,8 @@ void run(const LmBenchOptions& o) {
   std::printf("bench lm: %s, dtype %s, %lld decode steps per point\n", machine_summary().c_str(),
               o.rt.dtype.c_str(), static_cast<long long>(o.steps));
   const double bw = o.bandwidth_gbs > 0 ? o.bandwidth_gbs : measure_read_bandwidth_gbs();
-  const double gflops = measure_gemm_gflops();
+  // The GEMM rate: best of kGemmRepeats products (a low outlier would inflate the prefill share).
+  const double gflops = measure_gemm_gflops(1024, 768, 3072, kGemmRepeats);
   // The bounds are measured on the quiet machine; with --busy the same bounds show what is lost.
   BusyLoops busy(o.busy);
   if (o.busy > 0)
@@ -98,8 +100,8 @@ void run(const LmBenchOptions& o) {
   std::printf(
       "bounds: decode step <= bandwidth / (weight bytes + cache bytes read per step: K/V at the "
       "context, SSM states); prefill <= GEMM rate / matmul FLOPs per token, the GEMM rate (GEMM "
-      "GF/s, best of 3) measured again before each point's prefills (best of %lld)\n",
-      static_cast<long long>(o.prefill_repeats));
+      "GF/s, best of %d) measured again before each point's prefills (best of %lld)\n",
+      kGemmRepeats, static_cast<long long>(o.prefill_repeats));
   std::printf("%-12s %8s %6s %12s %9s %9s %12s %9s %12s %9s %10s\n", "model", "context", "batch",
               "prefill t/s", "% bound", "GEMM GF/s", "decode t/s", "% bound", "ms/step",
               "cache MB", "peak MB");
@@ -146,7 +148,8 @@ void run(const LmBenchOptions& o) {
         reset_peak_rss();
         // The GEMM bound again just before this point's prefills (the machine's clock moves between
         // points); under --busy the quiet machine's bound stays.
-        const double point_gflops = o.busy > 0 ? gflops : measure_gemm_gflops();
+        const double point_gflops =
+            o.busy > 0 ? gflops : measure_gemm_gflops(1024, 768, 3072, kGemmRepeats);
         const double point_prefill_bound = point_gflops * 1e9 / flops_per_token;
         // Best of prefill_repeats prefills, each into a fresh cache; decode continues the last.
         std::unique_ptr<models::LMCache> cache;
