@@ -4,11 +4,12 @@
 #include <ATen/ATen.h>
 
 #include <algorithm>
-#include <cstring>
 #include <cmath>
+#include <cstring>
 #include <tuple>
 
 #include "common/error.h"
+#include "kernels/attention_prefill.h"
 
 namespace mambavl::models {
 
@@ -138,8 +139,14 @@ at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in
   at::Tensor kt = k.transpose(1, 2);     // [B, Hkv, L, hd]
   at::Tensor vt = v_in.transpose(1, 2);  // [B, Hkv, L, hd]
   const bool gqa = num_heads != num_heads_kv;
+  // Several fp32 queries in inference, no padding: the fused CPU kernel reads q, k, v (or the
+  // cache) in place and writes [B, L, H, hd] directly (kernels/attention_prefill.h). Single queries
+  // (decode steps outside the fused decode paths) and the reference backend take SDPA.
+  const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+  const bool fused = L >= 2 && !padded && kernels::use_attention_prefill(q, k, v_in);
   at::Tensor ctx;  // [B, H, L, hd]
   if (!cache) {
+    if (fused) return kernels::attention_prefill(q, k, v_in, causal, 0, scale).view({B, L, -1});
     ctx = at::scaled_dot_product_attention(qt, kt, vt, {}, 0.0, causal, std::nullopt, gqa);
   } else {
     MVL_CHECK(cache->len == pos, "KV cache holds ", cache->len,
@@ -156,6 +163,10 @@ at::Tensor AttentionCore::forward(const at::Tensor& q_in, const at::Tensor& k_in
     cache->len = pos + L;
     at::Tensor keys = cache->k.narrow(2, 0, pos + L);    // [B, Hkv, pos+L, hd]
     at::Tensor values = cache->v.narrow(2, 0, pos + L);  // [B, Hkv, pos+L, hd]
+    if (fused)  // queries at pos .. pos+L-1 over the cached keys 0 .. pos+L-1
+      return kernels::attention_prefill(q, keys.transpose(1, 2), values.transpose(1, 2), causal,
+                                        pos, scale)
+          .view({B, L, -1});  // [B, L, H*hd]
     if (padded) {
       // Query i (position pos+i) sees key j when j is a real position of its row (and j <= pos+i
       // when causal); a pad query also sees itself, so that no softmax row is empty.

@@ -13,6 +13,7 @@
 
 #include "common/error.h"
 #include "io/checkpoint.h"
+#include "kernels/attention_prefill.h"
 #include "models/bf16_gemm.h"
 #include "models/vision_factories.h"
 
@@ -73,7 +74,7 @@ at::Tensor PatchEmbedImpl::forward(const at::Tensor& images) const {
   at::Tensor w = weight.scalar_type() == dt ? weight : weight.to(dt);
   at::Tensor b = !bias.defined() || bias.scalar_type() == dt ? bias : bias.to(dt);
   at::Tensor y = at::conv2d(images, w, b, {patch, patch});  // [B, C, gh, gw]
-  return y.flatten(2).transpose(1, 2);                              // [B, gh*gw, C]
+  return y.flatten(2).transpose(1, 2);                      // [B, gh*gw, C]
 }
 
 std::pair<at::Tensor, at::Tensor> Rope2D::cos_sin(int64_t head_dim, int64_t gh, int64_t gw,
@@ -130,8 +131,16 @@ at::Tensor ViTAttentionImpl::forward(const at::Tensor& x, const at::Tensor& cos,
     k = at::cat({k.narrow(2, 0, num_prefix), Rope2D::apply(k.narrow(2, num_prefix, n), cos, sin)},
                 2);  // [B, H, T, hd]
   }
-  at::Tensor ctx = at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);  // [B, H, T, hd]
-  ctx = ctx.transpose(1, 2).reshape({B, T, num_heads * head_dim});              // [B, T, C]
+  at::Tensor ctx;  // [B, T, C]
+  at::Tensor qt = q.transpose(1, 2), kt = k.transpose(1, 2),
+             vt = v.transpose(1, 2);                 // [B, T, H, hd]
+  if (kernels::use_attention_prefill(qt, kt, vt)) {  // the fused CPU kernel writes [B, T, H, hd]
+    const double scale = 1.0 / std::sqrt(static_cast<double>(head_dim));
+    ctx = kernels::attention_prefill(qt, kt, vt, causal, 0, scale).view({B, T, -1});
+  } else {
+    ctx = at::scaled_dot_product_attention(q, k, v, {}, 0.0, causal);  // [B, H, T, hd]
+    ctx = ctx.transpose(1, 2).reshape({B, T, num_heads * head_dim});   // [B, T, C]
+  }
   if (!norm.is_empty()) ctx = models::norm(norm, ctx);
   return out_proj->forward(ctx);  // [B, T, C]
 }
@@ -177,7 +186,7 @@ ViTBlockImpl::ViTBlockImpl(const ViTConfig& c) {
 at::Tensor ViTBlockImpl::forward(const at::Tensor& x, const at::Tensor& cos, const at::Tensor& sin,
                                  int64_t num_prefix, bool causal) {
   at::Tensor a = attn->forward(norm(norm1, x), cos, sin, num_prefix, causal);  // [B, T, C]
-  at::Tensor h = x + apply_drop_path(a, drop_path_rate, is_training());           // [B, T, C]
+  at::Tensor h = x + apply_drop_path(a, drop_path_rate, is_training());        // [B, T, C]
   at::Tensor m = mlp->forward(norm(norm2, h));                                 // [B, T, C]
   return h + apply_drop_path(m, drop_path_rate, is_training());
 }
@@ -280,7 +289,7 @@ at::Tensor ViTModel::hidden_state(const at::Tensor& images, int64_t layer, int64
   if (P > 0) {
     at::Tensor cls =
         class_embedding.view({1, 1, d}).expand({B, 1, d}).to(h.scalar_type());  // [B, 1, C]
-    h = at::cat({cls, h}, 1);                                            // [B, 1 + gh*gw, C]
+    h = at::cat({cls, h}, 1);                                                   // [B, 1 + gh*gw, C]
   }
   h = h + position_embedding(gh, gw).to(h.scalar_type());  // [B, T, C]
   if (!pre_norm.is_empty()) h = norm(pre_norm, h);

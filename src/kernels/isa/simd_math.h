@@ -55,6 +55,15 @@ MVL_SIMD vf vmin(vf a, vf b) { return a < b ? a : b; }
 MVL_SIMD vf vmax(vf a, vf b) { return a > b ? a : b; }
 #endif
 
+// a * b + c in one rounding where the level has FMA (ISO C++ mode does not contract a * b + c).
+#if defined(__AVX512F__)
+MVL_SIMD vf fmadd(vf a, vf b, vf c) { return _mm512_fmadd_ps(a, b, c); }
+#elif defined(__AVX2__)
+MVL_SIMD vf fmadd(vf a, vf b, vf c) { return _mm256_fmadd_ps(a, b, c); }
+#else
+MVL_SIMD vf fmadd(vf a, vf b, vf c) { return a * b + c; }
+#endif
+
 MVL_SIMD float hsum(vf v) {
   // Tree reduction: kW -> kW/2 -> ... -> 1.
 #if defined(__AVX512F__)
