@@ -208,7 +208,7 @@ at::Tensor VssImpl::forward(const at::Tensor& x, int64_t gh, int64_t gw) {
   at::Tensor ys;                                                            // [B, K, L, d]
   if (mixer) {
     // One mixer call for all orders: [B*K, L, d] is a view of the gathered block.
-    ys = mixer->mix(xs.view({Bn * K, L, d}), nullptr, 0).view({Bn, K, L, d});
+    ys = mixer->mix(xs.view({Bn * K, L, d}), nullptr, 0).reshape({Bn, K, L, d});
   } else {
     std::vector<at::Tensor> outs;
     outs.reserve(static_cast<size_t>(K));

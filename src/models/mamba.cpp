@@ -164,6 +164,14 @@ at::Tensor MambaMixerImpl::forward_sequence(const at::Tensor& x, MambaLayerCache
   a.return_last_state = cache != nullptr;
   kernels::SelectiveScanResult r = kernels::selective_scan(a, backend);
   if (cache) cache->ssm_state.copy_(r.last_state);
+  if (r.y.size(0) == 1) {
+    // One row (a prefill): W @ y, reading y [Di, L] as the scan's threads just wrote it; that
+    // orientation ran 7-10 % faster than y^T @ W^T for mamba-130m's out_proj (Xeon, 2 threads).
+    // The result is [B, L, d_model] as a transposed view, which the residual add reads in place.
+    at::Tensor o = cf_linear(*out_proj, r.y, /*tokens_major=*/false);  // [1, d_model, L]
+    if (out_proj->bias.defined()) o = o + out_proj->bias.view({1, -1, 1});
+    return o.transpose(1, 2);  // [1, L, d_model]
+  }
   return out_proj->forward(r.y.transpose(1, 2));  // [B, L, d_model]
 }
 

@@ -18,6 +18,8 @@ class SequenceMixer : public torch::nn::Module {
  public:
   // x: [B, L, d_model] in the model's compute dtype. `cache` is null for a plain (training /
   // scoring) forward; otherwise it holds the state after `pos` tokens and is advanced by L.
+  // The result may be a strided view (Mamba's one-row prefill returns a transposed one): reshape,
+  // not view, where a caller needs a layout.
   virtual at::Tensor mix(const at::Tensor& x, LayerCache* cache, int64_t pos) = 0;
   virtual std::unique_ptr<LayerCache> make_cache(int64_t batch, int64_t max_len,
                                                  at::ScalarType dtype, at::Device device) const = 0;
