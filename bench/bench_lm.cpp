@@ -4,12 +4,12 @@
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <csignal>
 #include <cstdio>
-#include <sys/wait.h>
-#include <unistd.h>
 #include <vector>
 
 #include "bench_load_peak.h"
@@ -17,6 +17,7 @@
 #include "common/error.h"
 #include "common/sysinfo.h"
 #include "models/attention.h"
+#include "models/gpt_neox.h"
 #include "models/mamba.h"
 #include "models/presets.h"
 
@@ -59,9 +60,9 @@ struct LmBenchOptions {
   std::vector<int64_t> batches{1};
   int64_t steps = 64;
   int64_t prefill_repeats = 3;  // prefills per point, the best reported (as the GEMM bound's best)
-  double bandwidth_gbs = 0;  // 0 = measure now
-  int busy = 0;              // busy-loop processes beside the measurement (contention)
-  bool load_peak = false;    // also the peak memory of loading each model from a folder
+  double bandwidth_gbs = 0;     // 0 = measure now
+  int busy = 0;                 // busy-loop processes beside the measurement (contention)
+  bool load_peak = false;       // also the peak memory of loading each model from a folder
 };
 
 // `n` child processes spinning until the guard ends (killed): another program busy on the cores.
@@ -99,12 +100,13 @@ void run(const LmBenchOptions& o) {
               bw, gflops);
   std::printf(
       "bounds: decode step <= bandwidth / (weight bytes + cache bytes read per step: K/V at the "
-      "context, SSM states); prefill <= GEMM rate / matmul FLOPs per token, the GEMM rate (GEMM "
-      "GF/s, best of %d) measured again before each point's prefills (best of %lld)\n",
+      "context, SSM states); prefill <= GEMM rate / matmul FLOPs per token (the weights' and "
+      "attention's q.k and p.v over the causal mean of (context + 1) / 2 keys), the GEMM rate "
+      "(GEMM GF/s, best of %d) measured again before each point's prefills (best of %lld)\n",
       kGemmRepeats, static_cast<long long>(o.prefill_repeats));
   std::printf("%-12s %8s %6s %12s %9s %9s %12s %9s %12s %9s %10s\n", "model", "context", "batch",
-              "prefill t/s", "% bound", "GEMM GF/s", "decode t/s", "% bound", "ms/step",
-              "cache MB", "peak MB");
+              "prefill t/s", "% bound", "GEMM GF/s", "decode t/s", "% bound", "ms/step", "cache MB",
+              "peak MB");
   for (const auto& name : o.models) {
     auto model = models::make_preset(name, 0);
     if (o.rt.dtype == "bf16") model->to_dtype(at::kBFloat16);
@@ -132,6 +134,24 @@ void run(const LmBenchOptions& o) {
       const bool vocab_matrix = t.dim() == 2 && t.size(0) == model->vocab_size();
       if (t.dim() >= 2 && !vocab_matrix) matmul_params += t.numel();
     }
+    // Attention's own products (q . k and p . v, 2 FLOPs per multiply-add each): per query and
+    // attention layer 4 * heads * head_dim FLOPs per key it sees. A causal prefill of C tokens
+    // sees (C + 1) / 2 keys per query on average; a decode step at context C sees C + 1.
+    double attn_width = 0;  // sum over the attention layers of heads * head_dim
+    for (const auto& m : model->module().modules()) {
+      if (auto* a = dynamic_cast<const models::GPTNeoXAttentionImpl*>(m.get()))
+        attn_width += static_cast<double>(a->core.num_heads * a->core.head_dim);
+      if (auto* a = dynamic_cast<const models::HybridAttentionImpl*>(m.get()))
+        attn_width += static_cast<double>(a->core.num_heads * a->core.head_dim);
+    }
+    auto prefill_flops = [&](int64_t ctx) {  // per token
+      return 2.0 * static_cast<double>(matmul_params) +
+             2.0 * attn_width * static_cast<double>(ctx + 1);
+    };
+    auto decode_flops = [&](int64_t ctx) {
+      return 2.0 * static_cast<double>(matmul_params) +
+             4.0 * attn_width * static_cast<double>(ctx + 1);
+    };
     const double flops_per_token = 2.0 * static_cast<double>(matmul_params);
     const double prefill_bound = gflops * 1e9 / flops_per_token;
     const double bound = bw * 1e9 / static_cast<double>(weight_bytes);
@@ -150,7 +170,7 @@ void run(const LmBenchOptions& o) {
         // points); under --busy the quiet machine's bound stays.
         const double point_gflops =
             o.busy > 0 ? gflops : measure_gemm_gflops(1024, 768, 3072, kGemmRepeats);
-        const double point_prefill_bound = point_gflops * 1e9 / flops_per_token;
+        const double point_prefill_bound = point_gflops * 1e9 / prefill_flops(ctx);
         // Best of prefill_repeats prefills, each into a fresh cache; decode continues the last.
         std::unique_ptr<models::LMCache> cache;
         at::Tensor logits;
@@ -179,7 +199,7 @@ void run(const LmBenchOptions& o) {
         const double cache_bytes = 0.5 * (cache_first + cache_bytes_read(*cache));
         const double step_bound = bw * 1e9 / (static_cast<double>(weight_bytes) + cache_bytes);
         const double dec_bound =
-            std::min(static_cast<double>(B) * step_bound, point_prefill_bound);
+            std::min(static_cast<double>(B) * step_bound, point_gflops * 1e9 / decode_flops(ctx));
         const double dec_tps = static_cast<double>(B) / dec;
         std::printf("%-12s %8lld %6lld %12.1f %8.0f%% %9.0f %12.1f %8.0f%% %12.2f %9.2f %10.0f\n",
                     name.c_str(), static_cast<long long>(ctx), static_cast<long long>(B), pre,
@@ -191,8 +211,15 @@ void run(const LmBenchOptions& o) {
     }
     std::printf(
         "%-12s weights %.1f MB (%.1f MB read per decoded token, plus the cache): decode bound "
-        "without the cache %.1f tok/s, prefill bound %.0f tok/s at the first GEMM rate\n",
+        "without the cache %.1f tok/s, prefill bound %.0f tok/s at the first GEMM rate without "
+        "attention's products\n",
         name.c_str(), weights_total / 1e6, weight_bytes / 1e6, bound, prefill_bound);
+    for (int64_t ctx : o.contexts)
+      std::printf(
+          "%-12s prefill FLOPs per token at context %lld: %.3f M (weights %.3f M + "
+          "attention products %.3f M)\n",
+          name.c_str(), static_cast<long long>(ctx), prefill_flops(ctx) / 1e6,
+          flops_per_token / 1e6, (prefill_flops(ctx) - flops_per_token) / 1e6);
     if (o.load_peak) print_load_peak(name, *model, o.rt.dtype, o.rt.threads);
   }
 }
@@ -205,13 +232,14 @@ void add_lm_bench(CLI::App& bench) {
   c->add_option("--models", o->models, "Model shapes: " + join(models::preset_names()))
       ->delimiter(',');
   c->add_option("--contexts", o->contexts, "Context lengths")->delimiter(',');
-  c->add_option("--batches", o->batches,
-                "Batch sizes (decode tokens/s counts every sequence; a step reads the weights once)")
+  c->add_option(
+       "--batches", o->batches,
+       "Batch sizes (decode tokens/s counts every sequence; a step reads the weights once)")
       ->delimiter(',')
       ->check(CLI::Range(1, 64));
-  c->add_option("--steps", o->steps,
-                "Decode steps timed per context (after " + std::to_string(kWarmupSteps) +
-                    " untimed ones)")
+  c->add_option(
+       "--steps", o->steps,
+       "Decode steps timed per context (after " + std::to_string(kWarmupSteps) + " untimed ones)")
       ->check(cli::Positive);
   c->add_option("--prefill-repeats", o->prefill_repeats,
                 "Prefills per point, each into a fresh cache; the best is reported (the GEMM "

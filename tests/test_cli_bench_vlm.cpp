@@ -1,10 +1,11 @@
-// `mambavl bench vlm`, `bench train` and `bench lm` end to end on tiny shapes: each prints one table
-// row per model with the sequence / token counts the run is defined by; bad options give one
+// `mambavl bench vlm`, `bench train` and `bench lm` end to end on tiny shapes: each prints one
+// table row per model with the sequence / token counts the run is defined by; bad options give one
 // `error:` line naming the problem and exit code 1. No timing value is asserted (only that the
 // timed columns are finite numbers).
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <sstream>
 #include <string>
@@ -126,9 +127,9 @@ TEST(CliBenchTrain, UnknownModelIsAnError) {
 // column is the mean over the timed steps of the K/V written so far (attention) or the conv and
 // SSM states (Mamba), for all rows of the batch.
 TEST(CliBenchLm, DecodeBoundCountsTheCacheRead) {
-  const CliRun r = run(
-      "bench lm --models pythia-tiny,mamba-tiny --contexts 512 --batches 1,2 --steps 4 "
-      "--prefill-repeats 1 --bandwidth 10 --threads 1");
+  const CliRun r =
+      run("bench lm --models pythia-tiny,mamba-tiny --contexts 512 --batches 1,2 --steps 4 "
+          "--prefill-repeats 1 --bandwidth 10 --threads 1");
   ASSERT_EQ(r.code, 0) << r.out;
   // The rows of `name` at context 512: batch -> cells.
   auto rows = [&](const std::string& name) {
@@ -159,5 +160,37 @@ TEST(CliBenchLm, DecodeBoundCountsTheCacheRead) {
       EXPECT_GT(num(cells[5]), 0) << "GEMM GF/s of " << name << ":\n" << r.out;
       EXPECT_TRUE(std::isfinite(num(cells[4])) && std::isfinite(num(cells[7]))) << r.out;
     }
+  }
+}
+
+// `bench lm`: the prefill bound counts attention's q.k and p.v products beside the weights' FLOPs:
+// 4 * heads * head_dim FLOPs per key, (context + 1) / 2 keys per query on average (causal).
+TEST(CliBenchLm, PrefillBoundCountsAttentionProducts) {
+  const CliRun r = run(
+      "bench lm --models pythia-tiny,mamba-tiny --contexts 64,200 --steps 1 --prefill-repeats 1 "
+      "--bandwidth 10 --threads 1");
+  ASSERT_EQ(r.code, 0) << r.out;
+  auto pythia = models::make_preset("pythia-tiny", 0);
+  for (const auto& [name, ctx] :
+       {std::pair<std::string, int>{"pythia-tiny", 64}, {"pythia-tiny", 200}, {"mamba-tiny", 64}}) {
+    // The line "<name> prefill FLOPs per token at context <ctx>: ..." (the name padded).
+    const std::string key = "prefill FLOPs per token at context " + std::to_string(ctx) + ": ";
+    std::string line;
+    std::istringstream in(r.out);
+    for (std::string l; std::getline(in, l);)
+      if (l.rfind(name + " ", 0) == 0 && l.find(key) != std::string::npos) line = l;
+    ASSERT_FALSE(line.empty()) << name << " " << key << "\n" << r.out;
+    double total = 0, weights = 0, attention = 0;
+    ASSERT_EQ(std::sscanf(line.c_str() + line.find(key) + key.size(),
+                          "%lf M (weights %lf M + attention products %lf M)", &total, &weights,
+                          &attention),
+              3)
+        << r.out;
+    const double want = name == "mamba-tiny"
+                            ? 0.0
+                            : 2.0 * pythia->num_layers() * pythia->hidden_size() * (ctx + 1) / 1e6;
+    EXPECT_NEAR(attention, want, 1e-3) << key;
+    EXPECT_NEAR(total, weights + attention, 2e-3) << key;
+    EXPECT_GT(weights, 0) << key;
   }
 }
