@@ -404,6 +404,7 @@ int main(int argc, char** argv) {
   auto* bench = app.add_subcommand("bench", "Benchmarks (ratios measured side by side in one run)");
   bench->require_subcommand(1);
   bench::add_scan_bench(*bench);
+  bench::add_attention_bench(*bench);
   bench::add_lm_bench(*bench);
   bench::add_gemv_bench(*bench);
   bench::add_tokenizer_bench(*bench);

@@ -194,3 +194,29 @@ TEST(CliBenchLm, PrefillBoundCountsAttentionProducts) {
     EXPECT_GT(weights, 0) << key;
   }
 }
+
+// `bench attention`: one row per length with both paths timed and their results compared.
+TEST(CliBenchAttention, ComparesTheFusedKernelWithSdpa) {
+  for (const std::string mode : {"", " --full"}) {
+    const CliRun r =
+        run("bench attention --lens 40,70 --repeats 1 --heads 2 --head-dim 16 --threads 1" + mode);
+    ASSERT_EQ(r.code, 0) << r.out;
+    int rows = 0;
+    std::istringstream in(r.out);
+    for (std::string line; std::getline(in, line);) {
+      std::istringstream f(line);
+      std::vector<std::string> cells;
+      for (std::string w; f >> w;) cells.push_back(w);
+      if (cells.size() != 9 || (cells[0] != "40" && cells[0] != "70")) continue;
+      ++rows;
+      EXPECT_GT(num(cells[1]), 0) << line;  // fused ms
+      EXPECT_GT(num(cells[4]), 0) << line;  // SDPA ms
+      EXPECT_LT(num(cells[8]), 1e-4) << "the two paths disagree: " << line;
+    }
+    EXPECT_EQ(rows, 2) << r.out;
+  }
+  const CliRun bad = run("bench attention --head-dim 24");
+  EXPECT_EQ(bad.code, 1);
+  EXPECT_NE(bad.out.find("--head-dim must be a positive multiple of 16"), std::string::npos)
+      << bad.out;
+}
